@@ -1,0 +1,173 @@
+"""Dataclass configuration: data, model (LoRA included) and training arguments.
+
+Every field is a YAML key and a command-line flag of the same name (see `dr_hf.cli_args`).
+"""
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from dr_hf.grades import NUM_GRADES
+
+RETFOUND_NAMES = ("retfound", "retfound_mae", "retfound_dinov2", "retfound_tiny")
+LOSSES = ("ce", "focal")
+CLASS_WEIGHTINGS = ("auto", "balanced", "none")
+
+
+@dataclass
+class DataArguments:
+    """Where the fundus photographs come from and how they are preprocessed."""
+
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training data: a folder in CSV layout (train.csv + train_images/, APTOS, EyePACS, "
+            "IDRiD), a folder of grade sub-folders 0/..4/, or a dataset saved with save_to_disk "
+            "(a `dr-hf prepare` output included)."
+        },
+    )
+    train_csv: str | None = field(
+        default=None, metadata={"help": "Label CSV, when it is not inside data_dir."}
+    )
+    image_dir: str | None = field(
+        default=None, metadata={"help": "Image folder for train_csv (default: found beside it)."}
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A Hub dataset name (needs network access)."}
+    )
+    validation_dir: str | None = field(
+        default=None, metadata={"help": "Explicit validation data, in any layout data_dir accepts."}
+    )
+    validation_csv: str | None = field(
+        default=None, metadata={"help": "Explicit validation CSV (images in validation_image_dir)."}
+    )
+    validation_image_dir: str | None = field(default=None, metadata={"help": "Images of validation_csv."})
+    validation_split: float = field(
+        default=0.2,
+        metadata={"help": "Stratified share of the training data held out when no validation set is given."},
+    )
+    split_seed: int = field(default=42, metadata={"help": "Seed of the train/validation split."})
+    id_column: str | None = field(default=None, metadata={"help": "CSV image-id column (auto-detected)."})
+    label_column: str | None = field(default=None, metadata={"help": "CSV grade column (auto-detected)."})
+    skip_bad_images: bool = field(
+        default=False,
+        metadata={"help": "Drop undecodable images (each one is reported) instead of stopping."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation rows."})
+    image_size: int | None = field(
+        default=None,
+        metadata={"help": "Training resolution (default: the model's input size, 224 for most)."},
+    )
+    crop_fov: bool = field(
+        default=True, metadata={"help": "Crop the black border around the circular field of view."}
+    )
+    ben_graham: bool = field(
+        default=False,
+        metadata={"help": "Ben Graham colour normalisation: subtract the local average colour."},
+    )
+    augment: bool = field(default=True, metadata={"help": "Albumentations augmentation of the training split."})
+
+    def __post_init__(self):
+        if not 0.0 < self.validation_split < 1.0:
+            raise ValueError(
+                f"validation_split={self.validation_split} must lie strictly between 0 and 1 (e.g. 0.2)."
+            )
+        if self.image_size is not None and self.image_size < 32:
+            raise ValueError(f"image_size={self.image_size} is too small: use 32 pixels or more.")
+
+
+@dataclass
+class ModelArguments:
+    """Which grader to build, from which weights, and whether to train it through LoRA."""
+
+    model_name: str = field(
+        default="resnet50",
+        metadata={
+            "help": "A timm architecture (resnet50, efficientnet_b0, convnext_tiny, vit_base_patch16_224...) "
+            f"or one of {', '.join(RETFOUND_NAMES)}."
+        },
+    )
+    pretrained_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "Initial weights: a local file (.pth/.bin/.safetensors; for RETFound the official "
+            "checkpoint) or a Hub id. None trains from timm's random initialisation."
+        },
+    )
+    num_labels: int = field(default=NUM_GRADES, metadata={"help": "Number of grades."})
+    drop_path_rate: float | None = field(
+        default=None, metadata={"help": "Stochastic depth (default: 0.2 for RETFound, timm's otherwise)."}
+    )
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of every weight."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Module names or one regex to adapt (default: attention qkv for ViTs, the last "
+            "stage's convolutions for CNNs)."
+        },
+    )
+
+    def __post_init__(self):
+        if self.lora and self.lora_r < 1:
+            raise ValueError(f"lora_r={self.lora_r} must be a positive rank such as 8 or 16.")
+
+    @property
+    def is_retfound(self) -> bool:
+        return self.model_name.lower() in RETFOUND_NAMES
+
+
+@dataclass
+class DRTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with dr_hf's defaults and the few fields the Trainer lacks."""
+
+    output_dir: str = field(default="outputs/run", metadata={"help": "Everything the run writes goes here."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint."})
+    save_total_limit: int | None = field(default=3, metadata={"help": "Checkpoints kept (the best is never deleted)."})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "Restore the best checkpoint at the end."})
+    metric_for_best_model: str | None = field(default="qwk", metadata={"help": "Metric that picks the best checkpoint."})
+    greater_is_better: bool | None = field(default=None, metadata={"help": "Derived from the metric when unset."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate."})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
+    lr_scheduler_type: str = field(
+        default="cosine", metadata={"help": "cosine (default), linear, reduce_lr_on_plateau, constant..."}
+    )
+    warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps; a value below 1 is a ratio."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Must stay False: the on-the-fly transform needs the image column."}
+    )
+    logging_strategy: str = field(default="epoch", metadata={"help": "When to log training loss."})
+    dataloader_num_workers: int = field(default=2, metadata={"help": "Image decoding workers."})
+
+    loss: str = field(default="ce", metadata={"help": f"Training loss: one of {', '.join(LOSSES)}."})
+    class_weighting: str = field(
+        default="auto",
+        metadata={
+            "help": "Cross-entropy class weights from the training split: auto (on when the largest "
+            "grade is over twice the smallest), balanced (always), none."
+        },
+    )
+    focal_gamma: float = field(default=2.0, metadata={"help": "Focusing parameter of the focal loss."})
+    layer_decay: float | None = field(
+        default=None, metadata={"help": "Layer-wise learning-rate decay for ViTs (RETFound: 0.65)."}
+    )
+    wandb_project: str = field(default="diabetic-retinopathy", metadata={"help": "W&B project (with --wandb)."})
+    wandb_tags: list[str] | None = field(default=None, metadata={"help": "W&B run tags (with --wandb)."})
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss={self.loss!r} is not known: choose one of {', '.join(LOSSES)}.")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ValueError(
+                f"class_weighting={self.class_weighting!r} is not known: choose one of "
+                f"{', '.join(CLASS_WEIGHTINGS)}."
+            )
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise ValueError(f"layer_decay={self.layer_decay} must lie in (0, 1], e.g. 0.65 for RETFound.")
+        if self.greater_is_better is None and self.metric_for_best_model is not None:
+            self.greater_is_better = not self.metric_for_best_model.endswith("loss")
+        super().__post_init__()
