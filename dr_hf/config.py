@@ -3,11 +3,15 @@
 Every field is a YAML key and a command-line flag of the same name (see `dr_hf.cli_args`).
 """
 
+import logging
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 
 from dr_hf.grades import NUM_GRADES
+
+logger = logging.getLogger(__name__)
 
 RETFOUND_NAMES = ("retfound", "retfound_mae", "retfound_dinov2", "retfound_tiny")
 LOSSES = ("ce", "focal")
@@ -41,20 +45,32 @@ class DataArguments:
     validation_csv: str | None = field(
         default=None, metadata={"help": "Explicit validation CSV (images in validation_image_dir)."}
     )
-    validation_image_dir: str | None = field(default=None, metadata={"help": "Images of validation_csv."})
+    validation_image_dir: str | None = field(
+        default=None, metadata={"help": "Images of validation_csv."}
+    )
     validation_split: float = field(
         default=0.2,
-        metadata={"help": "Stratified share of the training data held out when no validation set is given."},
+        metadata={
+            "help": "Stratified share of the training data held out when no validation set is given."
+        },
     )
     split_seed: int = field(default=42, metadata={"help": "Seed of the train/validation split."})
-    id_column: str | None = field(default=None, metadata={"help": "CSV image-id column (auto-detected)."})
-    label_column: str | None = field(default=None, metadata={"help": "CSV grade column (auto-detected)."})
+    id_column: str | None = field(
+        default=None, metadata={"help": "CSV image-id column (auto-detected)."}
+    )
+    label_column: str | None = field(
+        default=None, metadata={"help": "CSV grade column (auto-detected)."}
+    )
     skip_bad_images: bool = field(
         default=False,
         metadata={"help": "Drop undecodable images (each one is reported) instead of stopping."},
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation rows."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep the first N training rows."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Keep the first N validation rows."}
+    )
     image_size: int | None = field(
         default=None,
         metadata={"help": "Training resolution (default: the model's input size, 224 for most)."},
@@ -66,7 +82,9 @@ class DataArguments:
         default=False,
         metadata={"help": "Ben Graham colour normalisation: subtract the local average colour."},
     )
-    augment: bool = field(default=True, metadata={"help": "Albumentations augmentation of the training split."})
+    augment: bool = field(
+        default=True, metadata={"help": "Albumentations augmentation of the training split."}
+    )
 
     def __post_init__(self):
         if not 0.0 < self.validation_split < 1.0:
@@ -97,11 +115,16 @@ class ModelArguments:
     )
     num_labels: int = field(default=NUM_GRADES, metadata={"help": "Number of grades."})
     drop_path_rate: float | None = field(
-        default=None, metadata={"help": "Stochastic depth (default: 0.2 for RETFound, timm's otherwise)."}
+        default=None,
+        metadata={"help": "Stochastic depth (default: 0.2 for RETFound, timm's otherwise)."},
     )
-    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of every weight."})
+    lora: bool = field(
+        default=False, metadata={"help": "Train LoRA adapters instead of every weight."}
+    )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_alpha: int = field(
+        default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."}
+    )
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
     lora_target_modules: list[str] | None = field(
         default=None,
@@ -124,26 +147,42 @@ class ModelArguments:
 class DRTrainingArguments(TrainingArguments):
     """`TrainingArguments` with dr_hf's defaults and the few fields the Trainer lacks."""
 
-    output_dir: str = field(default="outputs/run", metadata={"help": "Everything the run writes goes here."})
+    output_dir: str = field(
+        default="outputs/run", metadata={"help": "Everything the run writes goes here."}
+    )
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate."})
     save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint."})
-    save_total_limit: int | None = field(default=3, metadata={"help": "Checkpoints kept (the best is never deleted)."})
-    load_best_model_at_end: bool = field(default=True, metadata={"help": "Restore the best checkpoint at the end."})
-    metric_for_best_model: str | None = field(default="qwk", metadata={"help": "Metric that picks the best checkpoint."})
-    greater_is_better: bool | None = field(default=None, metadata={"help": "Derived from the metric when unset."})
+    save_total_limit: int | None = field(
+        default=3, metadata={"help": "Checkpoints kept (the best is never deleted)."}
+    )
+    load_best_model_at_end: bool = field(
+        default=True, metadata={"help": "Restore the best checkpoint at the end."}
+    )
+    metric_for_best_model: str | None = field(
+        default="qwk", metadata={"help": "Metric that picks the best checkpoint."}
+    )
+    greater_is_better: bool | None = field(
+        default=None, metadata={"help": "Derived from the metric when unset."}
+    )
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate."})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
     lr_scheduler_type: str = field(
-        default="cosine", metadata={"help": "cosine (default), linear, reduce_lr_on_plateau, constant..."}
+        default="cosine",
+        metadata={"help": "cosine (default), linear, reduce_lr_on_plateau, constant..."},
     )
-    warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps; a value below 1 is a ratio."})
+    warmup_steps: float = field(
+        default=0.1, metadata={"help": "Warm-up steps; a value below 1 is a ratio."}
+    )
     remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Must stay False: the on-the-fly transform needs the image column."}
+        default=False,
+        metadata={"help": "Must stay False: the on-the-fly transform needs the image column."},
     )
     logging_strategy: str = field(default="epoch", metadata={"help": "When to log training loss."})
     dataloader_num_workers: int = field(default=2, metadata={"help": "Image decoding workers."})
 
-    loss: str = field(default="ce", metadata={"help": f"Training loss: one of {', '.join(LOSSES)}."})
+    loss: str = field(
+        default="ce", metadata={"help": f"Training loss: one of {', '.join(LOSSES)}."}
+    )
     class_weighting: str = field(
         default="auto",
         metadata={
@@ -151,12 +190,18 @@ class DRTrainingArguments(TrainingArguments):
             "grade is over twice the smallest), balanced (always), none."
         },
     )
-    focal_gamma: float = field(default=2.0, metadata={"help": "Focusing parameter of the focal loss."})
+    focal_gamma: float = field(
+        default=2.0, metadata={"help": "Focusing parameter of the focal loss."}
+    )
     layer_decay: float | None = field(
         default=None, metadata={"help": "Layer-wise learning-rate decay for ViTs (RETFound: 0.65)."}
     )
-    wandb_project: str = field(default="diabetic-retinopathy", metadata={"help": "W&B project (with --wandb)."})
-    wandb_tags: list[str] | None = field(default=None, metadata={"help": "W&B run tags (with --wandb)."})
+    wandb_project: str = field(
+        default="diabetic-retinopathy", metadata={"help": "W&B project (with --wandb)."}
+    )
+    wandb_tags: list[str] | None = field(
+        default=None, metadata={"help": "W&B run tags (with --wandb)."}
+    )
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -167,7 +212,35 @@ class DRTrainingArguments(TrainingArguments):
                 f"{', '.join(CLASS_WEIGHTINGS)}."
             )
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
-            raise ValueError(f"layer_decay={self.layer_decay} must lie in (0, 1], e.g. 0.65 for RETFound.")
+            raise ValueError(
+                f"layer_decay={self.layer_decay} must lie in (0, 1], e.g. 0.65 for RETFound."
+            )
         if self.greater_is_better is None and self.metric_for_best_model is not None:
             self.greater_is_better = not self.metric_for_best_model.endswith("loss")
+        if not torch.cuda.is_available():
+            # The Trainer ignores fp16 on a CPU without a word and needs use_cpu for bf16.
+            if self.fp16:
+                logger.warning("fp16 needs a CUDA GPU: training in float32 on the CPU instead.")
+                self.fp16 = False
+            if self.bf16 and not self.use_cpu:
+                logger.warning(
+                    "bf16 on a machine without CUDA: training on the CPU (use_cpu=True)."
+                )
+                self.use_cpu = True
         super().__post_init__()
+
+
+@dataclass
+class PrepareArguments:
+    """Where `dr-hf prepare` writes its preprocessed copy, and at which size."""
+
+    output: str = field(
+        metadata={"help": "Folder for the prepared data set (save_to_disk layout)."}
+    )
+    size: int = field(
+        default=280,
+        metadata={"help": "Shorter side of the stored images (about 1.25x the training size)."},
+    )
+    num_proc: int | None = field(
+        default=None, metadata={"help": "Worker processes for datasets.map."}
+    )

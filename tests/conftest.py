@@ -1,0 +1,21 @@
+import os
+
+# Offline and quiet before anything imports the stack.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory):
+    """A small synthetic APTOS-layout set shared by the end-to-end tests (60 images, 64 px)."""
+    from dr_hf.synthetic import make_synthetic
+
+    return make_synthetic(
+        tmp_path_factory.mktemp("synthetic") / "aptos", num_images=60, image_size=64, seed=0
+    )
