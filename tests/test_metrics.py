@@ -1,0 +1,262 @@
+"""Grading metrics against scikit-learn, the evaluate module, and the Trainer hook."""
+
+import json
+import math
+import time
+
+import evaluate
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import (
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    recall_score,
+    roc_auc_score,
+)
+from transformers import EvalPrediction
+
+from dr_hf.metrics import (
+    DR_GRADING_PATH,
+    bootstrap_ci,
+    compute_dr_metrics,
+    expected_calibration_error,
+    make_compute_metrics,
+    quadratic_weighted_kappa,
+    referable_scores,
+    sensitivity_at_specificity,
+    softmax,
+)
+
+GRADES = list(range(5))
+
+
+def _random_set(n=200, seed=0, grades=GRADES):
+    """Seeded probabilities that are better than chance, so every metric is non-trivial."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(grades, size=n)
+    logits = rng.normal(size=(n, 5))
+    logits[np.arange(n), labels] += 1.5
+    return softmax(logits), labels
+
+
+def _sklearn_metrics(probs, labels):
+    pred = probs.argmax(axis=1)
+    present = np.unique(labels)
+    recall = recall_score(labels, pred, labels=GRADES, average=None, zero_division=np.nan)
+    referable = labels >= 2
+    return {
+        "accuracy": np.mean(pred == labels),
+        **{f"class_{g}_acc": recall[g] for g in GRADES},
+        "qwk": cohen_kappa_score(labels, pred, weights="quadratic", labels=GRADES),
+        "macro_f1": f1_score(labels, pred, average="macro"),
+        "macro_auroc": np.mean([roc_auc_score(labels == g, probs[:, g]) for g in present])
+        if len(present) > 1
+        else np.nan,
+        "referable_auroc": roc_auc_score(referable, probs[:, 2:].sum(axis=1))
+        if 0 < referable.sum() < len(labels)
+        else np.nan,
+        "referable_sensitivity": np.mean(pred[referable] >= 2) if referable.any() else np.nan,
+        "referable_specificity": np.mean(pred[~referable] < 2) if (~referable).any() else np.nan,
+        "confusion_matrix": confusion_matrix(labels, pred, labels=GRADES).tolist(),
+    }
+
+
+def _assert_matches(ours, reference):
+    assert set(ours) == set(reference)
+    for key, expected in reference.items():
+        if key == "confusion_matrix":
+            assert ours[key] == expected
+        elif np.isnan(expected):
+            assert math.isnan(ours[key]), key
+        else:
+            assert ours[key] == pytest.approx(expected, abs=1e-6), key
+            assert isinstance(ours[key], float), key
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_set_matches_sklearn(seed):
+    probs, labels = _random_set(seed=seed)
+    ours = compute_dr_metrics(probs, labels)
+    _assert_matches(ours, _sklearn_metrics(probs, labels))
+    # all five grades present: our macro AUROC is sklearn's multi-class one
+    assert ours["macro_auroc"] == pytest.approx(
+        roc_auc_score(labels, probs, multi_class="ovr", average="macro"), abs=1e-6
+    )
+    assert 0.3 < ours["qwk"] < 1.0 and 0.5 < ours["macro_auroc"] < 1.0
+
+
+def test_perfect_predictions():
+    labels = np.array([0, 1, 2, 3, 4] * 4)
+    probs = np.eye(5)[labels] * 0.95 + 0.01
+    ours = compute_dr_metrics(probs, labels)
+    _assert_matches(ours, _sklearn_metrics(probs, labels))
+    for key in ("accuracy", "qwk", "macro_f1", "macro_auroc", "referable_auroc"):
+        assert ours[key] == pytest.approx(1.0)
+    assert ours["confusion_matrix"] == (np.eye(5, dtype=int) * 4).tolist()
+
+
+def test_absent_grade_gives_nan_recall_only():
+    probs, labels = _random_set(grades=[0, 1, 2, 4], seed=3)
+    ours = compute_dr_metrics(probs, labels)
+    _assert_matches(ours, _sklearn_metrics(probs, labels))
+    assert math.isnan(ours["class_3_acc"])
+    assert not any(
+        math.isnan(v) for k, v in ours.items() if k not in ("class_3_acc", "confusion_matrix")
+    )
+
+
+def test_single_grade_in_references():
+    probs, _ = _random_set(n=30, seed=4)
+    labels = np.zeros(30, dtype=int)
+    ours = compute_dr_metrics(probs, labels)
+    _assert_matches(ours, _sklearn_metrics(probs, labels))
+    assert math.isnan(ours["macro_auroc"]) and math.isnan(ours["referable_auroc"])
+    assert math.isnan(ours["referable_sensitivity"])
+    assert ours["class_0_acc"] == ours["accuracy"]
+
+
+def test_qwk_uses_the_grade_scale_not_the_labels_present():
+    labels, pred = np.array([0, 0, 4, 4, 1, 1]), np.array([0, 1, 4, 1, 1, 4])
+    ours = quadratic_weighted_kappa(labels, pred)
+    assert ours == pytest.approx(
+        cohen_kappa_score(labels, pred, weights="quadratic", labels=GRADES)
+    )
+    assert ours != pytest.approx(cohen_kappa_score(labels, pred, weights="quadratic"))
+
+
+def test_evaluate_load_by_path_matches():
+    probs, labels = _random_set(n=50, seed=5)
+    metric = evaluate.load(DR_GRADING_PATH)
+    by_path = metric.compute(predictions=probs, references=labels)
+    _assert_matches(by_path, _sklearn_metrics(probs, labels))
+
+
+@pytest.mark.parametrize(
+    "probs, labels, message",
+    [
+        (np.full((3, 5), 0.2), [0, 1, 5], "labels\\[2\\] = 5"),
+        (np.full((3, 4), 0.25), [0, 1, 2], "shape"),
+        (np.ones((3, 5)), [0, 1, 2], "not logits"),
+        (np.full((3, 5), 0.2), [0, 1], "labels must have shape"),
+    ],
+)
+def test_bad_inputs_raise(probs, labels, message):
+    with pytest.raises(ValueError, match=message):
+        compute_dr_metrics(probs, np.array(labels))
+
+
+def test_make_compute_metrics_on_logits():
+    probs, labels = _random_set(seed=6)
+    logits = np.log(probs) + 3.0  # any shift: softmax recovers probs
+    metrics = make_compute_metrics()(EvalPrediction(predictions=logits, label_ids=labels))
+    expected = _sklearn_metrics(probs, labels)
+    expected.pop("confusion_matrix")
+    _assert_matches(metrics, expected)
+    as_tuple = make_compute_metrics()(
+        EvalPrediction(predictions=(logits, logits), label_ids=labels)
+    )
+    assert as_tuple == metrics
+
+
+class _TinyGrader(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 5)
+
+    def forward(self, x, labels=None):
+        logits = self.linear(x)
+        loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return {"loss": loss, "logits": logits}
+
+
+def test_trainer_logs_survive_nan_metrics(tmp_path):
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    data = Dataset.from_dict(
+        {"x": np.random.default_rng(0).normal(size=(12, 4)).tolist(), "labels": [0, 1, 2] * 4}
+    ).with_format("torch")
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    trainer = Trainer(
+        model=_TinyGrader(), args=args, eval_dataset=data, compute_metrics=make_compute_metrics()
+    )
+    metrics = trainer.evaluate()
+    assert math.isnan(metrics["eval_class_4_acc"]) and 0.0 <= metrics["eval_class_0_acc"] <= 1.0
+    assert "eval_confusion_matrix" not in metrics
+    trainer.save_state()
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    assert math.isnan(state["log_history"][-1]["eval_class_3_acc"])
+    assert state["log_history"][-1]["eval_qwk"] == pytest.approx(metrics["eval_qwk"])
+
+
+def test_expected_calibration_error_by_hand():
+    # Confidences 0.9, 0.9 (bin (13/15, 14/15]: one right) and 0.6, 0.6 (bin (8/15, 9/15]: both right).
+    probs = np.array(
+        [
+            [0.9, 0.025, 0.025, 0.025, 0.025],
+            [0.9, 0.025, 0.025, 0.025, 0.025],
+            [0.1, 0.6, 0.1, 0.1, 0.1],
+            [0.1, 0.6, 0.1, 0.1, 0.1],
+        ]
+    )
+    labels = np.array([0, 3, 1, 1])
+    # |0.5 - 0.9| * 2/4 + |1.0 - 0.6| * 2/4
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.4)
+    # one bin: |accuracy 3/4 - mean confidence 0.75| = 0
+    assert expected_calibration_error(probs, labels, n_bins=1) == pytest.approx(0.0)
+    perfect = np.eye(5)[[0, 1, 2]]
+    assert expected_calibration_error(perfect, np.array([0, 1, 2])) == pytest.approx(0.0)
+
+
+def test_sensitivity_at_specificity():
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.35, 0.6, 0.7, 0.8, 0.9])
+    y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    # Threshold 0.35: specificity 3/5, sensitivity 1; at 0.6: specificity 1, sensitivity 4/5.
+    assert sensitivity_at_specificity(scores, y, 0.9) == pytest.approx((0.8, 0.6))
+    assert sensitivity_at_specificity(scores, y, 0.6) == pytest.approx((1.0, 0.35))
+    sens, threshold = sensitivity_at_specificity(scores, y, 0.8)
+    predicted = scores >= threshold
+    assert np.mean(~predicted[y == 0]) >= 0.8 and np.mean(predicted[y == 1]) == sens == 0.8
+    assert all(math.isnan(v) for v in sensitivity_at_specificity(scores, np.zeros(10), 0.9))
+    with pytest.raises(ValueError, match="specificity"):
+        sensitivity_at_specificity(scores, y, 90)
+
+
+def test_sensitivity_at_specificity_on_referable_scores():
+    probs, labels = _random_set(n=300, seed=7)
+    scores, referable = referable_scores(probs), labels >= 2
+    sens90, t90 = sensitivity_at_specificity(scores, referable, 0.90)
+    sens95, t95 = sensitivity_at_specificity(scores, referable, 0.95)
+    assert np.mean(scores[~referable] < t95) >= 0.95 and np.mean(scores[~referable] < t90) >= 0.90
+    assert sens95 <= sens90 and t95 >= t90
+    assert sens90 == pytest.approx(np.mean(scores[referable] >= t90))
+
+
+def test_bootstrap_ci_contains_estimate_and_narrows():
+    probs, labels = _random_set(n=1000, seed=8)
+    point = compute_dr_metrics(probs, labels)
+    start = time.perf_counter()
+    widths = {}
+    for name in ("qwk", "macro_auroc"):
+        lo, hi = bootstrap_ci(name, probs, labels, n=1000, seed=0)
+        assert lo < point[name] < hi
+        widths[name] = hi - lo
+    assert time.perf_counter() - start < 10.0
+    small = bootstrap_ci("qwk", probs[:100], labels[:100], n=300)
+    assert small.hi - small.lo > 2 * widths["qwk"]
+    again = bootstrap_ci("qwk", probs[:100], labels[:100], n=300)
+    assert tuple(again) == tuple(small) and small.n_skipped == 0
+
+
+def test_bootstrap_ci_counts_undefined_resamples():
+    labels = np.array([0] * 9 + [3])
+    probs = softmax(np.random.default_rng(0).normal(size=(10, 5)))
+    ci = bootstrap_ci("referable_auroc", probs, labels, n=200)
+    # a resample misses the single referable image with probability 0.9**10 ~ 0.35
+    assert 30 < ci.n_skipped < 120 and ci.lo <= ci.hi
+    custom = bootstrap_ci(lambda p, y: float(np.mean(y == 0)), probs, labels, n=200)
+    assert 0.6 <= custom.lo <= custom.hi == 1.0
+    with pytest.raises(ValueError, match="Unknown metric"):
+        bootstrap_ci("kappa", probs, labels)
