@@ -106,7 +106,7 @@ def find_fov(image: np.ndarray, threshold: int | None = None) -> tuple[int, int,
         round(coarse[3] * sy),
     )
     window = int(np.ceil(2 * scale)) + 2
-    bright = _brightness(image)
+    bright = cv2.medianBlur(_brightness(image), 3)  # drops isolated hot pixels
     if scale > 1:
         k = int(np.ceil(scale)) | 1  # average as much as the coarse search did, against noise
         bright = cv2.blur(bright, (k, k))

@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+
+from dr_hf.preprocessing import (
+    ben_graham,
+    ben_graham_normalise,
+    crop_fov,
+    find_fov,
+    fov_mask,
+    preprocess_fundus,
+)
+from dr_hf.synthetic import FundusGeometry, render_fundus
+
+APTOS_W, APTOS_H = 3000, 2000
+
+
+@pytest.fixture(scope="module")
+def aptos_photo():
+    """A full-size APTOS-like photograph whose disc is cut by the frame at top and bottom."""
+    geo = FundusGeometry(cx=1480, cy=1010, radius=1120)
+    image, _ = render_fundus(3, APTOS_W, APTOS_H, np.random.default_rng(7), geometry=geo)
+    return image, geo
+
+
+@pytest.fixture(scope="module")
+def small_photo():
+    image, geo = render_fundus(2, 320, 240, np.random.default_rng(1))
+    assert geo.cy - geo.radius >= 0 and geo.cy + geo.radius < 240  # a whole disc
+    return image, geo
+
+
+def assert_box_close(found, expected, tol):
+    assert np.abs(np.array(found) - np.array(expected)).max() <= tol, (found, expected)
+
+
+def test_find_fov_on_full_size_photo_cut_by_frame(aptos_photo):
+    image, geo = aptos_photo
+    box = find_fov(image)
+    assert_box_close(box, geo.box(APTOS_W, APTOS_H), tol=4)
+    assert box[1] == 0 and box[3] == APTOS_H
+
+
+def test_crop_fov_on_full_size_photo(aptos_photo):
+    image, geo = aptos_photo
+    x0, y0, x1, y1 = find_fov(image)
+    cropped = crop_fov(image)
+    assert cropped.shape == (y1 - y0, x1 - x0, 3)
+    assert abs(cropped.shape[1] - (2 * geo.radius + 1)) <= 8
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_find_fov_on_small_photos(seed):
+    image, geo = render_fundus(seed % 5, 256, 200, np.random.default_rng(seed))
+    assert_box_close(find_fov(image), geo.box(256, 200), tol=2)
+
+
+def test_find_fov_on_dark_noisy_photo(small_photo):
+    image, geo = small_photo
+    rng = np.random.default_rng(0)
+    dark = image.astype(float) * 0.15 + rng.normal(0, 2, image.shape)
+    dark = np.clip(dark, 0, 255).astype(np.uint8)
+    assert dark.max() < 60
+    assert_box_close(find_fov(dark), geo.box(320, 240), tol=3)
+
+
+def test_find_fov_ignores_hot_pixels_and_grey_background(small_photo):
+    image, geo = small_photo
+    rng = np.random.default_rng(0)
+    noisy = np.clip(image.astype(int) + 12, 0, 255).astype(np.uint8)  # a grey, not black, surround
+    ys, xs = rng.integers(0, 240, 600), rng.integers(0, 320, 600)
+    noisy[ys, xs] = 255
+    assert_box_close(find_fov(noisy), geo.box(320, 240), tol=3)
+
+
+def test_find_fov_explicit_threshold(small_photo):
+    image, geo = small_photo
+    assert_box_close(find_fov(image, threshold=20), geo.box(320, 240), tol=3)
+
+
+def test_blank_or_full_frames_return_the_full_box():
+    assert find_fov(np.zeros((90, 120, 3), np.uint8)) == (0, 0, 120, 90)
+    assert find_fov(np.full((2000, 3000, 3), 3, np.uint8)) == (0, 0, 3000, 2000)
+    assert find_fov(np.full((64, 64, 3), 150, np.uint8)) == (0, 0, 64, 64)
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        find_fov(np.zeros((32, 32), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        crop_fov(np.zeros((32, 32, 3), np.float32))
+
+
+def test_fov_mask_matches_drawn_disc(small_photo):
+    image, geo = small_photo
+    ys, xs = np.ogrid[:240, :320]
+    drawn = (xs - geo.cx) ** 2 + (ys - geo.cy) ** 2 <= geo.radius**2
+    assert (fov_mask(image) != drawn).mean() < 0.01
+
+
+def test_ben_graham_centres_colours_inside_the_disc(small_photo):
+    image, geo = small_photo
+    out = ben_graham(image)
+    assert ben_graham is ben_graham_normalise
+    assert out.shape == image.shape and out.dtype == np.uint8
+    ys, xs = np.ogrid[:240, :320]
+    inner = (xs - geo.cx) ** 2 + (ys - geo.cy) ** 2 <= (0.8 * geo.radius) ** 2
+    assert abs(out[inner].mean() - 128) < 10
+    assert abs(image[inner].mean() - 128) > 20  # the input was not grey already
+    assert out[:3, :3].max() == 0  # outside the disc stays black
+    assert ben_graham(image, mask_outside=False)[:3, :3].min() >= 100
+    assert not np.array_equal(ben_graham(image, sigma=2.0), out)
+
+
+def test_preprocess_fundus_keywords(small_photo):
+    image, geo = small_photo
+    np.testing.assert_array_equal(preprocess_fundus(image, crop=False, ben_graham=False), image)
+    np.testing.assert_array_equal(preprocess_fundus(image), crop_fov(image))
+    both = preprocess_fundus(image, crop=True, ben_graham=True)
+    assert both.shape == crop_fov(image).shape
+    np.testing.assert_array_equal(both, ben_graham(crop_fov(image)))
+    centre = both[
+        both.shape[0] // 3 : 2 * both.shape[0] // 3, both.shape[1] // 3 : 2 * both.shape[1] // 3
+    ]
+    assert abs(centre.mean() - 128) < 12
