@@ -1,0 +1,239 @@
+"""Albumentations pipelines and the on-the-fly transform that feeds them to the Trainer.
+
+Augmentation is reproducible per sample: each image's random draws come from a seed derived
+from (run seed, epoch, image_id), never from a generator's position. A resumed run, any number
+of DataLoader workers and any DDP rank therefore augment a given image identically in a given
+epoch, whatever batch it lands in.
+"""
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import hashlib  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from albumentations.core.composition import BaseCompose  # noqa: E402
+from albumentations.pytorch import ToTensorV2  # noqa: E402
+from datasets import DatasetDict  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from dr_hf.grades import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from dr_hf.preprocessing import crop_fov, preprocess_fundus  # noqa: E402
+
+DEFAULT_INPUT_SIZE = 224
+_MASK64 = (1 << 64) - 1
+# Before the field-of-view crop, images shrink to this many times the output side: the crop
+# then runs on far fewer pixels and the disc, usually most of the frame, keeps enough of them.
+_CROP_MARGIN = 2
+
+
+def get_transforms(
+    img_size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> tuple[A.Compose, A.Compose]:
+    """(train, val) pipelines; CoarseDropout's 32-pixel holes at 224 scale with `img_size`."""
+    hole = max(1, round(32 * img_size / 224))
+    mean, std = tuple(mean), tuple(std)
+    train = A.Compose(
+        [
+            A.Resize(img_size, img_size, interpolation=cv2.INTER_AREA),
+            A.HorizontalFlip(p=0.5),
+            A.VerticalFlip(p=0.5),
+            A.RandomRotate90(p=0.5),
+            A.Affine(
+                translate_percent=(-0.1, 0.1),
+                scale=(0.9, 1.1),
+                rotate=(-45, 45),
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                p=0.5,
+            ),
+            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+            A.CoarseDropout(
+                num_holes_range=(8, 8),
+                hole_height_range=(hole, hole),
+                hole_width_range=(hole, hole),
+                fill=0,
+                p=0.3,
+            ),
+            A.Normalize(mean=mean, std=std),
+            ToTensorV2(),
+        ]
+    )
+    val = A.Compose(
+        [
+            A.Resize(img_size, img_size, interpolation=cv2.INTER_AREA),
+            A.Normalize(mean=mean, std=std),
+            ToTensorV2(),
+        ]
+    )
+    return train, val
+
+
+def resolve_normalization(model: Any) -> tuple[tuple[float, ...], tuple[float, ...], int]:
+    """(mean, std, input_size) from the model's pretrained config, ImageNet's and 224 otherwise.
+
+    Accepts a transformers TimmWrapper model or config (`config.pretrained_cfg`), a bare timm
+    model (`pretrained_cfg`), or a PEFT model wrapping either.
+    """
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    cfg = None
+    for owner in (getattr(model, "config", None), model, getattr(model, "timm_model", None)):
+        cfg = getattr(owner, "pretrained_cfg", None) if owner is not None else None
+        if cfg:
+            break
+    cfg = cfg or {}
+    mean = tuple(float(v) for v in cfg.get("mean") or IMAGENET_MEAN)
+    std = tuple(float(v) for v in cfg.get("std") or IMAGENET_STD)
+    input_size = cfg.get("input_size")
+    size = int(input_size[-2]) if input_size else DEFAULT_INPUT_SIZE
+    return mean, std, size
+
+
+def sample_seed(seed: int, epoch: int, image_id: str) -> int:
+    """A stable 64-bit seed for one image in one epoch (Python's `hash` is salted per process)."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{image_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _splitmix64(seed: int, index: int) -> int:
+    z = (seed + (index + 1) * 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def reseed(transform: Any, seed: int) -> None:
+    """Seed `transform` and every transform inside it, each with its own derived seed.
+
+    `Compose.set_random_seed` hands every child the same seed: HorizontalFlip, VerticalFlip and
+    RandomRotate90 would then draw the same numbers and always fire together.
+    """
+    if isinstance(transform, BaseCompose):
+        transform.set_random_seed(seed)  # also seeds the children, overridden below
+        for index, child in enumerate(transform.transforms):
+            reseed(child, _splitmix64(seed, index))
+    else:
+        transform.set_random_seed(seed)
+
+
+def _to_rgb_array(image: Any, min_side: int | None = None) -> np.ndarray:
+    """RGB uint8 array of a PIL image, first box-reduced by an integer factor toward `min_side`.
+
+    PIL's `reduce` is far cheaper than converting a full-size photograph to an array and resizing
+    it there; the shorter side stays at least `min_side`.
+    """
+    if isinstance(image, np.ndarray):
+        return image
+    if not isinstance(image, Image.Image):
+        raise TypeError(
+            f"expected a decoded PIL image in the `image` column, got {type(image).__name__}: "
+            "keep the column's datasets Image feature with decode=True."
+        )
+    if min_side is not None and (factor := min(image.size) // min_side) >= 2:
+        image = image.reduce(factor)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+class FundusTransform:
+    """Batch transform for `Dataset.with_transform`: PIL image -> preprocessed, augmented tensor.
+
+    Training mode reseeds the pipeline before every image from (seed, epoch, image_id); call
+    `set_epoch` at each epoch start. Validation mode uses the pipeline as it is (deterministic).
+    `size` is the pipeline's output side: when given, the image shrinks toward twice that before
+    the field-of-view crop and to `size` before Ben Graham's blur, so neither runs on full-size
+    pixels.
+    """
+
+    def __init__(
+        self,
+        compose: A.Compose,
+        crop: bool = True,
+        ben_graham: bool = False,
+        seed: int = 0,
+        train: bool = True,
+        size: int | None = None,
+    ):
+        self.compose = compose
+        self.crop = crop
+        self.ben_graham = ben_graham
+        self.seed = seed
+        self.train = train
+        self.size = size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def preprocess(self, image: Any) -> np.ndarray:
+        """Field-of-view crop and optional Ben Graham normalisation, as uint8 RGB."""
+        min_side = None if self.size is None else self.size * (_CROP_MARGIN if self.crop else 1)
+        array = _to_rgb_array(image, min_side)
+        if self.crop:
+            array = crop_fov(array)
+        if self.ben_graham:
+            if self.size is not None and min(array.shape[:2]) > self.size:
+                array = cv2.resize(array, (self.size, self.size), interpolation=cv2.INTER_AREA)
+            array = preprocess_fundus(array, crop=False, ben_graham=True)
+        return array
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        images = batch["image"]
+        ids = batch.get("image_id")
+        if self.train and ids is None:
+            raise KeyError(
+                "the training transform needs an `image_id` column to seed each image's "
+                f"augmentation; the batch has only {sorted(batch)}."
+            )
+        pixel_values = []
+        for index, image in enumerate(images):
+            if self.train:
+                reseed(self.compose, sample_seed(self.seed, self.epoch, ids[index]))
+            pixel_values.append(self.compose(image=self.preprocess(image))["image"])
+        out = {"pixel_values": pixel_values}
+        if "label" in batch:
+            out["labels"] = list(batch["label"])
+        return out
+
+
+def collate_fn(examples: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack transformed examples into the batch the Trainer's model expects."""
+    batch = {"pixel_values": torch.stack([example["pixel_values"] for example in examples])}
+    if "labels" in examples[0]:
+        batch["labels"] = torch.tensor(
+            [example["labels"] for example in examples], dtype=torch.long
+        )
+    return batch
+
+
+def with_transforms(
+    dataset: DatasetDict,
+    image_size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    crop: bool = True,
+    ben_graham: bool = False,
+    augment: bool = True,
+    seed: int = 0,
+) -> tuple[DatasetDict, FundusTransform]:
+    """Attach the training transform to "train" and the validation one to every other split.
+
+    Returns the new DatasetDict and the training transform, whose epoch the trainer sets.
+    """
+    train_compose, val_compose = get_transforms(image_size, mean, std)
+    options = {"crop": crop, "ben_graham": ben_graham, "seed": seed, "size": image_size}
+    train_tf = FundusTransform(train_compose if augment else val_compose, train=augment, **options)
+    val_tf = FundusTransform(val_compose, train=False, **options)
+    splits = {
+        name: split.with_transform(train_tf if name == "train" else val_tf)
+        for name, split in dataset.items()
+    }
+    return DatasetDict(splits), train_tf
