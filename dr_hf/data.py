@@ -1,0 +1,173 @@
+"""Load fundus photographs and their grades as a `DatasetDict` with `train` and `validation`.
+
+Sources: a label CSV with an image folder (APTOS 2019, EyePACS, IDRiD), a folder of grade
+sub-folders `0/`..`4/`, a dataset saved with `save_to_disk`, or a Hub dataset name. Every split has
+the columns `image` (file paths, decoded lazily as RGB), `label` (ClassLabel of the grades) and
+`image_id`. Bad input stops here with a `DataError`, before any training starts.
+"""
+
+import logging
+import re
+from pathlib import Path
+
+import datasets
+import numpy as np
+from datasets import Dataset, DatasetDict
+
+from dr_hf.config import DataArguments
+from dr_hf.data_checks import DataError, drop_or_raise_unreadable
+from dr_hf.data_sources import FEATURES, find_image_dir, from_csv, from_grade_folders, from_saved
+from dr_hf.grades import NUM_GRADES
+
+__all__ = ["FEATURES", "DataError", "load_dr_dataset", "stratified_split"]
+
+logger = logging.getLogger("dr_hf.data")
+
+TRAIN_CSVS = ("train.csv", "trainLabels.csv")
+TRAIN_IMAGE_DIRS = ("train_images", "train", "images")
+VALIDATION_CSVS = ("validation.csv", "val.csv", "valid.csv", *TRAIN_CSVS)
+VALIDATION_IMAGE_DIRS = (
+    "validation_images",
+    "val_images",
+    "validation",
+    "val",
+    "valid",
+    *TRAIN_IMAGE_DIRS,
+)
+
+
+def load_dr_dataset(args: DataArguments) -> DatasetDict:
+    """Training and validation splits from the source `args` names, checked and capped."""
+    train, validation, where = _load_training_source(args)
+    if args.validation_dir or args.validation_csv:
+        validation, val_where = _load_validation_source(args)
+    else:
+        val_where = where
+    if validation is None:
+        train, validation = stratified_split(train, args.validation_split, args.split_seed, where)
+    if args.max_train_samples is not None:
+        train = train.select(range(min(args.max_train_samples, len(train))))
+    if args.max_eval_samples is not None:
+        validation = validation.select(range(min(args.max_eval_samples, len(validation))))
+    train = drop_or_raise_unreadable(train, where, args.skip_bad_images)
+    validation = drop_or_raise_unreadable(validation, val_where, args.skip_bad_images)
+    for name, split in (("train", train), ("validation", validation)):
+        counts = np.bincount(np.asarray(split["label"]), minlength=NUM_GRADES)
+        logger.info("%s: %d images, per grade %s", name, len(split), counts.tolist())
+    return DatasetDict(train=train, validation=validation)
+
+
+def stratified_split(
+    ds: Dataset, share: float, seed: int, where: str = "dataset"
+) -> tuple[Dataset, Dataset]:
+    """Hold out `share` of each grade, at least one image of every grade that has two or more.
+
+    `train_test_split(stratify_by_column=...)` rounds small grades to zero held-out images and
+    rejects grades of one image; this split keeps them. Each grade is shuffled from its sorted
+    ids with its own generator, so a seed always holds out the same ids whatever the row order.
+    """
+    labels = np.asarray(ds["label"])
+    ids = np.asarray(ds["image_id"])
+    held_out: list[int] = []
+    for grade in range(NUM_GRADES):
+        rows = np.flatnonzero(labels == grade)
+        if len(rows) < 2:
+            continue
+        rows = rows[np.argsort(ids[rows], kind="stable")]
+        n_held_out = min(max(round(len(rows) * share), 1), len(rows) - 1)
+        held_out.extend(
+            np.random.default_rng([seed, grade]).permutation(rows)[:n_held_out].tolist()
+        )
+    if not held_out:
+        raise DataError(
+            f"{where}: no grade has two images, so no validation set can be held out; "
+            "add images or pass validation_dir / validation_csv."
+        )
+    held = set(held_out)
+    train_rows = [row for row in range(len(ds)) if row not in held]
+    return ds.select(train_rows), ds.select(sorted(held))
+
+
+def _load_training_source(args: DataArguments) -> tuple[Dataset, Dataset | None, str]:
+    if args.train_csv:
+        base = Path(args.data_dir) if args.data_dir else None
+        csv_path = _existing_file(args.train_csv, base)
+        image_dir = find_image_dir(args.image_dir, base, csv_path, TRAIN_IMAGE_DIRS)
+        return from_csv(csv_path, image_dir, args), None, str(csv_path)
+    if args.data_dir:
+        return _from_folder(Path(args.data_dir), args, TRAIN_CSVS, TRAIN_IMAGE_DIRS, args.image_dir)
+    if args.dataset_name:
+        return _from_hub(args.dataset_name, args)
+    raise DataError("No training data given: pass data_dir, train_csv or dataset_name.")
+
+
+def _load_validation_source(args: DataArguments) -> tuple[Dataset, str]:
+    base = Path(args.validation_dir) if args.validation_dir else None
+    if args.validation_csv:
+        csv_path = _existing_file(args.validation_csv, base)
+        image_dir = find_image_dir(
+            args.validation_image_dir, base, csv_path, VALIDATION_IMAGE_DIRS, "validation_image_dir"
+        )
+        return from_csv(csv_path, image_dir, args), str(csv_path)
+    train, validation, where = _from_folder(
+        base,
+        args,
+        VALIDATION_CSVS,
+        VALIDATION_IMAGE_DIRS,
+        args.validation_image_dir,
+        "validation_image_dir",
+    )
+    return (train if validation is None else validation), where
+
+
+def _existing_file(name: str, base: Path | None) -> Path:
+    for path in (Path(name), base / name if base else None):
+        if path is not None and path.is_file():
+            return path
+    raise DataError(f"CSV file {name} not found (looked in {base or Path.cwd()}).")
+
+
+def _from_folder(
+    root: Path,
+    args: DataArguments,
+    csv_names: tuple,
+    image_dirs: tuple,
+    image_dir: str | None,
+    flag: str = "image_dir",
+) -> tuple[Dataset, Dataset | None, str]:
+    """Detect the layout of `root`: saved dataset, CSV + images, or grade sub-folders."""
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder: pass the folder that holds the data.")
+    if (root / "dataset_dict.json").is_file() or (root / "state.json").is_file():
+        return (*from_saved(datasets.load_from_disk(str(root)), str(root), args), str(root))
+    csvs = sorted(root.glob("*.csv"))
+    named = [root / name for name in csv_names if (root / name).is_file()]
+    if named or len(csvs) == 1:
+        csv_path = (named or csvs)[0]
+        folder = find_image_dir(image_dir, root, csv_path, image_dirs, flag)
+        return from_csv(csv_path, folder, args), None, str(csv_path)
+    if csvs:
+        raise DataError(
+            f"{root} holds several CSV files ({', '.join(p.name for p in csvs)}) and none is named "
+            f"{' or '.join(csv_names)}: pass train_csv=<the label CSV>."
+        )
+    subdirs = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if any(re.fullmatch(r"\d+", name) for name in subdirs):
+        return from_grade_folders(root, subdirs), None, str(root)
+    raise DataError(
+        f"{root}: no data layout recognised (found {', '.join(sorted(subdirs)) or 'no sub-folders'}). "
+        "Expected a label CSV with an image folder, grade sub-folders 0/ to 4/, or a dataset "
+        "saved with save_to_disk."
+    )
+
+
+def _from_hub(name: str, args: DataArguments) -> tuple[Dataset, Dataset | None, str]:
+    where = f"Hub dataset {name!r}"
+    try:
+        loaded = datasets.load_dataset(name)
+    except (OSError, ValueError) as err:
+        raise DataError(
+            f"Could not load the {where}: the Hugging Face Hub could not be reached or has no such "
+            f"dataset ({type(err).__name__}: {err}). Download the data and pass data_dir=<its folder>."
+        ) from err
+    return (*from_saved(loaded, where, args), where)

@@ -1,0 +1,179 @@
+"""Checks on training data that must fail before training starts: grades, files, decodability.
+
+Every failure is a `DataError` that names the file and the row and says what to do.
+"""
+
+import io
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from datasets import Dataset, Image
+from PIL import Image as PILImage
+
+from dr_hf.grades import NUM_GRADES
+
+logger = logging.getLogger("dr_hf.data")
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MAX_LISTED = 20
+CHECK_BATCH = 256
+
+
+class DataError(ValueError):
+    """Training data that cannot be used as it is; the message says where and how to fix it."""
+
+
+def listing(items: list[str], cap: int = MAX_LISTED) -> str:
+    """One item per line, the first `cap` of them, then how many more there are."""
+    lines = [f"  {item}" for item in items[:cap]]
+    if len(items) > cap:
+        lines.append(f"  ... and {len(items) - cap} more")
+    return "\n".join(lines)
+
+
+def parse_grade(value: object) -> int | None:
+    """The grade 0-4 that `value` spells ("2", 2, "2.0"), or None when it is no grade."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    if not number.is_integer() or not 0 <= number < NUM_GRADES:
+        return None
+    return int(number)
+
+
+def parse_grades(values: list, rows: list[str], where: str, column: str) -> list[int]:
+    """Grades of every row, or a DataError listing each row whose value is not 0-4."""
+    grades = [parse_grade(value) for value in values]
+    bad = [f"{row}: {value!r}" for row, value, grade in zip(rows, values, grades) if grade is None]
+    if bad:
+        raise DataError(
+            f"{where}: {len(bad)} row(s) of column {column!r} hold no grade 0-{NUM_GRADES - 1} "
+            f"(integers; 2.0 reads as 2):\n{listing(bad)}\nFix or remove these rows, or pass "
+            "label_column=<the grade column>."
+        )
+    return grades
+
+
+def check_unique_ids(ids: list[str], rows: list[str], where: str) -> None:
+    """Raise on ids that appear twice: two rows would claim the same photograph."""
+    seen: dict[str, list[str]] = {}
+    for image_id, row in zip(ids, rows):
+        seen.setdefault(image_id, []).append(row)
+    duplicates = [f"{image_id!r}: {', '.join(r)}" for image_id, r in seen.items() if len(r) > 1]
+    if duplicates:
+        raise DataError(
+            f"{where}: {len(duplicates)} image id(s) appear more than once:\n{listing(duplicates)}\n"
+            "Keep one row per image."
+        )
+
+
+def image_problem(source: str | bytes) -> str | None:
+    """Why the image cannot be decoded, or None when it can.
+
+    PNG: `verify()` walks every chunk and checks its CRC, which catches truncated and corrupted
+    files without inflating the pixels. JPEG has no checksum, so it is decoded at 1/8 scale
+    (`draft`), which still reads every entropy-coded block. Other formats are decoded in full.
+    """
+    try:
+        with PILImage.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            if image.format == "PNG":
+                image.verify()
+            else:
+                if image.format == "JPEG":
+                    image.draft("RGB", (max(image.width // 8, 1), max(image.height // 8, 1)))
+                image.load()
+    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _source(value: dict) -> str | bytes | None:
+    return value["bytes"] if value.get("bytes") else value.get("path")
+
+
+def drop_or_raise_unreadable(ds: Dataset, where: str, skip: bool) -> Dataset:
+    """Check every image of `ds`; drop the undecodable ones when `skip`, else raise listing them."""
+    raw = ds.cast_column("image", Image(decode=False)) if len(ds) else ds
+    problems: list[str] = []
+    keep: list[int] = []
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(raw), CHECK_BATCH):
+            batch = raw[start : start + CHECK_BATCH]
+            sources = [_source(value) for value in batch["image"]]
+            reasons = pool.map(
+                lambda s: "no path or bytes" if s is None else image_problem(s), sources
+            )
+            for offset, (value, image_id, reason) in enumerate(
+                zip(batch["image"], batch["image_id"], reasons)
+            ):
+                if reason is None:
+                    keep.append(start + offset)
+                    continue
+                name = value.get("path") or f"image_id {image_id!r}"
+                problems.append(f"{name} ({reason})")
+                if skip:
+                    logger.warning("%s: dropped undecodable image %s", where, problems[-1])
+    if not problems:
+        return ds
+    if not skip:
+        raise DataError(
+            f"{where}: {len(problems)} image(s) cannot be decoded:\n{listing(problems)}\n"
+            "Replace these files, or pass skip_bad_images=True to train without them."
+        )
+    logger.warning(
+        "%s: kept %d of %d images, dropped %d undecodable", where, len(keep), len(ds), len(problems)
+    )
+    if not keep:
+        raise DataError(f"{where}: no decodable image is left; check the image files.")
+    return ds.select(keep)
+
+
+def index_images(folder: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """Images directly in `folder`, by lower-case file name and by lower-case stem."""
+    by_name: dict[str, list[Path]] = {}
+    by_stem: dict[str, list[Path]] = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            path = Path(entry.path)
+            if path.suffix.lower() in IMAGE_EXTENSIONS and entry.is_file():
+                by_name.setdefault(path.name.lower(), []).append(path)
+                by_stem.setdefault(path.stem.lower(), []).append(path)
+    return by_name, by_stem
+
+
+def strip_image_extension(image_id: str) -> str:
+    """`abc.png` -> `abc`; ids without an image extension stay as they are."""
+    stem, extension = os.path.splitext(image_id)
+    return stem if extension.lower() in IMAGE_EXTENSIONS else image_id
+
+
+def resolve_images(ids: list[str], rows: list[str], folder: Path, where: str) -> list[str]:
+    """Absolute path of each id's image in `folder` (extension found on disk, any case)."""
+    by_name, by_stem = index_images(folder)
+    paths, missing, ambiguous = [], [], []
+    for image_id, row in zip(ids, rows):
+        has_extension = strip_image_extension(image_id) != image_id
+        found = (by_name if has_extension else by_stem).get(image_id.lower(), [])
+        if len(found) == 1:
+            paths.append(str(found[0].resolve()))
+        elif found:
+            ambiguous.append(f"{row}: {image_id!r} -> {', '.join(sorted(p.name for p in found))}")
+        else:
+            missing.append(f"{row}: {image_id!r}")
+    if missing:
+        raise DataError(
+            f"{where}: {len(missing)} of {len(ids)} image(s) not found in {folder} "
+            f"(extensions tried: {', '.join(IMAGE_EXTENSIONS)}):\n{listing(missing)}\n"
+            "Add the files, remove these rows, or pass the right image_dir / validation_image_dir."
+        )
+    if ambiguous:
+        raise DataError(
+            f"{where}: {len(ambiguous)} id(s) match several files in {folder}:\n"
+            f"{listing(ambiguous)}\nKeep one file per id or write the extension in the CSV."
+        )
+    return paths

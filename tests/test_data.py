@@ -1,0 +1,407 @@
+"""Loading every supported layout, the train/validation split, and each bad input's message."""
+
+import logging
+
+import datasets
+import huggingface_hub.constants
+import pytest
+from datasets import ClassLabel, Dataset, DatasetDict, Image, Value
+from PIL import Image as PILImage
+
+from dr_hf.config import DataArguments
+from dr_hf.data import DataError, load_dr_dataset, stratified_split
+from dr_hf.data_checks import image_problem, parse_grade
+from dr_hf.grades import GRADE_NAMES
+
+COLOURS = [(200, 40, 30), (40, 200, 30), (30, 40, 200), (200, 200, 30), (30, 200, 200)]
+
+
+def write_image(path, grade=0, mode="RGB", size=32):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = PILImage.new("RGB", (size, size), COLOURS[grade % len(COLOURS)])
+    if mode == "P":
+        image = image.quantize(colors=4)
+    elif mode != "RGB":
+        image = image.convert(mode)
+    image.save(path)
+    return path
+
+
+def write_csv(path, header, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(header)] + [",".join(str(cell) for cell in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def aptos(root, grades, ext=".png", with_extension=False):
+    """APTOS 2019 layout: train.csv (id_code, diagnosis) and train_images/<id_code>.png."""
+    rows = []
+    for index, grade in enumerate(grades):
+        image_id = f"img{index:03d}"
+        write_image(root / "train_images" / f"{image_id}{ext}", grade)
+        rows.append((f"{image_id}{ext}" if with_extension else image_id, grade))
+    write_csv(root / "train.csv", ["id_code", "diagnosis"], rows)
+    return root
+
+
+def balanced(per_grade=4):
+    return [grade for grade in range(5) for _ in range(per_grade)]
+
+
+def ids(split):
+    return sorted(split["image_id"])
+
+
+def check_contract(dd):
+    assert set(dd) == {"train", "validation"}
+    for split in dd.values():
+        assert split.column_names == ["image", "label", "image_id"]
+        assert split.features["image"] == Image(mode="RGB")
+        assert split.features["label"] == ClassLabel(names=GRADE_NAMES)
+        assert split.features["image_id"] == Value("string")
+
+
+def test_aptos_layout_stores_paths_and_decodes_rgb(tmp_path):
+    dd = load_dr_dataset(DataArguments(data_dir=str(aptos(tmp_path, balanced()))))
+    check_contract(dd)
+    assert len(dd["train"]) + len(dd["validation"]) == 20
+    stored = dd["train"].with_format("arrow")[:1]["image"][0].as_py()
+    assert stored["bytes"] is None and stored["path"].endswith(".png")
+    row = dd["train"][0]
+    assert row["image"].mode == "RGB" and row["image"].size == (32, 32)
+    expected = int(row["image_id"][3:])  # img000..img019 hold the grades of balanced()
+    assert row["label"] == balanced()[expected]
+    assert row["image"].getpixel((0, 0)) == COLOURS[row["label"]]
+
+
+def test_eyepacs_layout(tmp_path):
+    rows = []
+    for index, grade in enumerate(balanced(2)):
+        write_image(tmp_path / "train" / f"{index}_left.jpeg", grade)
+        rows.append((f"{index}_left", grade))
+    write_csv(tmp_path / "trainLabels.csv", ["image", "level"], rows)
+    dd = load_dr_dataset(DataArguments(data_dir=str(tmp_path)))
+    check_contract(dd)
+    labels = dict(zip(dd["train"]["image_id"], dd["train"]["label"]))
+    assert labels and all(
+        labels[f"{i}_left"] == g for i, g in enumerate(balanced(2)) if f"{i}_left" in labels
+    )
+
+
+def test_idrid_csv_with_trailing_empty_columns_and_explicit_paths(tmp_path):
+    csv_path = tmp_path / "labels" / "a. IDRiD_Disease Grading_Training Labels.csv"
+    csv_path.parent.mkdir()
+    lines = ["Image name,Retinopathy grade,Risk of macular edema ,,,"]
+    for index, grade in enumerate(balanced(2)):
+        write_image(tmp_path / "Training Set" / f"IDRiD_{index + 1:03d}.jpg", grade)
+        lines.append(f"IDRiD_{index + 1:03d},{grade},0,,,")
+    csv_path.write_text("\n".join(lines + [",,,,,", ""]))
+    args = DataArguments(train_csv=str(csv_path), image_dir=str(tmp_path / "Training Set"))
+    dd = load_dr_dataset(args)
+    check_contract(dd)
+    assert sorted(ids(dd["train"]) + ids(dd["validation"])) == [
+        f"IDRiD_{i:03d}" for i in range(1, 11)
+    ]
+
+
+def test_ids_with_extension_and_extension_case_found_on_disk(tmp_path):
+    names = [
+        "a.PNG",
+        "b.JPG",
+        "c.tif",
+        "d.bmp",
+        "e.jpeg",
+        "f.png",
+        "g.png",
+        "h.png",
+        "i.png",
+        "j.png",
+    ]
+    for index, name in enumerate(names):
+        write_image(tmp_path / "images" / name, index % 5)
+    rows = [("a.png", 0), ("b", 1), ("c.TIF", 2), ("d", 3), ("e.jpeg", 4)]
+    rows += [(name.split(".")[0], index % 5) for index, name in enumerate(names) if index >= 5]
+    write_csv(tmp_path / "labels.csv", ["image_id", "grade"], rows)
+    dd = load_dr_dataset(DataArguments(data_dir=str(tmp_path)))
+    assert sorted(ids(dd["train"]) + ids(dd["validation"])) == list("abcdefghij")
+    every = datasets.concatenate_datasets([dd["train"], dd["validation"]])
+    assert all(image.mode == "RGB" for image in every["image"])
+
+
+def test_column_overrides(tmp_path):
+    rows = []
+    for index, grade in enumerate(balanced(2)):
+        write_image(tmp_path / "train_images" / f"x{index}.png", grade)
+        rows.append((grade, f"x{index}", "ignored"))
+    write_csv(tmp_path / "train.csv", ["severity", "photo", "level"], rows)
+    args = DataArguments(data_dir=str(tmp_path), id_column="photo", label_column="Severity")
+    dd = load_dr_dataset(args)
+    labels = dict(zip(dd["train"]["image_id"], dd["train"]["label"]))
+    assert all(labels[f"x{i}"] == g for i, g in enumerate(balanced(2)) if f"x{i}" in labels)
+
+
+def test_grade_folders(tmp_path, caplog):
+    for grade in range(5):
+        for index in range(3):
+            write_image(tmp_path / str(grade) / f"g{grade}_{index}.png", grade)
+    (tmp_path / "0" / "notes.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING, logger="dr_hf.data"):
+        dd = load_dr_dataset(DataArguments(data_dir=str(tmp_path)))
+    check_contract(dd)
+    assert "notes.txt" in caplog.text
+    for split in dd.values():
+        assert all(
+            image_id.startswith(f"g{label}_")
+            for image_id, label in zip(split["image_id"], split["label"])
+        )
+    assert sorted(dd["validation"]["label"]) == [0, 1, 2, 3, 4]
+
+
+def test_grade_folders_reject_other_sub_folders(tmp_path):
+    write_image(tmp_path / "0" / "a.png")
+    write_image(tmp_path / "7" / "b.png")
+    with pytest.raises(DataError, match=r"7.*Move"):
+        load_dr_dataset(DataArguments(data_dir=str(tmp_path)))
+
+
+def test_save_to_disk_round_trip(tmp_path):
+    dd = load_dr_dataset(DataArguments(data_dir=str(aptos(tmp_path / "aptos", balanced()))))
+    dd.save_to_disk(str(tmp_path / "saved"))
+    again = load_dr_dataset(DataArguments(data_dir=str(tmp_path / "saved")))
+    check_contract(again)
+    for name in ("train", "validation"):
+        assert again[name]["image_id"] == dd[name]["image_id"]
+        assert again[name]["label"] == dd[name]["label"]
+    assert again["train"][0]["image"].getpixel((0, 0)) == COLOURS[again["train"][0]["label"]]
+
+
+def test_saved_train_only_is_split_and_ids_are_derived(tmp_path):
+    paths = [str(write_image(tmp_path / "img" / f"p{i}.png", g)) for i, g in enumerate(balanced(2))]
+    ds = Dataset.from_dict(
+        {"image": paths, "label": balanced(2)},
+        features=datasets.Features({"image": Image(), "label": Value("int64")}),
+    )
+    DatasetDict(train=ds, test=ds).save_to_disk(str(tmp_path / "dict"))
+    ds.save_to_disk(str(tmp_path / "single"))
+    for folder in ("dict", "single"):
+        dd = load_dr_dataset(DataArguments(data_dir=str(tmp_path / folder)))
+        check_contract(dd)
+        assert sorted(ids(dd["train"]) + ids(dd["validation"])) == sorted(
+            f"p{i}" for i in range(10)
+        )
+
+
+def test_saved_class_names_map_to_grades(tmp_path):
+    paths = [str(write_image(tmp_path / "img" / f"p{i}.png", g)) for i, g in enumerate(balanced(2))]
+    features = datasets.Features(
+        {"image": Image(), "label": ClassLabel(names=["4", "3", "2", "1", "0"])}
+    )
+    Dataset.from_dict(
+        {"image": paths, "label": [4 - g for g in balanced(2)]}, features=features
+    ).save_to_disk(str(tmp_path / "saved"))
+    dd = load_dr_dataset(DataArguments(data_dir=str(tmp_path / "saved")))
+    every = datasets.concatenate_datasets([dd["train"], dd["validation"]])
+    assert all(
+        label == int(image_id[1:]) // 2
+        for label, image_id in zip(every["label"], every["image_id"])
+    )
+
+
+def test_saved_dataset_without_label_says_what_is_missing(tmp_path):
+    paths = [str(write_image(tmp_path / "img" / f"p{i}.png")) for i in range(4)]
+    Dataset.from_dict(
+        {"image": paths, "severity_text": ["x"] * 4},
+        features=datasets.Features({"image": Image(), "severity_text": Value("string")}),
+    ).save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(
+        DataError, match=r"lacks the column\(s\) label.*columns found: image, severity_text"
+    ):
+        load_dr_dataset(DataArguments(data_dir=str(tmp_path / "saved")))
+
+
+def test_hub_name_offline_raises_data_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    # Both libraries read the variables at import time.
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf" / "datasets")
+    with pytest.raises(DataError, match=r"(?s)Hub could not be reached.*pass data_dir"):
+        load_dr_dataset(DataArguments(dataset_name="nobody/aptos-2019"))
+
+
+def test_explicit_validation_sets(tmp_path):
+    train = aptos(tmp_path / "train", balanced(2))
+    val = aptos(tmp_path / "val", [0, 1, 2, 3, 4])
+    dd = load_dr_dataset(DataArguments(data_dir=str(train), validation_dir=str(val)))
+    assert len(dd["train"]) == 10 and len(dd["validation"]) == 5
+    args = DataArguments(
+        data_dir=str(train),
+        validation_csv=str(val / "train.csv"),
+        validation_image_dir=str(val / "train_images"),
+        max_eval_samples=3,
+    )
+    assert len(load_dr_dataset(args)["validation"]) == 3
+
+
+def test_split_is_deterministic_and_stratified(tmp_path):
+    grades = [0] * 30 + [1] * 8 + [2] * 12 + [3] * 2 + [4] * 5 + [3]
+    root = aptos(tmp_path, grades)
+    first = load_dr_dataset(DataArguments(data_dir=str(root), split_seed=7))
+    second = load_dr_dataset(DataArguments(data_dir=str(root), split_seed=7))
+    other = load_dr_dataset(DataArguments(data_dir=str(root), split_seed=8))
+    assert ids(first["validation"]) == ids(second["validation"])
+    assert ids(first["train"]) == ids(second["train"])
+    assert ids(first["validation"]) != ids(other["validation"])
+    assert not set(ids(first["train"])) & set(ids(first["validation"]))
+    for split in first.values():
+        assert set(split["label"]) == {0, 1, 2, 3, 4}
+    assert len(first["validation"]) == 6 + 2 + 2 + 1 + 1
+    capped = load_dr_dataset(DataArguments(data_dir=str(root), split_seed=7, max_train_samples=4))
+    assert len(capped["train"]) == 4 and ids(capped["validation"]) == ids(first["validation"])
+
+
+def test_split_keeps_a_single_image_grade_in_train():
+    ds = Dataset.from_dict({"image": [""] * 5, "label": [0, 0, 0, 0, 4], "image_id": list("abcde")})
+    train, validation = stratified_split(ds, 0.2, 0)
+    assert "e" in train["image_id"] and validation["label"] == [0]
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA"])
+def test_grayscale_palette_and_rgba_images_come_out_rgb(tmp_path, mode):
+    for index, grade in enumerate(balanced(2)):
+        write_image(tmp_path / "train_images" / f"m{index}.png", grade, mode=mode)
+    write_csv(
+        tmp_path / "train.csv",
+        ["id_code", "diagnosis"],
+        [(f"m{i}", g) for i, g in enumerate(balanced(2))],
+    )
+    assert PILImage.open(tmp_path / "train_images" / "m0.png").mode == mode
+    dd = load_dr_dataset(DataArguments(data_dir=str(tmp_path)))
+    image = dd["train"][0]["image"]
+    assert image.mode == "RGB" and image.size == (32, 32)
+
+
+def test_missing_label_column_lists_columns_found(tmp_path):
+    root = aptos(tmp_path, balanced(1))
+    write_csv(root / "train.csv", ["id_code", "severity"], [("img000", 0)])
+    with pytest.raises(DataError) as err:
+        load_dr_dataset(DataArguments(data_dir=str(root)))
+    message = str(err.value)
+    assert "train.csv" in message and "'diagnosis'" in message and "'severity'" in message
+    assert "label_column" in message
+
+
+def test_missing_id_column_lists_columns_found(tmp_path):
+    root = aptos(tmp_path, balanced(1))
+    write_csv(root / "train.csv", ["photo", "diagnosis"], [("img000", 0)])
+    with pytest.raises(DataError, match=r"no image-id column.*'id_code'.*'photo'.*id_column"):
+        load_dr_dataset(DataArguments(data_dir=str(root)))
+
+
+def test_bad_labels_name_every_line(tmp_path):
+    root = aptos(tmp_path, balanced(2))
+    rows = [
+        ("img000", "2.0"),
+        ("img001", "abc"),
+        ("img002", 5),
+        ("img003", -1),
+        ("img004", ""),
+        ("img005", "1.5"),
+    ]
+    write_csv(root / "train.csv", ["id_code", "diagnosis"], rows)
+    with pytest.raises(DataError) as err:
+        load_dr_dataset(DataArguments(data_dir=str(root)))
+    message = str(err.value)
+    assert "train.csv" in message and "5 row(s)" in message
+    for line, value in [(3, "'abc'"), (4, "'5'"), (5, "'-1'"), (6, "''"), (7, "'1.5'")]:
+        assert f"line {line}: {value}" in message
+    assert "line 2" not in message
+    assert [parse_grade(v) for v in ("2.0", " 3 ", 4, "nan", "inf", True)] == [
+        2,
+        3,
+        4,
+        None,
+        None,
+        None,
+    ]
+
+
+def test_missing_images_are_all_counted_and_listed_up_to_a_cap(tmp_path):
+    root = aptos(tmp_path, balanced(2))
+    rows = [(f"img{i:03d}", i % 5) for i in range(10)] + [(f"gone{i}", 0) for i in range(25)]
+    write_csv(root / "train.csv", ["id_code", "diagnosis"], rows)
+    with pytest.raises(DataError) as err:
+        load_dr_dataset(DataArguments(data_dir=str(root)))
+    message = str(err.value)
+    assert "25 of 35 image(s) not found" in message and "train.csv" in message
+    assert (
+        "line 12: 'gone0'" in message and "... and 5 more" in message and "'gone24'" not in message
+    )
+
+
+@pytest.mark.parametrize("damage", ["truncated_png", "text_png", "truncated_jpeg", "flipped_png"])
+def test_undecodable_images_are_named(tmp_path, damage):
+    root = aptos(tmp_path, balanced(2), ext=".jpeg" if "jpeg" in damage else ".png")
+    victim = next((root / "train_images").glob("img003.*"))
+    write_image(victim, size=256)
+    data = victim.read_bytes()
+    if damage == "text_png":
+        victim.write_text("id_code,diagnosis\n")
+    elif damage == "flipped_png":
+        victim.write_bytes(data[:60] + bytes([data[60] ^ 0xFF]) + data[61:])
+    else:
+        victim.write_bytes(data[: len(data) // 2])
+    assert image_problem(str(victim)) is not None
+    with pytest.raises(DataError) as err:
+        load_dr_dataset(DataArguments(data_dir=str(root), validation_split=0.5))
+    assert str(victim) in str(err.value) and "skip_bad_images=True" in str(err.value)
+
+
+def test_skip_bad_images_drops_and_reports(tmp_path, caplog):
+    root = aptos(tmp_path, balanced(4))
+    bad = [root / "train_images" / "img000.png", root / "train_images" / "img019.png"]
+    for path in bad:
+        path.write_bytes(b"not a png")
+    with caplog.at_level(logging.WARNING, logger="dr_hf.data"):
+        dd = load_dr_dataset(DataArguments(data_dir=str(root), skip_bad_images=True))
+    every = ids(dd["train"]) + ids(dd["validation"])
+    assert len(every) == 18 and "img000" not in every and "img019" not in every
+    assert all(str(path) in caplog.text for path in bad)
+    assert "kept" in caplog.text and "dropped" in caplog.text
+
+
+def test_missing_files_still_raise_with_skip_bad_images(tmp_path):
+    root = aptos(tmp_path, balanced(2))
+    (root / "train_images" / "img004.png").unlink()
+    with pytest.raises(DataError, match=r"line 6: 'img004'"):
+        load_dr_dataset(DataArguments(data_dir=str(root), skip_bad_images=True))
+
+
+@pytest.mark.parametrize("content", ["", "id_code,diagnosis\n"])
+def test_empty_csv(tmp_path, content):
+    root = aptos(tmp_path, balanced(1))
+    (root / "train.csv").write_text(content)
+    with pytest.raises(DataError, match=r"train\.csv (is empty|has a header but no rows)"):
+        load_dr_dataset(DataArguments(data_dir=str(root)))
+
+
+def test_duplicate_ids_are_listed(tmp_path):
+    root = aptos(tmp_path, balanced(2))
+    rows = [(f"img{i:03d}", i % 5) for i in range(10)] + [("img001.png", 1), ("img007", 2)]
+    write_csv(root / "train.csv", ["id_code", "diagnosis"], rows)
+    with pytest.raises(DataError) as err:
+        load_dr_dataset(DataArguments(data_dir=str(root)))
+    message = str(err.value)
+    assert "2 image id(s) appear more than once" in message
+    assert "'img001': line 3, line 12" in message and "'img007': line 9, line 13" in message
+
+
+def test_no_source_and_unknown_layout(tmp_path):
+    with pytest.raises(DataError, match="pass data_dir"):
+        load_dr_dataset(DataArguments())
+    (tmp_path / "stuff").mkdir()
+    with pytest.raises(DataError, match="no data layout recognised"):
+        load_dr_dataset(DataArguments(data_dir=str(tmp_path)))
