@@ -1,0 +1,125 @@
+"""`dr-hf prepare`: a preprocessed copy of a dataset, so training need not crop every epoch.
+
+Each image is cropped to its field of view (and optionally Ben-Graham normalised), then resized
+so that its shorter side is `size`, and stored PNG-encoded. `datasets.map` caches the work;
+`save_to_disk` writes the result, and `dr_hf_prepare.json` beside it records what was done so
+that the training transform does not do it twice.
+"""
+
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from datasets import DatasetDict
+from PIL import Image
+
+from dr_hf.preprocessing import crop_fov, preprocess_fundus
+
+PREPARE_INFO = "dr_hf_prepare.json"
+_PNG_COMPRESSION = 1  # ~4x faster to write than the default level 6, files ~25 % larger
+
+
+def _resize_shorter_side(array: np.ndarray, size: int) -> np.ndarray:
+    height, width = array.shape[:2]
+    scale = size / min(height, width)
+    new = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if new == (width, height):
+        return array
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    return cv2.resize(array, new, interpolation=interpolation)
+
+
+def prepare_image(image: Image.Image, size: int, crop: bool, ben_graham: bool) -> np.ndarray:
+    """Field-of-view crop, shorter side to `size`, then Ben Graham (its blur scales with size)."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    array = np.asarray(image)
+    if crop:
+        array = crop_fov(array)
+    array = _resize_shorter_side(array, size)
+    if ben_graham:
+        array = preprocess_fundus(array, crop=False, ben_graham=True)
+    return array
+
+
+def _prepare_batch(batch: dict[str, list], size: int, crop: bool, ben_graham: bool) -> dict:
+    images = []
+    for image in batch["image"]:
+        array = prepare_image(image, size, crop, ben_graham)
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG", compress_level=_PNG_COMPRESSION)
+        images.append({"bytes": buffer.getvalue(), "path": None})
+    return {"image": images}
+
+
+def read_prepare_info(path: str | Path) -> dict[str, Any] | None:
+    """What `prepare_dataset` recorded in `path`, or None when `path` is not its output."""
+    info = Path(path) / PREPARE_INFO
+    if not info.is_file():
+        return None
+    try:
+        return json.loads(info.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{info} is not valid JSON ({err}): re-run `dr-hf prepare` into an empty folder."
+        ) from err
+
+
+def _check_output_dir(dataset: DatasetDict, output_dir: Path) -> None:
+    if not output_dir.exists() or not any(output_dir.iterdir()):
+        return
+    if read_prepare_info(output_dir) is None:
+        raise FileExistsError(
+            f"{output_dir} is not empty and holds no {PREPARE_INFO}, so it is not an earlier "
+            "`dr-hf prepare` output: choose an empty or new folder."
+        )
+    resolved = output_dir.resolve()
+    for split in dataset.values():
+        for cache in split.cache_files:
+            if resolved in Path(cache["filename"]).resolve().parents:
+                raise ValueError(
+                    f"the dataset being prepared is read from {output_dir}: write the prepared "
+                    "copy to another folder."
+                )
+
+
+def prepare_dataset(
+    dataset: DatasetDict,
+    output_dir: str | Path,
+    size: int,
+    crop: bool = True,
+    ben_graham: bool = False,
+    num_proc: int | None = None,
+) -> Path:
+    """Write a preprocessed copy of `dataset` (same columns) to `output_dir` and return it.
+
+    An earlier prepare output in `output_dir` is replaced; any other non-empty folder is refused.
+    """
+    from dr_hf import __version__
+
+    if size < 1:
+        raise ValueError(
+            f"size={size} must be a positive number of pixels, e.g. 1.25x the training size."
+        )
+    output_dir = Path(output_dir)
+    _check_output_dir(dataset, output_dir)
+    features = next(iter(dataset.values())).features
+    prepared = dataset.map(
+        _prepare_batch,
+        batched=True,
+        batch_size=16,
+        fn_kwargs={"size": size, "crop": crop, "ben_graham": ben_graham},
+        features=features,
+        num_proc=num_proc,
+        desc=f"Preprocessing fundus images to {size} px",
+    )
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    prepared.save_to_disk(str(output_dir))
+    info = {"crop": crop, "ben_graham": ben_graham, "size": size, "dr_hf_version": __version__}
+    (output_dir / PREPARE_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    return output_dir
