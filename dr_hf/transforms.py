@@ -11,6 +11,7 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import hashlib  # noqa: E402
+import random  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -116,7 +117,10 @@ def reseed(transform: Any, seed: int) -> None:
     RandomRotate90 would then draw the same numbers and always fire together.
     """
     if isinstance(transform, BaseCompose):
-        transform.set_random_seed(seed)  # also seeds the children, overridden below
+        # What BaseCompose.set_random_seed does, minus seeding the children twice (~2x slower).
+        transform.seed = seed
+        transform.random_generator = np.random.default_rng(seed)
+        transform.py_random = random.Random(seed)
         for index, child in enumerate(transform.transforms):
             reseed(child, _splitmix64(seed, index))
     else:

@@ -125,6 +125,19 @@ def test_reseed_gives_each_transform_its_own_draws():
     assert all(count > 5 for count in fired.values())
 
 
+def test_reseed_reaches_nested_composes():
+    nested = A.Compose([A.OneOf([A.HorizontalFlip(p=1), A.VerticalFlip(p=1)], p=1)])
+    image = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+
+    def flipped(seed: int) -> bytes:
+        reseed(nested, seed)
+        return nested(image=image)["image"].tobytes()
+
+    outcomes = [flipped(seed) for seed in range(20)]
+    assert len(set(outcomes)) == 2  # OneOf picks either flip depending on the seed
+    assert [flipped(seed) for seed in range(20)] == outcomes
+
+
 def test_sample_seed_is_stable():
     assert sample_seed(42, 3, "abc") == sample_seed(42, 3, "abc")
     assert (
