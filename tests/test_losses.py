@@ -175,3 +175,10 @@ def test_trainer_gradient_accumulation_matches_one_big_batch(tmp_path):
     start = _TinyGrader().linear.weight.detach()
     assert not torch.allclose(one_batch, start)
     assert torch.allclose(one_batch, accumulated, atol=1e-6)
+
+
+def test_class_weights_from_a_datasets_column():
+    from datasets import Dataset
+
+    column = Dataset.from_dict({"label": SKEWED})["label"]
+    assert torch.equal(class_weights(column), class_weights(SKEWED))
