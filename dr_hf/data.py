@@ -23,21 +23,36 @@ __all__ = ["FEATURES", "DataError", "load_dr_dataset", "stratified_split"]
 
 logger = logging.getLogger("dr_hf.data")
 
-TRAIN_CSVS = ("train.csv", "trainLabels.csv")
+# Per role: label CSV names and image folder names looked for, in order; the flags that override.
+CSV_NAMES = {
+    "train": ("train.csv", "trainLabels.csv"),
+    "validation": ("validation.csv", "val.csv", "valid.csv", "train.csv", "trainLabels.csv"),
+}
 TRAIN_IMAGE_DIRS = ("train_images", "train", "images")
-VALIDATION_CSVS = ("validation.csv", "val.csv", "valid.csv", *TRAIN_CSVS)
-VALIDATION_IMAGE_DIRS = (
-    "validation_images",
-    "val_images",
-    "validation",
-    "val",
-    "valid",
-    *TRAIN_IMAGE_DIRS,
-)
+IMAGE_DIRS = {
+    "train": TRAIN_IMAGE_DIRS,
+    "validation": (
+        "validation_images",
+        "val_images",
+        "val",
+        "valid",
+        "validation",
+        *TRAIN_IMAGE_DIRS,
+    ),
+}
+FLAGS = {
+    "train": ("train_csv", "image_dir"),
+    "validation": ("validation_csv", "validation_image_dir"),
+}
 
 
 def load_dr_dataset(args: DataArguments) -> DatasetDict:
-    """Training and validation splits from the source `args` names, checked and capped."""
+    """Training and validation splits from the source `args` names, checked and capped.
+
+    Labels, ids and files are checked as the source is read; decodability is checked last, on
+    the rows kept after the split and the caps, so a quick capped run does not open every file
+    and a corrupt file does not move other images across the split.
+    """
     train, validation, where = _load_training_source(args)
     if args.validation_dir or args.validation_csv:
         validation, val_where = _load_validation_source(args)
@@ -52,7 +67,7 @@ def load_dr_dataset(args: DataArguments) -> DatasetDict:
     train = drop_or_raise_unreadable(train, where, args.skip_bad_images)
     validation = drop_or_raise_unreadable(validation, val_where, args.skip_bad_images)
     for name, split in (("train", train), ("validation", validation)):
-        counts = np.bincount(np.asarray(split["label"]), minlength=NUM_GRADES)
+        counts = np.bincount(np.asarray(split["label"], dtype=int), minlength=NUM_GRADES)
         logger.info("%s: %d images, per grade %s", name, len(split), counts.tolist())
     return DatasetDict(train=train, validation=validation)
 
@@ -89,35 +104,36 @@ def stratified_split(
 
 
 def _load_training_source(args: DataArguments) -> tuple[Dataset, Dataset | None, str]:
-    if args.train_csv:
-        base = Path(args.data_dir) if args.data_dir else None
-        csv_path = _existing_file(args.train_csv, base)
-        image_dir = find_image_dir(args.image_dir, base, csv_path, TRAIN_IMAGE_DIRS)
-        return from_csv(csv_path, image_dir, args), None, str(csv_path)
-    if args.data_dir:
-        return _from_folder(Path(args.data_dir), args, TRAIN_CSVS, TRAIN_IMAGE_DIRS, args.image_dir)
+    if args.dataset_name and (args.data_dir or args.train_csv):
+        logger.warning("dataset_name=%r is not used: local data was given", args.dataset_name)
+    if args.train_csv or args.data_dir:
+        return _from_local(args, "train", args.train_csv, args.data_dir)
     if args.dataset_name:
         return _from_hub(args.dataset_name, args)
     raise DataError("No training data given: pass data_dir, train_csv or dataset_name.")
 
 
 def _load_validation_source(args: DataArguments) -> tuple[Dataset, str]:
-    base = Path(args.validation_dir) if args.validation_dir else None
-    if args.validation_csv:
-        csv_path = _existing_file(args.validation_csv, base)
-        image_dir = find_image_dir(
-            args.validation_image_dir, base, csv_path, VALIDATION_IMAGE_DIRS, "validation_image_dir"
-        )
-        return from_csv(csv_path, image_dir, args), str(csv_path)
-    train, validation, where = _from_folder(
-        base,
-        args,
-        VALIDATION_CSVS,
-        VALIDATION_IMAGE_DIRS,
-        args.validation_image_dir,
-        "validation_image_dir",
+    train, validation, where = _from_local(
+        args, "validation", args.validation_csv, args.validation_dir
     )
     return (train if validation is None else validation), where
+
+
+def _from_local(
+    args: DataArguments, role: str, csv_name: str | None, folder: str | None
+) -> tuple[Dataset, Dataset | None, str]:
+    """A CSV (relative to `folder` or the working directory), else the layout of `folder`."""
+    image_flag = FLAGS[role][1]
+    root = Path(folder) if folder else None
+    layout = _existing_file(csv_name, root) if csv_name else _folder_layout(root, args, role)
+    if not isinstance(layout, Path):
+        return layout  # a saved dataset or grade sub-folders
+    csv_path = layout
+    image_dir = find_image_dir(
+        getattr(args, image_flag), root, csv_path, IMAGE_DIRS[role], image_flag
+    )
+    return from_csv(csv_path, image_dir, args), None, str(csv_path)
 
 
 def _existing_file(name: str, base: Path | None) -> Path:
@@ -127,29 +143,22 @@ def _existing_file(name: str, base: Path | None) -> Path:
     raise DataError(f"CSV file {name} not found (looked in {base or Path.cwd()}).")
 
 
-def _from_folder(
-    root: Path,
-    args: DataArguments,
-    csv_names: tuple,
-    image_dirs: tuple,
-    image_dir: str | None,
-    flag: str = "image_dir",
-) -> tuple[Dataset, Dataset | None, str]:
-    """Detect the layout of `root`: saved dataset, CSV + images, or grade sub-folders."""
+def _folder_layout(
+    root: Path, args: DataArguments, role: str
+) -> Path | tuple[Dataset, Dataset | None, str]:
+    """The label CSV of `root`, or the data of a saved dataset or of grade sub-folders."""
     if not root.is_dir():
         raise DataError(f"{root} is not a folder: pass the folder that holds the data.")
     if (root / "dataset_dict.json").is_file() or (root / "state.json").is_file():
         return (*from_saved(datasets.load_from_disk(str(root)), str(root), args), str(root))
     csvs = sorted(root.glob("*.csv"))
-    named = [root / name for name in csv_names if (root / name).is_file()]
+    named = [root / name for name in CSV_NAMES[role] if (root / name).is_file()]
     if named or len(csvs) == 1:
-        csv_path = (named or csvs)[0]
-        folder = find_image_dir(image_dir, root, csv_path, image_dirs, flag)
-        return from_csv(csv_path, folder, args), None, str(csv_path)
+        return (named or csvs)[0]
     if csvs:
         raise DataError(
             f"{root} holds several CSV files ({', '.join(p.name for p in csvs)}) and none is named "
-            f"{' or '.join(csv_names)}: pass train_csv=<the label CSV>."
+            f"{' or '.join(CSV_NAMES[role])}: pass {FLAGS[role][0]}=<the label CSV>."
         )
     subdirs = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     if any(re.fullmatch(r"\d+", name) for name in subdirs):

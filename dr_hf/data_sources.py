@@ -41,9 +41,10 @@ def find_image_dir(
 ) -> Path:
     """The given image folder, else the candidate beside the CSV that holds images."""
     if given:
-        if not Path(given).is_dir():
-            raise DataError(f"Image folder {given} does not exist: pass {flag}=<the image folder>.")
-        return Path(given)
+        for folder in (Path(given), base / given if base else None):
+            if folder is not None and folder.is_dir():
+                return folder
+        raise DataError(f"Image folder {given} does not exist: pass {flag}=<the image folder>.")
     parents = [base] if base else []
     parents += [csv_path.parent] if csv_path.parent not in parents else []
     folders = [p / name for p in parents for name in candidates if (p / name).is_dir()]
@@ -56,7 +57,9 @@ def find_image_dir(
     )
 
 
-def _read_csv(path: Path, id_column: str | None, label_column: str | None):
+def _read_csv(
+    path: Path, id_column: str | None, label_column: str | None
+) -> tuple[list[str], list[str], list[str], str, str]:
     """Line numbers, ids and raw grades of a label CSV; names of the columns used."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as file:
@@ -181,6 +184,7 @@ def normalise(ds: Dataset, where: str, args: DataArguments) -> Dataset:
     label = next((name for name in label_names if name in columns), None)
     id_column = args.id_column or "image_id"
     missing = [] if image else ["image (an Image column)"]
+    missing += [f"{id_column} (id_column)"] if args.id_column and id_column not in columns else []
     missing += [] if label else [f"label (looked for {', '.join(label_names)})"]
     if missing:
         raise DataError(
@@ -194,11 +198,11 @@ def normalise(ds: Dataset, where: str, args: DataArguments) -> Dataset:
     rows = [f"row {index} (image_id {image_id!r})" for index, image_id in enumerate(ids)]
     check_unique_ids(ids, rows, where)
     grades = parse_grades(_label_values(ds, label, where), rows, where, label)
-    ds = ds.select_columns([image]).flatten_indices()
+    ds = ds.select_columns([image])
     ds = ds.rename_column(image, "image") if image != "image" else ds
     ds = ds.add_column("label", grades, feature=FEATURES["label"])
     ds = ds.add_column("image_id", ids, feature=FEATURES["image_id"])
-    return ds.cast(FEATURES)
+    return ds.cast_column("image", FEATURES["image"])  # changes the decoding only, writes nothing
 
 
 def _label_values(ds: Dataset, label: str, where: str) -> list:

@@ -53,6 +53,10 @@ def ids(split):
     return sorted(split["image_id"])
 
 
+def labels_by_id(dd):
+    return {i: g for split in dd.values() for i, g in zip(split["image_id"], split["label"])}
+
+
 def check_contract(dd):
     assert set(dd) == {"train", "validation"}
     for split in dd.values():
@@ -83,10 +87,7 @@ def test_eyepacs_layout(tmp_path):
     write_csv(tmp_path / "trainLabels.csv", ["image", "level"], rows)
     dd = load_dr_dataset(DataArguments(data_dir=str(tmp_path)))
     check_contract(dd)
-    labels = dict(zip(dd["train"]["image_id"], dd["train"]["label"]))
-    assert labels and all(
-        labels[f"{i}_left"] == g for i, g in enumerate(balanced(2)) if f"{i}_left" in labels
-    )
+    assert labels_by_id(dd) == {f"{i}_left": g for i, g in enumerate(balanced(2))}
 
 
 def test_idrid_csv_with_trailing_empty_columns_and_explicit_paths(tmp_path):
@@ -135,10 +136,11 @@ def test_column_overrides(tmp_path):
         write_image(tmp_path / "train_images" / f"x{index}.png", grade)
         rows.append((grade, f"x{index}", "ignored"))
     write_csv(tmp_path / "train.csv", ["severity", "photo", "level"], rows)
-    args = DataArguments(data_dir=str(tmp_path), id_column="photo", label_column="Severity")
-    dd = load_dr_dataset(args)
-    labels = dict(zip(dd["train"]["image_id"], dd["train"]["label"]))
-    assert all(labels[f"x{i}"] == g for i, g in enumerate(balanced(2)) if f"x{i}" in labels)
+    (tmp_path / "train_images").rename(tmp_path / "photos")
+    args = DataArguments(
+        data_dir=str(tmp_path), image_dir="photos", id_column="photo", label_column="Severity"
+    )
+    assert labels_by_id(load_dr_dataset(args)) == {f"x{i}": g for i, g in enumerate(balanced(2))}
 
 
 def test_grade_folders(tmp_path, caplog):
@@ -168,8 +170,10 @@ def test_grade_folders_reject_other_sub_folders(tmp_path):
 def test_save_to_disk_round_trip(tmp_path):
     dd = load_dr_dataset(DataArguments(data_dir=str(aptos(tmp_path / "aptos", balanced()))))
     dd.save_to_disk(str(tmp_path / "saved"))
+    files = sorted(tmp_path.joinpath("saved").rglob("*"))
     again = load_dr_dataset(DataArguments(data_dir=str(tmp_path / "saved")))
     check_contract(again)
+    assert sorted(tmp_path.joinpath("saved").rglob("*")) == files  # no cache files written there
     for name in ("train", "validation"):
         assert again[name]["image_id"] == dd[name]["image_id"]
         assert again[name]["label"] == dd[name]["label"]
@@ -244,6 +248,14 @@ def test_explicit_validation_sets(tmp_path):
         max_eval_samples=3,
     )
     assert len(load_dr_dataset(args)["validation"]) == 3
+    saved = tmp_path / "saved"
+    load_dr_dataset(DataArguments(data_dir=str(train))).save_to_disk(str(saved))
+    dd = load_dr_dataset(DataArguments(data_dir=str(val), validation_dir=str(saved)))
+    assert len(dd["train"]) == 5
+    assert (
+        dd["validation"]["image_id"]
+        == datasets.load_from_disk(str(saved))["validation"]["image_id"]
+    )
 
 
 def test_split_is_deterministic_and_stratified(tmp_path):
@@ -360,6 +372,13 @@ def test_undecodable_images_are_named(tmp_path, damage):
     assert str(victim) in str(err.value) and "skip_bad_images=True" in str(err.value)
 
 
+def test_jpeg_with_bytes_after_the_end_marker_is_accepted(tmp_path):
+    path = write_image(tmp_path / "a.jpg", size=64)
+    path.write_bytes(path.read_bytes() + b"\0\0 camera padding")
+    assert image_problem(str(path)) is None
+    assert image_problem(path.read_bytes()[:-40]) is not None
+
+
 def test_skip_bad_images_drops_and_reports(tmp_path, caplog):
     root = aptos(tmp_path, balanced(4))
     bad = [root / "train_images" / "img000.png", root / "train_images" / "img019.png"]
@@ -404,4 +423,8 @@ def test_no_source_and_unknown_layout(tmp_path):
         load_dr_dataset(DataArguments())
     (tmp_path / "stuff").mkdir()
     with pytest.raises(DataError, match="no data layout recognised"):
+        load_dr_dataset(DataArguments(data_dir=str(tmp_path)))
+    for name in ("a.csv", "b.csv"):
+        write_csv(tmp_path / name, ["id_code", "diagnosis"], [("x", 0)])
+    with pytest.raises(DataError, match=r"several CSV files \(a\.csv, b\.csv\).*train_csv="):
         load_dr_dataset(DataArguments(data_dir=str(tmp_path)))
