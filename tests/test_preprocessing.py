@@ -63,6 +63,16 @@ def test_find_fov_on_dark_noisy_photo(small_photo):
     assert_box_close(find_fov(dark), geo.box(320, 240), tol=3)
 
 
+def test_find_fov_on_strongly_vignetted_photo(small_photo):
+    image, geo = small_photo
+    ys, xs = np.ogrid[:240, :320]
+    dist = np.minimum(np.sqrt((xs - geo.cx) ** 2 + (ys - geo.cy) ** 2) / geo.radius, 1)
+    dim = (image * (1 - 0.8 * dist**2)[..., None]).astype(
+        np.uint8
+    )  # the rim at a tenth of the centre
+    assert_box_close(find_fov(dim), geo.box(320, 240), tol=2)
+
+
 def test_find_fov_ignores_hot_pixels_and_grey_background(small_photo):
     image, geo = small_photo
     rng = np.random.default_rng(0)
@@ -103,12 +113,30 @@ def test_ben_graham_centres_colours_inside_the_disc(small_photo):
     assert ben_graham is ben_graham_normalise
     assert out.shape == image.shape and out.dtype == np.uint8
     ys, xs = np.ogrid[:240, :320]
-    inner = (xs - geo.cx) ** 2 + (ys - geo.cy) ** 2 <= (0.8 * geo.radius) ** 2
-    assert abs(out[inner].mean() - 128) < 10
-    assert abs(image[inner].mean() - 128) > 20  # the input was not grey already
+    dist = np.sqrt((xs - geo.cx) ** 2 + (ys - geo.cy) ** 2) / geo.radius
+    assert abs(out[dist <= 0.8].mean() - 128) < 10
+    assert abs(image[dist <= 0.8].mean() - 128) > 20  # the input was not grey already
+    assert abs(out[(dist > 0.9) & (dist < 0.96)].mean() - 128) < 15  # no bright halo at the rim
     assert out[:3, :3].max() == 0  # outside the disc stays black
     assert ben_graham(image, mask_outside=False)[:3, :3].min() >= 100
     assert not np.array_equal(ben_graham(image, sigma=2.0), out)
+
+
+def test_ben_graham_after_crop_keeps_corners_black(aptos_photo):
+    cropped = crop_fov(aptos_photo[0])
+    out = ben_graham(cropped)
+    h, w = out.shape[:2]
+    assert out[:20, :20].max() == 0 and out[-20:, -20:].max() == 0
+    assert abs(out[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3].mean() - 128) < 10
+
+
+def test_fov_mask_of_disc_cut_at_the_top():
+    geo = FundusGeometry(cx=100, cy=70, radius=90)
+    image, _ = render_fundus(0, 200, 200, np.random.default_rng(4), geometry=geo)
+    ys, xs = np.ogrid[:200, :200]
+    drawn = (xs - geo.cx) ** 2 + (ys - geo.cy) ** 2 <= geo.radius**2
+    assert find_fov(image)[1] == 0
+    assert (fov_mask(image) != drawn).mean() < 0.01
 
 
 def test_preprocess_fundus_keywords(small_photo):
