@@ -18,7 +18,7 @@ logger = logging.getLogger("dr_hf.data")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MAX_LISTED = 20
-CHECK_BATCH = 256
+CHECK_BATCH = 64  # rows of a saved dataset hold their encoded bytes
 
 
 class DataError(ValueError):
