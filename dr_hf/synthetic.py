@@ -184,8 +184,9 @@ def render_fundus(
     anatomy, lesions, camera = (np.random.default_rng(s) for s in rng.integers(0, 2**63, 3))
     geo = geometry or _random_geometry(width, height, anatomy)
     r, shape = geo.radius, (height, width)
-    ys, xs = np.mgrid[:height, :width].astype(np.float32)
-    dist = np.hypot(xs - geo.cx, ys - geo.cy) / r
+    ys, xs = (np.arange(n, dtype=np.float32) for n in shape)
+    ys, xs = ys[:, None], xs[None, :]  # broadcast: full-frame arrays only where needed
+    dist2 = ((xs - geo.cx) ** 2 + (ys - geo.cy) ** 2) / r**2
 
     # Retina: pigment colour with choroidal texture and a darker macula.
     base = np.array([anatomy.uniform(190, 235), anatomy.uniform(70, 115), anatomy.uniform(25, 60)])
@@ -194,7 +195,10 @@ def render_fundus(
     od = (*od, r * anatomy.uniform(0.08, 0.11))
     macula = (geo.cx - side * r * anatomy.uniform(0.0, 0.08), od[1] + r * anatomy.normal(0, 0.03))
     shade = 1 + 0.06 * _smooth_noise(height, width, 12, anatomy)
-    shade -= 0.25 * np.exp(-((xs - macula[0]) ** 2 + (ys - macula[1]) ** 2) / (2 * (0.12 * r) ** 2))
+    spread = 2 * (0.12 * r) ** 2
+    shade -= (
+        0.25 * np.exp(-((xs - macula[0]) ** 2) / spread) * np.exp(-((ys - macula[1]) ** 2) / spread)
+    )
     image = shade[..., None] * base.astype(np.float32)
 
     # Optic disc: a bright yellowish disc with a paler cup.
@@ -233,7 +237,7 @@ def render_fundus(
 
     # Camera: vignetting, uneven illumination, exposure, blur, noise, black surround.
     tilt = camera.uniform(0, 2 * math.pi)
-    light = 1 - camera.uniform(0.25, 0.45) * dist**2.5
+    light = 1 - camera.uniform(0.25, 0.45) * dist2 * np.sqrt(np.sqrt(dist2))  # dist ** 2.5
     light += (
         camera.uniform(-0.15, 0.15)
         * ((xs - geo.cx) * math.cos(tilt) + (ys - geo.cy) * math.sin(tilt))
@@ -244,7 +248,7 @@ def render_fundus(
     fov = np.zeros(shape, np.uint8)
     cv2.circle(fov, (geo.cx, geo.cy), r, 1, -1)
     image *= fov[..., None]
-    image += camera.normal(0, camera.uniform(1.5, 4.0), image.shape).astype(np.float32)
+    image += camera.uniform(1.5, 4.0) * camera.standard_normal(image.shape, np.float32)
     return np.clip(image, 0, 255).astype(np.uint8), geo
 
 
@@ -290,6 +294,8 @@ def make_synthetic(
         )
     image_dir = output_dir / "train_images"
     image_dir.mkdir(parents=True, exist_ok=True)
+    for stale in image_dir.glob("synth_*.png"):  # left by an earlier, possibly larger, set
+        stale.unlink()
     grades = np.repeat(np.arange(NUM_GRADES), grade_counts(num_images))
     np.random.default_rng([seed, num_images]).shuffle(grades)
     rows = []

@@ -120,5 +120,7 @@ def test_refuses_to_overwrite(tmp_path):
         make_synthetic(tmp_path, num_images=10, image_size=32)
     assert (tmp_path / "train.csv").read_text() == "id_code,diagnosis\nreal_photo,3\n"
     assert not (tmp_path / "train_images").exists()
-    make_synthetic(tmp_path, num_images=10, image_size=32, overwrite=True)
+    make_synthetic(tmp_path, num_images=12, image_size=32, overwrite=True)
     assert (tmp_path / "train.csv").read_text().startswith("id_code,diagnosis\nsynth_00000,")
+    make_synthetic(tmp_path, num_images=10, image_size=32, overwrite=True)
+    assert len(list((tmp_path / "train_images").iterdir())) == 10  # no stale images left
