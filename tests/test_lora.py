@@ -161,3 +161,28 @@ def test_build_model_rebuilds_the_architecture_from_the_config():
     model = create_model(ModelArguments(model_name="retfound_tiny"), image_size=48)
     rebuilt = build_model(TimmWrapperConfig.from_dict(model.config.to_dict()))
     assert rebuilt.timm_model.pos_embed.shape == model.timm_model.pos_embed.shape == (1, 10, 64)
+
+
+def test_trainer_checkpoints_hold_the_base_record(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    torch.manual_seed(0)
+    model = create_model(ModelArguments(model_name="retfound_tiny", lora=True), image_size=32)
+    data = [{"pixel_values": torch.randn(3, 32, 32), "labels": i % 5} for i in range(8)]
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        save_steps=2,
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        report_to="none",
+        label_names=["labels"],
+        remove_unused_columns=False,
+    )
+    Trainer(model=model, args=args, train_dataset=data).train()
+    checkpoint = tmp_path / "checkpoint-2"
+    assert (checkpoint / BASE_RECORD).is_file() and (checkpoint / "adapter_config.json").is_file()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model.eval()(x).logits
+        assert torch.allclose(load_trained_model(checkpoint).eval()(x).logits, expected, atol=1e-6)
