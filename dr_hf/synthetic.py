@@ -122,39 +122,31 @@ def _draw_lesions(grade, shape, geo, od, rng) -> dict[str, np.ndarray]:
     """Alpha layers of each lesion colour, drawn from the lesion generator alone."""
     red, yellow, pale = (np.zeros(shape, np.float32) for _ in range(3))
     r = geo.radius
-    count = lambda table: int(rng.integers(table[grade][0], table[grade][1] + 1))  # noqa: E731
+
+    def count(table):
+        return int(rng.integers(table[grade][0], table[grade][1] + 1))
+
+    def axes(low, high, minimum=1):
+        return tuple(max(minimum, round(r * rng.uniform(low, high))) for _ in range(2))
+
     for x, y in _lesion_points(count(_MICROANEURYSMS), geo, od, rng):
         cv2.circle(red, (x, y), max(1, round(r * rng.uniform(0.006, 0.011))), 1.0, -1, cv2.LINE_AA)
     for x, y in _lesion_points(count(_HAEMORRHAGES), geo, od, rng, quadrants=grade >= 3):
-        axes = (
-            max(1, round(r * rng.uniform(0.015, 0.04))),
-            max(1, round(r * rng.uniform(0.015, 0.04))),
-        )
-        cv2.ellipse(red, (x, y), axes, rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_AA)
+        cv2.ellipse(red, (x, y), axes(0.015, 0.04), rng.uniform(0, 180), 0, 360, 1, -1, cv2.LINE_AA)
     for x, y in _lesion_points(count(_EXUDATES), geo, od, rng):
         for _ in range(int(rng.integers(1, 5))):  # exudates come in small clusters
             jx, jy = rng.normal(0, r * 0.02, 2)
             size = max(1, round(r * rng.uniform(0.005, 0.012)))
             cv2.circle(yellow, (int(x + jx), int(y + jy)), size, 1.0, -1, cv2.LINE_AA)
     for x, y in _lesion_points(count(_COTTON_WOOL), geo, od, rng):
-        axes = (
-            max(2, round(r * rng.uniform(0.03, 0.06))),
-            max(2, round(r * rng.uniform(0.02, 0.04))),
-        )
-        cv2.ellipse(pale, (x, y), axes, rng.uniform(0, 180), 0, 360, 0.8, -1)
+        cv2.ellipse(pale, (x, y), axes(0.02, 0.06, 2), rng.uniform(0, 180), 0, 360, 0.8, -1)
     if grade == 4:
         for _ in range(int(rng.integers(1, 4))):  # new vessels: fine tortuous loops near the disc
             angle = rng.uniform(0, 2 * math.pi)
             start = (od[0] + od[2] * math.cos(angle), od[1] + od[2] * math.sin(angle))
             for _ in range(int(rng.integers(3, 7))):
-                path = _walk(
-                    start,
-                    rng.uniform(0, 2 * math.pi),
-                    r * rng.uniform(0.1, 0.2),
-                    rng.normal(0, 0.4),
-                    rng,
-                    16,
-                )
+                heading, length = rng.uniform(0, 2 * math.pi), r * rng.uniform(0.1, 0.2)
+                path = _walk(start, heading, length, rng.normal(0, 0.4), rng, steps=16)
                 _draw_path(red, path, max(1.0, r * 0.004), max(1.0, r * 0.003))
         if rng.random() < 0.35:  # pre-retinal haemorrhage: a large boat-shaped pool
             (x, y), size = _lesion_points(1, geo, od, rng)[0], r * rng.uniform(0.08, 0.14)
