@@ -76,10 +76,15 @@ def read_checkpoint(path: str | Path) -> dict:
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        try:
+            found = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        except Exception:  # an old-format pickle: torch cannot list its globals
+            found = ""
         raise CheckpointError(
-            f"{path} was refused: unpickling it would run code or build objects other than tensors "
-            f"({str(error).splitlines()[0]}). Only load files you trust; if you trust this one, "
-            "re-save its state dict once with torch.save(state_dict) or safetensors and pass that file."
+            f"{path} was refused: loading it would run code or build objects other than tensors "
+            f"({found or 'non-allowlisted pickle globals'}). Only load files you trust; if you trust "
+            "this one, re-save its state dict once with torch.save(state_dict) or safetensors and "
+            "pass that file."
         ) from error
     except RuntimeError as error:
         raise CheckpointError(f"{path} is not a readable torch checkpoint: {error}") from error

@@ -146,6 +146,16 @@ def test_baseline_weights_that_do_not_fit_are_refused(tmp_path):
         )
 
 
+def test_hub_id_offline_says_to_download_the_file(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="YukunZhou/RETFound_mae_natureCFP.*local path"):
+        create_model(
+            ModelArguments(
+                model_name="retfound_tiny", pretrained_weights="YukunZhou/RETFound_mae_natureCFP"
+            )
+        )
+
+
 def test_load_trained_model_reads_model_folders_and_names_wrong_ones(tmp_path):
     model = create_model(ModelArguments(model_name="retfound_tiny"), image_size=32).eval()
     model.save_pretrained(tmp_path / "best")
