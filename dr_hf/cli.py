@@ -35,7 +35,8 @@ def make_synthetic_main(argv: list[str]) -> int:
         "--output", required=True, help="Folder to create (train.csv + train_images/)."
     )
     parser.add_argument("--num-images", type=int, default=200)
-    parser.add_argument("--image-size", type=int, default=256, help="Width (and height) in pixels.")
+    parser.add_argument("--image-size", type=int, default=256, help="Width in pixels.")
+    parser.add_argument("--height", type=int, default=None, help="Height (default: square).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--overwrite", action="store_true", help="Replace an existing synthetic set."

@@ -1,0 +1,136 @@
+"""The model card (README.md) written beside every exported grader."""
+
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from dr_hf.config import DataArguments, DRTrainingArguments, ModelArguments
+from dr_hf.grades import GRADE_NAMES, REFERABLE_MIN_GRADE
+
+_HEADLINE_METRICS = (
+    ("qwk", "Quadratic weighted kappa"),
+    ("accuracy", "Accuracy"),
+    ("macro_f1", "Macro F1"),
+    ("macro_auroc", "Macro AUROC (one-vs-rest)"),
+    ("referable_auroc", "Referable DR AUROC"),
+    ("referable_sensitivity", "Referable DR sensitivity"),
+    ("referable_specificity", "Referable DR specificity"),
+)
+_TRAINING_FIELDS = (
+    "num_train_epochs", "per_device_train_batch_size", "learning_rate", "weight_decay",
+    "lr_scheduler_type", "warmup_steps", "loss", "class_weighting", "label_smoothing_factor",
+    "layer_decay", "seed", "fp16", "bf16",
+)  # fmt: skip
+
+
+def _data_description(data_args: DataArguments) -> str:
+    source = data_args.data_dir or data_args.train_csv or data_args.dataset_name or "unspecified"
+    name = Path(str(source)).name or str(source)
+    validation = (
+        data_args.validation_dir or data_args.validation_csv
+        or f"a stratified {data_args.validation_split:.0%} split of the training data (seed {data_args.split_seed})"
+    )  # fmt: skip
+    return f"`{name}`; validation: {validation}"
+
+
+def render_model_card(
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    training_args: DRTrainingArguments,
+    results: dict,
+    base_model: str,
+    image_size: int,
+) -> ModelCard:
+    """A card stating base model, data, label map, best metrics, configuration, usage and limits."""
+    is_adapter = model_args.lora
+    card_data = ModelCardData(
+        library_name="peft" if is_adapter else "transformers",
+        pipeline_tag="image-classification",
+        tags=["diabetic-retinopathy", "fundus", "ophthalmology", "dr_hf", "timm"]
+        + (["lora"] if is_adapter else []),
+        base_model=base_model if "/" in base_model else None,
+    )
+    metrics = "\n".join(
+        f"| {label} | {results[key]:.4f} |"
+        for key, label in _HEADLINE_METRICS
+        if isinstance(results.get(key), float)
+    )
+    labels = "\n".join(f"| {grade} | {name} |" for grade, name in enumerate(GRADE_NAMES))
+    config = "\n".join(
+        f"| `{name}` | `{getattr(training_args, name)}` |"
+        for name in _TRAINING_FIELDS
+        if hasattr(training_args, name)
+    )
+    lora = (
+        f"LoRA adapters (r={model_args.lora_r}, alpha={model_args.lora_alpha}, dropout={model_args.lora_dropout}, "
+        f"targets: {model_args.lora_target_modules or 'default'}); the base weights are not included."
+        if is_adapter
+        else "All weights fine-tuned."
+    )
+    weights = (
+        Path(model_args.pretrained_weights).name
+        if model_args.pretrained_weights
+        else "random initialisation"
+    )
+    if is_adapter:
+        usage = (
+            "```python\nfrom dr_hf.models import load_trained_model\n\n"
+            'model = load_trained_model("path/to/this/folder"'
+            + (', retfound_weights="RETFound_cfp_weights.pth"' if model_args.is_retfound else "")
+            + ")\n```\n\nThe adapter records the SHA-256 of the base weights it was trained on; loading it "
+            "onto another base is refused."
+        )
+    else:
+        usage = (
+            "```python\nfrom transformers import pipeline\n\n"
+            'grader = pipeline("image-classification", model="path/to/this/folder")\n'
+            'grader("fundus.png")\n```'
+        )
+    content = f"""---
+{card_data.to_yaml()}
+---
+
+# Diabetic retinopathy grader ({model_args.model_name})
+
+Grades colour fundus photographs on the 5-point international scale, trained with
+[dr_hf](https://pypi.org/project/dr-hf/).
+
+**Not a medical device.** This model is a research artefact. It has not been cleared or approved by
+any regulator and must not be used to diagnose, screen or treat patients.
+
+## Model
+
+- Architecture: `{model_args.model_name}` (timm), input {image_size}x{image_size}
+- Initial weights: {weights}
+- Training: {lora}
+
+## Data
+
+{_data_description(data_args)}
+
+| Grade | Label |
+| --- | --- |
+{labels}
+
+Referable diabetic retinopathy: grade >= {REFERABLE_MIN_GRADE}.
+
+## Validation metrics (best checkpoint)
+
+| Metric | Value |
+| --- | --- |
+{metrics}
+
+## Training configuration
+
+| Setting | Value |
+| --- | --- |
+{config}
+
+## How to use
+
+{usage}
+
+The model applies the same field-of-view crop it was trained with only through dr_hf
+(`dr-hf predict`); plain transformers resizes and normalises the photograph as given.
+"""
+    return ModelCard(content)

@@ -1,0 +1,223 @@
+"""The training run: data, model, transforms, loss and metrics handed to the HF Trainer.
+
+`run_training` is the whole job in one screen; `train` is the notebook API of the original tool
+(same signature, same history keys).
+"""
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from datasets import DatasetDict
+from transformers import TrainerCallback, set_seed
+
+from dr_hf.callbacks import AugmentationEpochCallback, DRTrainer, TrainAccuracy
+from dr_hf.checkpoints import resolve_resume
+from dr_hf.cli_args import config_from_dict, config_from_yaml, resolved_config
+from dr_hf.config import DataArguments, DRTrainingArguments, ModelArguments
+from dr_hf.data import load_dr_dataset
+from dr_hf.export import export_best
+from dr_hf.history import build_history
+from dr_hf.losses import class_weights, make_loss_fn
+from dr_hf.metrics import compute_dr_metrics, make_compute_metrics
+from dr_hf.models import create_model, parameter_summary
+from dr_hf.prepare import read_prepare_info
+from dr_hf.transforms import FundusTransform, collate_fn, resolve_normalization, with_transforms
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingRun:
+    """Everything `build_trainer` assembled, for `run_training` and for notebooks and tests."""
+
+    trainer: DRTrainer
+    dataset: DatasetDict
+    train_transform: FundusTransform
+    image_size: int
+    parameters: dict
+    class_weights: torch.Tensor | None
+    config: dict
+
+
+def build_trainer(
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    training_args: DRTrainingArguments,
+    callbacks: list[TrainerCallback] | None = None,
+) -> TrainingRun:
+    """Data, model, transforms, loss and metrics, wired into a `DRTrainer` (nothing trained yet)."""
+    _configure_run(model_args, training_args)
+    config = resolved_config(data_args, model_args, training_args)
+    set_seed(training_args.seed)
+
+    # ---- Data -------------------------------------------------------------------------------
+    dataset = load_dr_dataset(data_args)
+    prepared = read_prepare_info(data_args.data_dir) if data_args.data_dir else None
+    logger.info("Data: %d training and %d validation images.", *map(len, dataset.values()))
+    train_labels = list(dataset["train"]["label"])
+
+    # ---- Model ------------------------------------------------------------------------------
+    model = create_model(model_args, image_size=data_args.image_size)
+    parameters = parameter_summary(model)
+    mean, std, input_size = resolve_normalization(model)
+    image_size = data_args.image_size or input_size
+
+    # ---- On-the-fly preprocessing and augmentation -----------------------------------------
+    dataset, train_transform = with_transforms(
+        dataset,
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        crop=data_args.crop_fov and not (prepared and prepared.get("crop")),
+        ben_graham=data_args.ben_graham and not (prepared and prepared.get("ben_graham")),
+        augment=data_args.augment,
+        seed=training_args.seed,
+    )
+
+    # ---- Loss and metrics -------------------------------------------------------------------
+    weights = class_weights(train_labels, model_args.num_labels, training_args.class_weighting)
+    loss_fn = make_loss_fn(
+        training_args.loss,
+        weight=weights,
+        label_smoothing=training_args.label_smoothing_factor,
+        focal_gamma=training_args.focal_gamma,
+    )
+    train_accuracy = TrainAccuracy(loss_fn)
+
+    # ---- Trainer ----------------------------------------------------------------------------
+    trainer = DRTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset["train"],
+        eval_dataset=dataset["validation"],
+        data_collator=collate_fn,
+        compute_metrics=make_compute_metrics(),
+        compute_loss_func=train_accuracy,
+        callbacks=[AugmentationEpochCallback(train_transform), *(callbacks or [])],
+        train_accuracy=train_accuracy,
+    )
+    return TrainingRun(trainer, dataset, train_transform, image_size, parameters, weights, config)
+
+
+def run_training(
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    training_args: DRTrainingArguments,
+    callbacks: list[TrainerCallback] | None = None,
+) -> dict:
+    """Train, keep the best model in `output_dir/best`, return the per-epoch history."""
+    output_dir = Path(training_args.output_dir)
+    resume = resolve_resume(
+        training_args.resume_from_checkpoint, output_dir, move_incomplete=training_args.should_save
+    )
+    push = training_args.push_to_hub
+    training_args.push_to_hub = False  # the Trainer would upload every checkpoint: only best/ goes
+    run = build_trainer(data_args, model_args, training_args, callbacks)
+    trainer = run.trainer
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        run.config["push_to_hub"] = push
+        (output_dir / "config.yaml").write_text(yaml.safe_dump(run.config, sort_keys=False))
+
+    trainer.train(resume_from_checkpoint=resume)
+
+    # ---- Best model, final metrics, history -------------------------------------------------
+    prediction = trainer.predict(run.dataset["validation"], metric_key_prefix="eval")
+    final_metrics = compute_dr_metrics(_softmax(prediction.predictions), prediction.label_ids)
+    history = build_history(trainer.state.log_history)
+    if trainer.is_world_process_zero():
+        results = {
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "image_size": run.image_size,
+            "parameters": run.parameters,
+            "class_weights": None if run.class_weights is None else run.class_weights.tolist(),
+            **final_metrics,
+        }
+        (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
+        (output_dir / "training_history.json").write_text(json.dumps(history, indent=2))
+        best = export_best(
+            trainer.model, output_dir / "best", data_args, model_args, training_args, results
+        )
+        if push:
+            from dr_hf.hub import push_best
+
+            push_best(best, training_args)
+    _finish_wandb(training_args, final_metrics)
+    return history
+
+
+def train(
+    config,
+    resume_checkpoint: str | None = None,
+    enable_wandb: bool = False,
+    wandb_project: str = "diabetic-retinopathy",
+    wandb_run_name: str | None = None,
+    wandb_tags: list[str] | None = None,
+) -> dict:
+    """Train from a config (YAML path, dict of fields, or a (data, model, training) tuple).
+
+    Returns the per-epoch history with the original tool's keys (`train_loss`, `train_acc`,
+    `val_loss`, `val_acc`, `learning_rate`, `epoch_time`) plus every validation metric as `val_<name>`.
+    """
+    overrides = {"wandb_project": wandb_project}
+    if resume_checkpoint is not None:
+        overrides["resume_from_checkpoint"] = resume_checkpoint
+    if enable_wandb:
+        overrides["report_to"] = ["wandb"]
+    if wandb_run_name is not None:
+        overrides["run_name"] = wandb_run_name
+    if wandb_tags is not None:
+        overrides["wandb_tags"] = list(wandb_tags)
+    if isinstance(config, (str, os.PathLike)):
+        data_args, model_args, training_args = config_from_yaml(config, **overrides)
+    elif isinstance(config, dict):
+        data_args, model_args, training_args = config_from_dict({**config, **overrides})
+    else:
+        data_args, model_args, training_args = config
+        for key, value in overrides.items():
+            setattr(training_args, key, value)
+    return run_training(data_args, model_args, training_args)
+
+
+def _configure_run(model_args: ModelArguments, training_args: DRTrainingArguments) -> None:
+    """Settings that follow from the model choice (STACK_NOTES traps 8 and 11) and W&B's env."""
+    if training_args.label_names is None:
+        training_args.label_names = ["labels"]  # PeftModel hides the forward signature
+    if model_args.lora and training_args.ddp_find_unused_parameters is None:
+        training_args.ddp_find_unused_parameters = False
+    if training_args.gradient_checkpointing and not training_args.gradient_checkpointing_kwargs:
+        training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    if "wandb" in training_args.report_to:
+        os.environ["WANDB_PROJECT"] = training_args.wandb_project
+        if training_args.wandb_tags:
+            os.environ["WANDB_TAGS"] = ",".join(training_args.wandb_tags)
+
+
+def _finish_wandb(training_args: DRTrainingArguments, metrics: dict) -> None:
+    """Record the exported model's metrics in the W&B summary and close the run, so that an
+    offline run's files are complete when training returns."""
+    if "wandb" not in training_args.report_to:
+        return
+    import wandb
+
+    if wandb.run is not None:
+        wandb.run.summary.update(
+            {f"best/{k}": v for k, v in metrics.items() if isinstance(v, float)}
+        )
+        wandb.finish()
+
+
+def _softmax(logits):
+    import numpy as np
+
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+__all__ = ["TrainingRun", "build_trainer", "run_training", "train"]

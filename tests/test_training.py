@@ -1,0 +1,206 @@
+"""The training job end to end on tiny models and the synthetic set: outputs, history, LoRA export,
+the Python API, W&B offline and the Hub upload boundary."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForImageClassification
+
+from dr_hf.cli_args import config_from_dict
+from dr_hf.models import load_trained_model
+from dr_hf.training import build_trainer, run_training, train
+
+HISTORY_KEYS = {"train_loss", "train_acc", "val_loss", "val_acc", "learning_rate", "epoch_time"}
+
+
+def tiny_config(synthetic_dir, output_dir, **overrides):
+    values = {
+        "data_dir": str(synthetic_dir),
+        "image_size": 32,
+        "model_name": "test_resnet",
+        "output_dir": str(output_dir),
+        "num_train_epochs": 3,
+        "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 16,
+        "learning_rate": 3e-3,
+        "dataloader_num_workers": 0,
+        "use_cpu": True,
+        "seed": 0,
+        "disable_tqdm": True,
+    }
+    values.update(overrides)
+    return values
+
+
+@pytest.fixture(scope="module")
+def trained_run(synthetic_dir, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("run") / "out"
+    history = run_training(*config_from_dict(tiny_config(synthetic_dir, output_dir)))
+    return output_dir, history
+
+
+def test_training_lowers_the_loss_and_keeps_the_original_history_keys(trained_run):
+    output_dir, history = trained_run
+    assert HISTORY_KEYS <= set(history)
+    assert {"val_qwk", "val_macro_auroc", "val_class_0_acc", "val_referable_sensitivity"} <= set(
+        history
+    )
+    assert len(history["train_loss"]) == 3 and len(history["val_qwk"]) == 3
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    assert all(0.0 <= acc <= 100.0 for acc in history["train_acc"] + history["val_acc"])
+    assert json.loads((output_dir / "training_history.json").read_text()) == history
+
+
+def test_run_leaves_config_metrics_checkpoints_and_a_loadable_best_model(
+    trained_run, synthetic_dir
+):
+    output_dir, _ = trained_run
+    config = yaml.safe_load((output_dir / "config.yaml").read_text())
+    assert config["model_name"] == "test_resnet" and config["data_dir"] == str(synthetic_dir)
+    results = json.loads((output_dir / "eval_results.json").read_text())
+    assert np.array(results["confusion_matrix"]).shape == (5, 5)
+    assert results["best_checkpoint"] and Path(results["best_checkpoint"]).is_dir()
+    checkpoints = sorted(output_dir.glob("checkpoint-*"))
+    assert 1 <= len(checkpoints) <= 3  # save_total_limit=3, one per epoch
+
+    best = output_dir / "best"
+    model = AutoModelForImageClassification.from_pretrained(best).eval()
+    assert model.config.id2label[4] == "Proliferative DR"
+    preprocessing = json.loads((best / "dr_hf_preprocessing.json").read_text())
+    assert preprocessing["image_size"] == 32 and preprocessing["crop_fov"] is True
+    card = (best / "README.md").read_text()
+    assert (
+        "Not a medical device" in card
+        and "test_resnet" in card
+        and "Quadratic weighted kappa" in card
+    )
+    # The exported model is the best checkpoint: it reproduces the reported QWK.
+    best_qwk = max(json.loads((output_dir / "training_history.json").read_text())["val_qwk"])
+    assert results["qwk"] == pytest.approx(best_qwk, abs=1e-6)
+
+
+def test_output_dir_with_checkpoints_is_not_overwritten(trained_run, synthetic_dir):
+    output_dir, _ = trained_run
+    before = sorted(p.name for p in output_dir.iterdir())
+    with pytest.raises(FileExistsError, match="--resume last"):
+        run_training(*config_from_dict(tiny_config(synthetic_dir, output_dir)))
+    assert sorted(p.name for p in output_dir.iterdir()) == before
+
+
+def test_lora_run_trains_only_the_adapter_and_exports_it(synthetic_dir, tmp_path):
+    values = tiny_config(
+        synthetic_dir,
+        tmp_path / "lora",
+        model_name="retfound_tiny",
+        lora=True,
+        lora_r=4,
+        num_train_epochs=1,
+    )
+    run = build_trainer(*config_from_dict(values))
+    trainable = {n for n, p in run.trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "modules_to_save" in n for n in trainable)
+    assert run.trainer.args.label_names == ["labels"]
+
+    run_training(*config_from_dict(values))
+    best = tmp_path / "lora" / "best"
+    assert (best / "adapter_config.json").is_file() and (
+        best / "adapter_model.safetensors"
+    ).is_file()
+    assert not (best / "model.safetensors").exists()
+    loaded = load_trained_model(best).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        logits = loaded(pixel_values=pixels).logits
+    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+
+
+def test_python_api_matches_the_original_signature(synthetic_dir, tmp_path):
+    history = train(
+        tiny_config(synthetic_dir, tmp_path / "api", num_train_epochs=1),
+        enable_wandb=False,
+        wandb_run_name="api-run",
+    )
+    assert HISTORY_KEYS <= set(history)
+    assert len(history["val_acc"]) == 1
+    saved = yaml.safe_load((tmp_path / "api" / "config.yaml").read_text())
+    assert saved["run_name"] == "api-run" and saved["report_to"] == []
+
+
+def test_layer_decay_reaches_the_optimizer(synthetic_dir, tmp_path):
+    values = tiny_config(
+        synthetic_dir,
+        tmp_path / "ld",
+        model_name="retfound_tiny",
+        layer_decay=0.5,
+        learning_rate=1e-3,
+    )
+    run = build_trainer(*config_from_dict(values))
+    optimizer = run.trainer.create_optimizer()
+    rates = sorted({group["lr"] for group in optimizer.param_groups})
+    # retfound_tiny has 2 blocks: embeddings 0.5^3, blocks 0.5^2 and 0.5, head 1.
+    assert rates == pytest.approx([1e-3 * 0.5**3, 1e-3 * 0.5**2, 1e-3 * 0.5, 1e-3])
+
+
+def test_wandb_offline_run_holds_the_logged_metrics(synthetic_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    (tmp_path / "wandb").mkdir()
+    values = tiny_config(synthetic_dir, tmp_path / "wb", num_train_epochs=1)
+    train(
+        values,
+        enable_wandb=True,
+        wandb_project="dr-tests",
+        wandb_run_name="offline-run",
+        wandb_tags=["tiny", "ci"],
+    )
+    runs = list((tmp_path / "wandb").rglob("offline-run-*"))
+    assert len(runs) == 1
+    records = next(runs[0].glob("run-*.wandb")).read_bytes()  # the run's protobuf record log
+    for logged in (
+        b"eval/qwk",
+        b"eval/referable_auroc",
+        b"train/loss",
+        b"train/train_acc",
+        b"best/qwk",
+    ):
+        assert logged in records, logged
+    assert b"dr-tests" in records and b"offline-run" in records and b"tiny" in records
+
+
+def test_push_to_hub_uploads_exactly_the_export_without_token(synthetic_dir, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    calls = {}
+
+    def fake_create_repo(self, repo_id, **kwargs):
+        calls["repo"] = repo_id
+        return f"https://huggingface.co/{repo_id}"
+
+    def fake_create_commit(self, repo_id, operations, **kwargs):
+        calls["files"] = {op.path_in_repo: Path(op.path_or_fileobj) for op in operations}
+        return type("Commit", (), {"commit_url": "https://huggingface.co/fake/commit"})()
+
+    monkeypatch.setattr(HfApi, "create_repo", fake_create_repo)
+    monkeypatch.setattr(HfApi, "create_commit", fake_create_commit)
+    token = "hf_TESTTOKEN1234567890abcdef"
+    values = tiny_config(
+        synthetic_dir, tmp_path / "hub", model_name="retfound_tiny", lora=True, lora_r=4,
+        num_train_epochs=1, push_to_hub=True, hub_model_id="someone/dr-grader", hub_token=token,
+    )  # fmt: skip
+    run_training(*config_from_dict(values))
+    best = tmp_path / "hub" / "best"
+    assert calls["repo"] == "someone/dr-grader"
+    assert set(calls["files"]) == {
+        "adapter_config.json", "adapter_model.safetensors", "dr_hf_base.json",
+        "dr_hf_preprocessing.json", "README.md",
+    }  # fmt: skip
+    assert all(path.parent == best for path in calls["files"].values())
+    for path in (tmp_path / "hub").rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+    assert "someone/dr-grader" not in os.environ.get("HF_TOKEN", "")
