@@ -114,7 +114,7 @@ def write_base_record(model: PeftModel, folder: str | Path) -> None:
     base = model.get_base_model()
     folder = Path(folder)
     (folder / BASE_RECORD).write_text(json.dumps(base.config.to_dict(), indent=2) + "\n")
-    if not base.config.dr_hf_base.get("pretrained_weights"):
+    if not (getattr(base.config, "dr_hf_base", None) or {}).get("pretrained_weights"):
         safetensors.torch.save_file(_frozen_base_state(base), folder / BASE_WEIGHTS)
 
 
@@ -179,7 +179,7 @@ def _targets(names: list[str] | None) -> str | list[str] | None:
         return None
     if len(names) == 1 and _REGEX_CHARS.search(names[0]):
         return names[0]
-    if any(name.split(".")[-1] == "proj" for name in names):
+    if "proj" in names:
         raise ValueError(
             f"lora_target_modules={names} would also adapt patch_embed.proj (the input convolution): "
             r"use a regex such as '.*\.attn\.(qkv|proj)'."

@@ -67,6 +67,7 @@ def create_model(
         "model_name": args.model_name,
         "pretrained_weights": weights,
         "weights_file": file.name if file else None,
+        "weights_path": str(file.resolve()) if file else None,
         "weights_sha256": _file_sha256(file) if file else None,
         "fingerprint": base_fingerprint(model),
     }
@@ -240,13 +241,16 @@ def load_trained_model(
 def _base_weights_file(info: dict, given: str | None, folder: Path) -> Path:
     if given:
         return resolve_weights(given)
-    recorded = info["pretrained_weights"]
+    recorded = info.get("weights_path")
+    if recorded and Path(recorded).is_file():
+        return Path(recorded)
     try:
-        return resolve_weights(recorded)
-    except (FileNotFoundError, OSError) as error:
+        return resolve_weights(info["pretrained_weights"])
+    except FileNotFoundError as error:
+        name = info.get("weights_file") or info["pretrained_weights"]
         raise FileNotFoundError(
-            f"The adapter in {folder} was trained on a base built from {info.get('weights_file') or recorded}, "
-            f"not found here ({error}). Pass retfound_weights='/path/to/{info.get('weights_file')}'."
+            f"The adapter in {folder} was trained on a base built from {name}, which is not found "
+            f"here ({error}). Pass retfound_weights='/path/to/{name}'."
         ) from error
 
 

@@ -15,10 +15,19 @@ from transformers import (
 )
 
 from dr_hf.config import ModelArguments
-from dr_hf.lora import BASE_RECORD, BASE_WEIGHTS, load_adapter
+from dr_hf.lora import BASE_RECORD, BASE_WEIGHTS, load_adapter, save_adapter
 from dr_hf.models import build_model, create_model, load_trained_model
 
 SIZES = {"test_resnet": 32, "retfound_tiny": 32}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; two threads on a shared 2-core machine spin."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def trained_lora(name: str, steps: int = 3, **kwargs) -> tuple[PeftModel, torch.Tensor]:
@@ -113,7 +122,7 @@ def test_save_reload_and_merge_give_the_same_logits(tmp_path, name):
 
 def test_adapter_on_another_base_is_refused(tmp_path, caplog):
     model, x = trained_lora("retfound_tiny", steps=1)
-    model.save_pretrained(tmp_path)
+    save_adapter(model, tmp_path)
     recorded = model.get_base_model().config.dr_hf_base["fingerprint"]
     torch.manual_seed(123)  # same architecture, other weights
     other = create_model(ModelArguments(model_name="retfound_tiny"), image_size=32)

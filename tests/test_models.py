@@ -1,6 +1,7 @@
 """Graders as TimmWrapper models: initialisation, weights files, saving for plain transformers."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,15 @@ from dr_hf.config import ModelArguments
 from dr_hf.grades import GRADE_NAMES
 from dr_hf.models import create_model, load_trained_model, parameter_summary
 from dr_hf.retfound import CheckpointError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; two threads on a shared 2-core machine spin."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def equal_states(a: dict, b: dict, skip: tuple[str, ...] = ()) -> list[str]:
@@ -209,6 +219,7 @@ def test_saved_models_load_in_plain_transformers_in_a_fresh_process(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
