@@ -14,17 +14,19 @@ logger = logging.getLogger(__name__)
 _NEVER_UPLOAD = [BASE_WEIGHTS, "*.pth", "*.pt", "*.ckpt", ".env", "*token*", "wandb/*"]
 
 
-def push_best(folder: str | Path, training_args: DRTrainingArguments) -> str:
+def push_best(
+    folder: str | Path, training_args: DRTrainingArguments, token: str | None = None
+) -> str:
     """Upload the exported `best/` folder (model or adapter, model card, preprocessing) to
-    `hub_model_id`; returns the commit URL. The token comes from `hub_token` or the usual
-    huggingface_hub login and is never written anywhere."""
+    `hub_model_id`; returns the commit URL. The token comes from `token` (`--hub_token`) or the
+    usual huggingface_hub login and is never written anywhere."""
     folder = Path(folder)
     repo_id = training_args.hub_model_id
     if not repo_id:
         raise ValueError("push_to_hub needs --hub_model_id user/name.")
     if not (folder / "README.md").is_file():
         raise FileNotFoundError(f"{folder} has no model card (README.md): export the model first.")
-    api = HfApi(token=training_args.hub_token)
+    api = HfApi(token=token)
     api.create_repo(repo_id, private=bool(training_args.hub_private_repo), exist_ok=True)
     commit = api.upload_folder(
         repo_id=repo_id,

@@ -115,8 +115,9 @@ def run_training(
     resume = resolve_resume(
         training_args.resume_from_checkpoint, output_dir, move_incomplete=training_args.should_save
     )
-    push = training_args.push_to_hub
+    push, hub_token = training_args.push_to_hub, training_args.hub_token
     training_args.push_to_hub = False  # the Trainer would upload every checkpoint: only best/ goes
+    training_args.hub_token = None  # the Trainer pickles its arguments into each checkpoint
     run = build_trainer(data_args, model_args, training_args, callbacks)
     trainer = run.trainer
     if trainer.is_world_process_zero():
@@ -146,7 +147,7 @@ def run_training(
         if push:
             from dr_hf.hub import push_best
 
-            push_best(best, training_args)
+            push_best(best, training_args, token=hub_token)
     _finish_wandb(training_args, final_metrics)
     return history
 

@@ -25,3 +25,53 @@ def synthetic_dir(tmp_path_factory):
     return make_synthetic(
         tmp_path_factory.mktemp("synthetic") / "aptos", num_images=60, image_size=64, seed=0
     )
+
+
+def tiny_config(data_dir, output_dir, **overrides) -> dict:
+    """Field values of a seconds-long CPU training run on a tiny timm model."""
+    values = {
+        "data_dir": str(data_dir),
+        "image_size": 32,
+        "model_name": "test_resnet",
+        "output_dir": str(output_dir),
+        "num_train_epochs": 3,
+        "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 16,
+        "learning_rate": 3e-3,
+        "dataloader_num_workers": 0,
+        "use_cpu": True,
+        "seed": 0,
+        "disable_tqdm": True,
+    }
+    values.update(overrides)
+    return values
+
+
+@pytest.fixture(scope="session")
+def trained_run(synthetic_dir, tmp_path_factory):
+    """A full fine-tune of test_resnet for 3 epochs: (output_dir, history)."""
+    from dr_hf.cli_args import config_from_dict
+    from dr_hf.training import run_training
+
+    output_dir = tmp_path_factory.mktemp("run") / "out"
+    history = run_training(*config_from_dict(tiny_config(synthetic_dir, output_dir)))
+    return output_dir, history
+
+
+@pytest.fixture(scope="session")
+def trained_lora_run(synthetic_dir, tmp_path_factory):
+    """LoRA (r=4) on retfound_tiny for 1 epoch: (output_dir, history)."""
+    from dr_hf.cli_args import config_from_dict
+    from dr_hf.training import run_training
+
+    output_dir = tmp_path_factory.mktemp("lora") / "out"
+    values = tiny_config(
+        synthetic_dir,
+        output_dir,
+        model_name="retfound_tiny",
+        lora=True,
+        lora_r=4,
+        num_train_epochs=1,
+    )
+    history = run_training(*config_from_dict(values))
+    return output_dir, history

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import tiny_config
 from transformers import AutoModelForImageClassification
 
 from dr_hf.cli_args import config_from_dict
@@ -16,32 +17,6 @@ from dr_hf.models import load_trained_model
 from dr_hf.training import build_trainer, run_training, train
 
 HISTORY_KEYS = {"train_loss", "train_acc", "val_loss", "val_acc", "learning_rate", "epoch_time"}
-
-
-def tiny_config(synthetic_dir, output_dir, **overrides):
-    values = {
-        "data_dir": str(synthetic_dir),
-        "image_size": 32,
-        "model_name": "test_resnet",
-        "output_dir": str(output_dir),
-        "num_train_epochs": 3,
-        "per_device_train_batch_size": 8,
-        "per_device_eval_batch_size": 16,
-        "learning_rate": 3e-3,
-        "dataloader_num_workers": 0,
-        "use_cpu": True,
-        "seed": 0,
-        "disable_tqdm": True,
-    }
-    values.update(overrides)
-    return values
-
-
-@pytest.fixture(scope="module")
-def trained_run(synthetic_dir, tmp_path_factory):
-    output_dir = tmp_path_factory.mktemp("run") / "out"
-    history = run_training(*config_from_dict(tiny_config(synthetic_dir, output_dir)))
-    return output_dir, history
 
 
 def test_training_lowers_the_loss_and_keeps_the_original_history_keys(trained_run):
@@ -174,6 +149,7 @@ def test_wandb_offline_run_holds_the_logged_metrics(synthetic_dir, tmp_path, mon
 
 def test_push_to_hub_uploads_exactly_the_export_without_token(synthetic_dir, tmp_path, monkeypatch):
     from huggingface_hub import HfApi
+    from huggingface_hub.utils import filter_repo_objects
 
     calls = {}
 
@@ -181,12 +157,24 @@ def test_push_to_hub_uploads_exactly_the_export_without_token(synthetic_dir, tmp
         calls["repo"] = repo_id
         return f"https://huggingface.co/{repo_id}"
 
-    def fake_create_commit(self, repo_id, operations, **kwargs):
-        calls["files"] = {op.path_in_repo: Path(op.path_or_fileobj) for op in operations}
+    def fake_upload_folder(
+        self, repo_id, folder_path, ignore_patterns=None, allow_patterns=None, **kwargs
+    ):
+        # What upload_folder would send: the folder's files through its own pattern filter.
+        files = sorted(
+            p.relative_to(folder_path).as_posix()
+            for p in Path(folder_path).rglob("*")
+            if p.is_file()
+        )
+        kept = filter_repo_objects(
+            files, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns
+        )
+        calls["files"] = {name: Path(folder_path) / name for name in kept}
+        calls["card"] = (Path(folder_path) / "README.md").read_text()
         return type("Commit", (), {"commit_url": "https://huggingface.co/fake/commit"})()
 
     monkeypatch.setattr(HfApi, "create_repo", fake_create_repo)
-    monkeypatch.setattr(HfApi, "create_commit", fake_create_commit)
+    monkeypatch.setattr(HfApi, "upload_folder", fake_upload_folder)
     token = "hf_TESTTOKEN1234567890abcdef"
     values = tiny_config(
         synthetic_dir, tmp_path / "hub", model_name="retfound_tiny", lora=True, lora_r=4,
@@ -200,6 +188,7 @@ def test_push_to_hub_uploads_exactly_the_export_without_token(synthetic_dir, tmp
         "dr_hf_preprocessing.json", "README.md",
     }  # fmt: skip
     assert all(path.parent == best for path in calls["files"].values())
+    assert "Not a medical device" in calls["card"] and "library_name: peft" in calls["card"]
     for path in (tmp_path / "hub").rglob("*"):
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path
