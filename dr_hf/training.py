@@ -23,7 +23,7 @@ from dr_hf.data import load_dr_dataset
 from dr_hf.export import export_best
 from dr_hf.history import build_history
 from dr_hf.losses import class_weights, make_loss_fn
-from dr_hf.metrics import compute_dr_metrics, make_compute_metrics
+from dr_hf.metrics import compute_dr_metrics, make_compute_metrics, softmax
 from dr_hf.models import create_model, parameter_summary
 from dr_hf.prepare import read_prepare_info
 from dr_hf.transforms import FundusTransform, collate_fn, resolve_normalization, with_transforms
@@ -129,7 +129,7 @@ def run_training(
 
     # ---- Best model, final metrics, history -------------------------------------------------
     prediction = trainer.predict(run.dataset["validation"], metric_key_prefix="eval")
-    final_metrics = compute_dr_metrics(_softmax(prediction.predictions), prediction.label_ids)
+    final_metrics = compute_dr_metrics(softmax(prediction.predictions), prediction.label_ids)
     history = build_history(trainer.state.log_history)
     if trainer.is_world_process_zero():
         results = {
@@ -211,14 +211,6 @@ def _finish_wandb(training_args: DRTrainingArguments, metrics: dict) -> None:
             {f"best/{k}": v for k, v in metrics.items() if isinstance(v, float)}
         )
         wandb.finish()
-
-
-def _softmax(logits):
-    import numpy as np
-
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 __all__ = ["TrainingRun", "build_trainer", "run_training", "train"]
