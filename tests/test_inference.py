@@ -1,0 +1,134 @@
+"""Prediction with trained tiny models: every model kind, corrupt files, outputs, TTA, notebook API."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dr_hf.grades import GRADE_NAMES
+from dr_hf.inference import PROB_COLUMNS, grade_batch, load_grader, predict, predict_main
+from dr_hf.models import load_trained_model
+
+torch.set_num_threads(1)
+
+
+def model_folder(kind: str, trained_run, trained_lora_run):
+    """best/ of the full run, its best checkpoint-N, or the LoRA adapter's best/."""
+    if kind == "lora":
+        return trained_lora_run[0] / "best"
+    output_dir = trained_run[0]
+    if kind == "checkpoint":
+        return json.loads((output_dir / "eval_results.json").read_text())["best_checkpoint"]
+    return output_dir / "best"
+
+
+@pytest.fixture
+def image_folder(synthetic_dir, tmp_path):
+    """Six synthetic photographs in a folder of their own."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in sorted((synthetic_dir / "train_images").glob("*.png"))[:6]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["full", "checkpoint", "lora"])
+def test_every_model_kind_grades_a_folder(kind, trained_run, trained_lora_run, image_folder):
+    result = predict(model_folder(kind, trained_run, trained_lora_run), [image_folder])
+    assert len(result.names) == 6 and not result.failures
+    assert result.probabilities.shape == (6, 5)
+    assert np.allclose(result.probabilities.sum(axis=1), 1.0, atol=1e-5)
+    rows = result.records()
+    assert [row["grade_name"] for row in rows] == [GRADE_NAMES[g] for g in result.grades]
+    assert [row["referable"] for row in rows] == [bool(g >= 2) for g in result.grades]
+
+
+def test_folder_with_corrupt_files_grades_the_others_and_reports_them(
+    trained_run, image_folder, tmp_path, capsys
+):
+    (image_folder / "garbage.png").write_bytes(b"this is not a PNG")
+    good = (image_folder / sorted(p.name for p in image_folder.glob("*.png"))[0]).read_bytes()
+    (image_folder / "truncated.png").write_bytes(good[: len(good) // 2])
+    out = tmp_path / "preds.csv"
+    missing = tmp_path / "nowhere.png"
+
+    code = predict_main(
+        [
+            "--model",
+            str(trained_run[0] / "best"),
+            str(image_folder),
+            str(missing),
+            "--output",
+            str(out),
+        ]
+    )
+
+    assert code == 1
+    rows = list(csv.DictReader(out.open()))
+    graded = [row for row in rows if not row["error"]]
+    failed = {row["image"].rsplit("/", 1)[-1]: row["error"] for row in rows if row["error"]}
+    assert len(graded) == 6 and all(row["grade"] in "01234" for row in graded)
+    assert set(failed) == {"garbage.png", "truncated.png", "nowhere.png"}
+    assert "not found" in failed["nowhere.png"]
+    err = capsys.readouterr().err
+    assert "garbage.png" in err and "truncated.png" in err and "3 could not be graded" in err
+
+
+def test_jsonl_output_and_csv_on_stdout(trained_run, image_folder, tmp_path, capsys):
+    best = str(trained_run[0] / "best")
+    assert (
+        predict_main(["--model", best, str(image_folder), "--output", str(tmp_path / "p.jsonl")])
+        == 0
+    )
+    lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(lines) == 6
+    assert set(PROB_COLUMNS) <= set(lines[0]) and lines[0]["error"] == ""
+    assert sum(lines[0][c] for c in PROB_COLUMNS) == pytest.approx(1.0, abs=1e-4)
+
+    capsys.readouterr()
+    assert predict_main(["--model", best, str(image_folder), "--batch-size", "4"]) == 0
+    stdout = capsys.readouterr().out.splitlines()
+    assert stdout[0].startswith("image,grade,grade_name,prob_0") and len(stdout) == 7
+
+
+def test_usage_errors_exit_with_2(trained_run, image_folder, tmp_path):
+    assert predict_main([str(image_folder)]) == 2  # no --model
+    assert predict_main(["--model", str(tmp_path / "no_model"), str(image_folder)]) == 2
+    best = str(trained_run[0] / "best")
+    assert predict_main(["--model", best, str(image_folder), "--batch-size", "0"]) == 2
+
+
+def test_notebook_api_takes_loaded_models_and_pil_images(trained_run, image_folder):
+    best = trained_run[0] / "best"
+    files = sorted(image_folder.glob("*.png"))
+    from_path = predict(best, files, batch_size=4)
+    images = [Image.open(path).convert("RGB") for path in files]
+    # A loaded model gets its size and normalisation from its config, crop on: as trained here.
+    in_memory = predict(load_trained_model(best), images)
+    assert in_memory.names == [f"image_{i}" for i in range(len(files))]
+    np.testing.assert_allclose(in_memory.probabilities, from_path.probabilities, atol=1e-6)
+
+    strict = predict(best, files, referable_threshold=0.0)
+    assert strict.referable.all()
+
+
+def test_tta_averages_the_flipped_and_rotated_views(trained_run):
+    grader = load_grader(trained_run[0] / "best", device="cpu")
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    plain, averaged = grade_batch(grader, pixels, tta=True)
+    with torch.no_grad():
+        views = [
+            pixels,
+            pixels.flip(-1),
+            pixels.flip(-2),
+            pixels.rot90(1, (-2, -1)),
+        ]
+        probs = [grader.model(pixel_values=v).logits.softmax(-1) for v in views]
+    torch.testing.assert_close(plain, probs[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(averaged, torch.stack(probs).mean(0), atol=1e-5, rtol=0)
+    assert not torch.allclose(plain, averaged)
+    assert grade_batch(grader, pixels)[1] is None
