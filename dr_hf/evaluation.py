@@ -1,0 +1,337 @@
+"""`dr-hf evaluate`: how good a trained grader is on a held-out set, and where it fails.
+
+Writes `metrics.json`, `predictions.csv`, `confusion_matrix.png`, `roc.png` and
+`reliability.png` (plus `*_tta.png` with `--tta`) and prints a short table. The data flags are
+those of training (`DataArguments`); the preprocessing is the model's own saved record.
+
+A held-out set is evaluated whole: `load_dr_dataset` always makes a train/validation split, so
+`split="all"` joins both splits back (every image once, sorted by image id). `split="validation"`
+evaluates a run's own validation split, and reproduces the figures training saved.
+"""
+
+import csv
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset, concatenate_datasets
+
+from dr_hf.config import DataArguments
+from dr_hf.data import DataError, load_dr_dataset
+from dr_hf.grades import REFERABLE_MIN_GRADE
+from dr_hf.inference import (
+    PROB_COLUMNS,
+    auto_workers,
+    grade_batch,
+    load_grader,
+    progress_batches,
+)
+from dr_hf.metrics import (
+    bootstrap_ci,
+    compute_dr_metrics,
+    expected_calibration_error,
+    referable_scores,
+    sensitivity_at_specificity,
+)
+from dr_hf.plots import plot_confusion_matrix, plot_reliability, plot_roc
+from dr_hf.prepare import read_prepare_info
+from dr_hf.transforms import collate_fn
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("all", "train", "validation")
+SCREENING_SPECIFICITIES = (0.90, 0.95)
+CI_METRICS = ("qwk", "macro_auroc", "referable_auroc")
+
+
+@dataclass
+class EvaluateArguments:
+    """What to evaluate and where the report goes (the data comes from DataArguments' flags)."""
+
+    model: str = field(
+        metadata={"help": "A training output: best/, a checkpoint-N or a LoRA adapter folder."}
+    )
+    output: str | None = field(
+        default=None,
+        metadata={"help": "Report folder (default: eval_<model folder name> beside the model)."},
+    )
+    tta: bool = field(default=False, metadata={"help": "Also report flip/rot90-averaged figures."})
+    bootstrap: int = field(
+        default=1000, metadata={"help": "Bootstrap resamples of the 95% CIs (0: none)."}
+    )
+    split: str = field(
+        default="all",
+        metadata={"help": "all (a held-out set), or the validation / train split of a run's data."},
+    )
+    batch_size: int = field(default=32, metadata={"help": "Images per forward pass."})
+    num_workers: int | None = field(default=None, metadata={"help": "Decoding workers."})
+    device: str | None = field(default=None, metadata={"help": "Default: CUDA when available."})
+    retfound_weights: str | None = field(
+        default=None, metadata={"help": "Base weights of a RETFound adapter, if not found."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
+
+    def __post_init__(self):
+        if self.split not in SPLITS:
+            raise ValueError(f"split={self.split!r} is not known: choose one of {SPLITS}.")
+        if self.bootstrap < 0 or self.batch_size < 1:
+            raise ValueError("bootstrap must be >= 0 and batch_size >= 1.")
+
+
+def load_eval_split(data_args: DataArguments, split: str = "all") -> Dataset:
+    """The images to evaluate: every image of the source (`all`), or one split of it."""
+    dataset = load_dr_dataset(data_args)
+    if split != "all":
+        return dataset[split]
+    joined = concatenate_datasets([dataset["train"], dataset["validation"]])
+    return joined.select(np.argsort(joined["image_id"], kind="stable"))
+
+
+def clinical_metrics(
+    probabilities: np.ndarray, labels: np.ndarray, bootstrap: int = 1000, seed: int = 0
+) -> dict:
+    """Training's metrics plus ECE, referable-DR sensitivity at 90 % and 95 % specificity with
+    their thresholds on P(grade >= 2), and percentile-bootstrap 95 % CIs of QWK and AUROCs."""
+    metrics = compute_dr_metrics(probabilities, labels)
+    metrics["ece"] = expected_calibration_error(probabilities, labels)
+    scores, referable = referable_scores(probabilities), np.asarray(labels) >= REFERABLE_MIN_GRADE
+    points = {}
+    for target in SCREENING_SPECIFICITIES:
+        sensitivity, threshold = sensitivity_at_specificity(scores, referable, target)
+        specificity = (
+            float(np.mean(scores[~referable] < threshold)) if not math.isnan(threshold) else None
+        )
+        points[f"spec_{round(target * 100)}"] = {
+            "target_specificity": target,
+            "sensitivity": sensitivity,
+            "specificity": specificity,
+            "threshold": threshold,
+        }
+    metrics["referable_operating_points"] = points
+    if bootstrap:
+        metrics["ci95"] = {
+            name: list(bootstrap_ci(name, probabilities, labels, n=bootstrap, seed=seed))
+            for name in CI_METRICS
+        }
+    return metrics
+
+
+def evaluate_model(
+    model_path: str | Path,
+    data_args: DataArguments,
+    output_dir: str | Path | None = None,
+    tta: bool = False,
+    bootstrap: int = 1000,
+    split: str = "all",
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    device: str | None = None,
+    retfound_weights: str | None = None,
+    seed: int = 0,
+) -> dict:
+    """Evaluate a trained model on `data_args`' images and write the report to `output_dir`.
+
+    Returns what `metrics.json` holds: the plain metrics, and under "tta" the TTA ones.
+    """
+    model_path = Path(model_path)
+    output_dir = Path(output_dir or default_output_dir(model_path))
+
+    # ---- Model and the preprocessing it was trained with ------------------------------------
+    grader = load_grader(model_path, retfound_weights, device)
+    record = grader.preprocessing
+    if data_args.image_size and data_args.image_size != record["image_size"]:
+        logger.warning(
+            "image_size=%d is ignored: the model was trained at %d pixels.",
+            data_args.image_size,
+            record["image_size"],
+        )
+
+    # ---- Data -------------------------------------------------------------------------------
+    dataset = load_eval_split(data_args, split)
+    labels = np.asarray(dataset["label"], dtype=np.int64)
+    ids = list(dataset["image_id"])
+    prepared = read_prepare_info(data_args.data_dir) if data_args.data_dir else None
+    loader = torch.utils.data.DataLoader(
+        dataset.with_transform(grader.transform(prepared)),
+        batch_size=batch_size,
+        num_workers=auto_workers(len(dataset)) if num_workers is None else num_workers,
+        collate_fn=_collate,
+        pin_memory=grader.device.type == "cuda",
+    )
+
+    # ---- Predictions ------------------------------------------------------------------------
+    plain_chunks, tta_chunks = [], []
+    for batch in progress_batches(loader, len(dataset)):
+        plain, averaged = grade_batch(grader, batch["pixel_values"], tta)
+        plain_chunks.append(plain.double().numpy())
+        if tta:
+            tta_chunks.append(averaged.double().numpy())
+    variants = {"plain": np.concatenate(plain_chunks)}
+    if tta:
+        variants["tta"] = np.concatenate(tta_chunks)
+
+    # ---- Metrics, predictions, figures ------------------------------------------------------
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results = {
+        "model": str(model_path),
+        "data": data_args.data_dir or data_args.train_csv or data_args.dataset_name,
+        "split": split,
+        "num_images": len(labels),
+        "grade_counts": np.bincount(labels, minlength=len(PROB_COLUMNS)).tolist(),
+        "preprocessing": record,
+        "bootstrap": bootstrap,
+    }
+    for name, probabilities in variants.items():
+        metrics = clinical_metrics(probabilities, labels, bootstrap, seed)
+        suffix = "" if name == "plain" else f"_{name}"
+        title = "" if name == "plain" else "TTA"
+        plot_confusion_matrix(
+            metrics["confusion_matrix"], output_dir / f"confusion_matrix{suffix}.png", title
+        )
+        plot_roc(
+            probabilities,
+            labels,
+            output_dir / f"roc{suffix}.png",
+            metrics["referable_operating_points"],
+            title,
+        )
+        plot_reliability(
+            probabilities, labels, output_dir / f"reliability{suffix}.png", title=title
+        )
+        if name == "plain":
+            results |= metrics
+        else:
+            results[name] = metrics
+    _write_predictions(output_dir / "predictions.csv", ids, labels, variants)
+    results = _json_safe(results)
+    (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    logger.info("Evaluation report written to %s", output_dir)
+    return results
+
+
+def _collate(items: list[dict]) -> dict:
+    return collate_fn(items) | {"index": list(range(len(items))), "errors": []}
+
+
+def default_output_dir(model_path: str | Path) -> Path:
+    """`eval_<name>` beside the model: outputs/run/best -> outputs/run/eval_best."""
+    model_path = Path(model_path)
+    return model_path.parent / f"eval_{model_path.name}"
+
+
+def _write_predictions(path: Path, ids: list, labels: np.ndarray, variants: dict) -> None:
+    columns = ["image_id", "true_grade", "predicted_grade", *PROB_COLUMNS, "referable_prob"]
+    if "tta" in variants:
+        columns += [
+            "tta_predicted_grade",
+            *(f"tta_{c}" for c in PROB_COLUMNS),
+            "tta_referable_prob",
+        ]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        per_variant = [
+            (probs.argmax(axis=1), np.round(probs, 6), np.round(referable_scores(probs), 6))
+            for probs in variants.values()
+        ]
+        for row, (image_id, label) in enumerate(zip(ids, labels)):
+            cells = [image_id, int(label)]
+            for grades, probs, referable in per_variant:
+                cells += [int(grades[row]), *probs[row].tolist(), float(referable[row])]
+            writer.writerow(cells)
+
+
+def _json_safe(value):
+    """NaN (an undefined metric) becomes null: JSON has no NaN."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def format_table(results: dict) -> str:
+    """The headline figures, 95 % CIs and (with TTA) the TTA column, as fixed-width text."""
+    variants = [results] + ([results["tta"]] if "tta" in results else [])
+    header = f"{'Metric':<34}{'Value':>8}  {'95% CI':<17}" + ("  TTA" if len(variants) > 1 else "")
+    rows = [header, "-" * len(header)]
+
+    def cell(value) -> str:
+        return "     n/a" if value is None else f"{value:8.4f}"
+
+    keys = ["accuracy", "qwk", "macro_f1", "macro_auroc", "referable_auroc"]
+    keys += ["referable_sensitivity", "referable_specificity", "ece"]
+    for key in keys:
+        ci = results.get("ci95", {}).get(key)
+        interval = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else ""
+        line = f"{key:<34}{cell(results[key])}  {interval:<17}"
+        rows.append(line + ("  " + cell(variants[1][key]).strip() if len(variants) > 1 else ""))
+    for name, point in results["referable_operating_points"].items():
+        label = f"sensitivity at {round(point['target_specificity'] * 100)}% specificity"
+        threshold = point["threshold"]
+        at = f"P>={threshold:.3f}" if threshold is not None else ""
+        line = f"{label:<34}{cell(point['sensitivity'])}  {at:<17}"
+        if len(variants) > 1:
+            line += (
+                "  " + cell(variants[1]["referable_operating_points"][name]["sensitivity"]).strip()
+            )
+        rows.append(line)
+    return "\n".join(rows)
+
+
+def evaluate_main(argv: list[str]) -> int:
+    """`dr-hf evaluate --model PATH --data DIR [--output DIR] [--tta] [--bootstrap N]`."""
+    from transformers import HfArgumentParser
+
+    argv = ["--data_dir" if arg == "--data" else arg for arg in argv]
+    argv = [f"--data_dir={arg[7:]}" if arg.startswith("--data=") else arg for arg in argv]
+    parser = HfArgumentParser((EvaluateArguments, DataArguments), prog="dr-hf evaluate")
+    try:
+        eval_args, data_args = parser.parse_args_into_dataclasses(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    except ValueError as error:
+        print(f"dr-hf evaluate: {error}", file=sys.stderr)
+        return 2
+    try:
+        results = evaluate_model(
+            eval_args.model,
+            data_args,
+            eval_args.output,
+            tta=eval_args.tta,
+            bootstrap=eval_args.bootstrap,
+            split=eval_args.split,
+            batch_size=eval_args.batch_size,
+            num_workers=eval_args.num_workers,
+            device=eval_args.device,
+            retfound_weights=eval_args.retfound_weights,
+            seed=eval_args.seed,
+        )
+    except (FileNotFoundError, DataError) as error:
+        print(f"dr-hf evaluate: {error}", file=sys.stderr)
+        return 2
+    output = eval_args.output or default_output_dir(eval_args.model)
+    print(f"\n{results['num_images']} images ({results['split']}), model {results['model']}")
+    print(format_table(results))
+    print(
+        f"\nReport: {output} (metrics.json, predictions.csv, confusion_matrix/roc/reliability.png)"
+    )
+    return 0
+
+
+__all__ = [
+    "EvaluateArguments",
+    "clinical_metrics",
+    "evaluate_main",
+    "evaluate_model",
+    "load_eval_split",
+]

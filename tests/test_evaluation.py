@@ -1,0 +1,139 @@
+"""`dr-hf evaluate` on tiny trained models: report files, metrics against scikit-learn, CIs, TTA,
+every model kind reproducing the figures training saved, and other data layouts."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
+
+from dr_hf.config import DataArguments
+from dr_hf.evaluation import evaluate_main, evaluate_model
+
+torch.set_num_threads(1)
+FIGURES = ("confusion_matrix", "roc", "reliability")
+
+
+@pytest.fixture(scope="module")
+def report(trained_run, synthetic_dir, tmp_path_factory):
+    """The CLI's report on the whole synthetic set, with TTA and 200 bootstrap resamples."""
+    out = tmp_path_factory.mktemp("report")
+    best = str(trained_run[0] / "best")
+    argv = ["--model", best, "--data", str(synthetic_dir), "--output", str(out)]
+    code = evaluate_main(argv + ["--tta", "--bootstrap", "200"])
+    return code, out, json.loads((out / "metrics.json").read_text())
+
+
+def read_predictions(folder):
+    rows = list(csv.DictReader((folder / "predictions.csv").open()))
+    labels = np.array([int(row["true_grade"]) for row in rows])
+    predicted = np.array([int(row["predicted_grade"]) for row in rows])
+    probs = np.array([[float(row[f"prob_{g}"]) for g in range(5)] for row in rows])
+    return rows, labels, predicted, probs
+
+
+def test_report_holds_every_image_and_valid_figures(report, capsys):
+    code, out, metrics = report
+    assert code == 0
+    rows, labels, predicted, probs = read_predictions(out)
+    assert metrics["num_images"] == len(rows) == 60 and len({r["image_id"] for r in rows}) == 60
+    assert metrics["grade_counts"] == np.bincount(labels, minlength=5).tolist()
+    assert np.array_equal(predicted, probs.argmax(axis=1))
+    assert metrics["preprocessing"]["image_size"] == 32
+    for name in FIGURES:
+        for path in (out / f"{name}.png", out / f"{name}_tta.png"):
+            with Image.open(path) as image:
+                assert image.format == "PNG" and min(image.size) > 300
+                image.verify()
+
+
+def test_metrics_equal_scikit_learn_on_the_written_predictions(report):
+    _, out, metrics = report
+    _, labels, predicted, probs = read_predictions(out)
+    assert len(np.unique(labels)) == 5  # every grade present: sklearn's macro AUROC is defined
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, predicted), abs=1e-9)
+    qwk = cohen_kappa_score(labels, predicted, weights="quadratic", labels=range(5))
+    assert metrics["qwk"] == pytest.approx(qwk, abs=1e-9)
+    assert metrics["macro_f1"] == pytest.approx(f1_score(labels, predicted, average="macro"))
+    assert metrics["macro_auroc"] == pytest.approx(
+        roc_auc_score(labels, probs, multi_class="ovr"), abs=1e-4
+    )
+    referable, scores = labels >= 2, probs[:, 2:].sum(axis=1)
+    assert metrics["referable_auroc"] == pytest.approx(roc_auc_score(referable, scores), abs=1e-4)
+    for grade in range(5):
+        recall = np.mean(predicted[labels == grade] == grade)
+        assert metrics[f"class_{grade}_acc"] == pytest.approx(recall)
+
+    # Operating points: the best sensitivity of any threshold that keeps the specificity.
+    for name, target in (("spec_90", 0.90), ("spec_95", 0.95)):
+        point = metrics["referable_operating_points"][name]
+        best = max(
+            np.mean(scores[referable] >= t)
+            for t in np.append(np.unique(scores), np.inf)
+            if np.mean(scores[~referable] < t) >= target
+        )
+        assert point["sensitivity"] == pytest.approx(best, abs=1e-9)
+        assert point["specificity"] >= target
+        at_threshold = scores[referable] >= point["threshold"] - 1e-6  # the CSV rounds to 1e-6
+        assert np.mean(at_threshold) == pytest.approx(best, abs=1e-9)
+
+
+def test_confidence_intervals_contain_the_point_estimates(report):
+    _, _, metrics = report
+    for source in (metrics, metrics["tta"]):
+        for name in ("qwk", "macro_auroc", "referable_auroc"):
+            lo, hi = source["ci95"][name]
+            assert lo <= source[name] <= hi and lo < hi, name
+    assert metrics["bootstrap"] == 200
+
+
+def test_tta_figures_are_reported_beside_the_plain_ones(report, capsys):
+    _, out, metrics = report
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    plain = np.array([[float(r[f"prob_{g}"]) for g in range(5)] for r in rows])
+    tta = np.array([[float(r[f"tta_prob_{g}"]) for g in range(5)] for r in rows])
+    assert not np.allclose(plain, tta) and np.allclose(tta.sum(axis=1), 1.0, atol=1e-4)
+    assert {"qwk", "ece", "referable_operating_points"} <= set(metrics["tta"])
+    assert 0.0 <= metrics["ece"] <= 1.0
+
+
+@pytest.mark.parametrize("kind", ["full", "checkpoint", "lora"])
+def test_each_model_kind_reproduces_its_training_metrics(
+    kind, trained_run, trained_lora_run, synthetic_dir, tmp_path
+):
+    run_dir = (trained_lora_run if kind == "lora" else trained_run)[0]
+    saved = json.loads((run_dir / "eval_results.json").read_text())
+    model = saved["best_checkpoint"] if kind == "checkpoint" else run_dir / "best"
+    metrics = evaluate_model(
+        model, DataArguments(data_dir=str(synthetic_dir)), tmp_path, split="validation", bootstrap=0
+    )
+    assert metrics["num_images"] == sum(map(sum, saved["confusion_matrix"]))
+    assert metrics["confusion_matrix"] == saved["confusion_matrix"]
+    for name in ("qwk", "accuracy", "macro_auroc", "referable_auroc"):
+        assert metrics[name] == pytest.approx(saved[name], abs=1e-6), name
+    assert "ci95" not in metrics and (tmp_path / "roc.png").is_file()
+
+
+def test_grade_folders_are_evaluated_whole(trained_run, synthetic_dir, tmp_path):
+    labels = dict(csv.reader((synthetic_dir / "train.csv").open()))
+    root = tmp_path / "by_grade"
+    for image_id, grade in list(labels.items())[1:21]:
+        (root / grade).mkdir(parents=True, exist_ok=True)
+        shutil.copy(synthetic_dir / "train_images" / f"{image_id}.png", root / grade)
+    metrics = evaluate_model(
+        trained_run[0] / "best", DataArguments(data_dir=str(root)), tmp_path / "out", bootstrap=50
+    )
+    assert metrics["num_images"] == 20 and metrics["split"] == "all"
+    assert (tmp_path / "out" / "predictions.csv").read_text().count("\n") == 21
+
+
+def test_bad_arguments_exit_with_2(trained_run, synthetic_dir):
+    best = str(trained_run[0] / "best")
+    assert evaluate_main(["--model", best, "--data", str(synthetic_dir), "--split", "test"]) == 2
+    assert evaluate_main(["--data", str(synthetic_dir)]) == 2  # no --model
+    assert evaluate_main(["--model", best, "--data", str(synthetic_dir / "missing")]) == 2
+    assert evaluate_main(["--model", str(synthetic_dir), "--data", str(synthetic_dir)]) == 2
