@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -302,20 +302,9 @@ def evaluate_main(argv: list[str]) -> int:
     except ValueError as error:
         print(f"dr-hf evaluate: {error}", file=sys.stderr)
         return 2
+    options = asdict(eval_args)
     try:
-        results = evaluate_model(
-            eval_args.model,
-            data_args,
-            eval_args.output,
-            tta=eval_args.tta,
-            bootstrap=eval_args.bootstrap,
-            split=eval_args.split,
-            batch_size=eval_args.batch_size,
-            num_workers=eval_args.num_workers,
-            device=eval_args.device,
-            retfound_weights=eval_args.retfound_weights,
-            seed=eval_args.seed,
-        )
+        results = evaluate_model(options.pop("model"), data_args, options.pop("output"), **options)
     except (FileNotFoundError, DataError) as error:
         print(f"dr-hf evaluate: {error}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dr_hf.cli import main as cli_main
 from dr_hf.grades import GRADE_NAMES
 from dr_hf.inference import PROB_COLUMNS, grade_batch, load_grader, predict, predict_main
 from dr_hf.models import load_trained_model
@@ -97,6 +98,7 @@ def test_jsonl_output_and_csv_on_stdout(trained_run, image_folder, tmp_path, cap
 
 def test_usage_errors_exit_with_2(trained_run, image_folder, tmp_path):
     assert predict_main([str(image_folder)]) == 2  # no --model
+    assert cli_main(["predict", "--model", str(tmp_path), str(image_folder)]) == 2
     assert predict_main(["--model", str(tmp_path / "no_model"), str(image_folder)]) == 2
     best = str(trained_run[0] / "best")
     assert predict_main(["--model", best, str(image_folder), "--batch-size", "0"]) == 2
