@@ -19,7 +19,7 @@ from dr_hf.data_checks import DataError, drop_or_raise_unreadable
 from dr_hf.data_sources import FEATURES, find_image_dir, from_csv, from_grade_folders, from_saved
 from dr_hf.grades import NUM_GRADES
 
-__all__ = ["FEATURES", "DataError", "load_dr_dataset", "stratified_split"]
+__all__ = ["FEATURES", "DataError", "load_dr_dataset", "load_dr_images", "stratified_split"]
 
 logger = logging.getLogger("dr_hf.data")
 
@@ -70,6 +70,15 @@ def load_dr_dataset(args: DataArguments) -> DatasetDict:
         counts = np.bincount(np.asarray(split["label"], dtype=int), minlength=NUM_GRADES)
         logger.info("%s: %d images, per grade %s", name, len(split), counts.tolist())
     return DatasetDict(train=train, validation=validation)
+
+
+def load_dr_images(args: DataArguments) -> Dataset:
+    """Every image of the source `args` names, checked, without a train/validation split: a
+    held-out evaluation set. A saved DatasetDict's splits are joined; rows sorted by image id."""
+    train, validation, where = _load_training_source(args)
+    images = train if validation is None else datasets.concatenate_datasets([train, validation])
+    images = images.select(np.argsort(np.asarray(images["image_id"]), kind="stable"))
+    return drop_or_raise_unreadable(images, where, args.skip_bad_images)
 
 
 def stratified_split(

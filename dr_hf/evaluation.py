@@ -4,9 +4,9 @@ Writes `metrics.json`, `predictions.csv`, `confusion_matrix.png`, `roc.png` and
 `reliability.png` (plus `*_tta.png` with `--tta`) and prints a short table. The data flags are
 those of training (`DataArguments`); the preprocessing is the model's own saved record.
 
-A held-out set is evaluated whole: `load_dr_dataset` always makes a train/validation split, so
-`split="all"` joins both splits back (every image once, sorted by image id). `split="validation"`
-evaluates a run's own validation split, and reproduces the figures training saved.
+A held-out set is evaluated whole (`split="all"`, `load_dr_images`: every image once, no split, so
+even a set with one image per grade works). `split="validation"` evaluates a run's own validation
+split, and reproduces the figures training saved.
 """
 
 import csv
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Dataset, concatenate_datasets
+from datasets import Dataset
 
 from dr_hf.config import DataArguments
-from dr_hf.data import DataError, load_dr_dataset
+from dr_hf.data import DataError, load_dr_dataset, load_dr_images
 from dr_hf.grades import REFERABLE_MIN_GRADE
 from dr_hf.inference import (
     PROB_COLUMNS,
@@ -85,11 +85,9 @@ class EvaluateArguments:
 
 def load_eval_split(data_args: DataArguments, split: str = "all") -> Dataset:
     """The images to evaluate: every image of the source (`all`), or one split of it."""
-    dataset = load_dr_dataset(data_args)
-    if split != "all":
-        return dataset[split]
-    joined = concatenate_datasets([dataset["train"], dataset["validation"]])
-    return joined.select(np.argsort(joined["image_id"], kind="stable"))
+    if split == "all":
+        return load_dr_images(data_args)
+    return load_dr_dataset(data_args)[split]
 
 
 def clinical_metrics(

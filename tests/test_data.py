@@ -428,3 +428,24 @@ def test_no_source_and_unknown_layout(tmp_path):
         write_csv(tmp_path / name, ["id_code", "diagnosis"], [("x", 0)])
     with pytest.raises(DataError, match=r"several CSV files \(a\.csv, b\.csv\).*train_csv="):
         load_dr_dataset(DataArguments(data_dir=str(tmp_path)))
+
+
+def test_load_dr_images_keeps_every_image_without_a_split(tmp_path):
+    """An evaluation set with one image per grade cannot be split, and need not be."""
+    from PIL import Image
+
+    from dr_hf.data import load_dr_images
+
+    (tmp_path / "train_images").mkdir()
+    rows = ["id_code,diagnosis"]
+    for grade in range(5):
+        Image.new("RGB", (16, 16), (grade * 40, 0, 0)).save(
+            tmp_path / "train_images" / f"e{grade}.png"
+        )
+        rows.append(f"e{grade},{grade}")
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    images = load_dr_images(DataArguments(data_dir=str(tmp_path)))
+    assert images["image_id"] == [f"e{g}" for g in range(5)]
+    assert images["label"] == list(range(5))
+    with pytest.raises(DataError, match="no grade has two images"):
+        load_dr_dataset(DataArguments(data_dir=str(tmp_path)))
