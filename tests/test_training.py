@@ -12,7 +12,7 @@ import yaml
 from conftest import tiny_config
 from transformers import AutoModelForImageClassification
 
-from dr_hf.cli_args import config_from_dict
+from dr_hf.cli_args import config_from_dict, config_from_yaml
 from dr_hf.models import load_trained_model
 from dr_hf.training import build_trainer, run_training, train
 
@@ -193,3 +193,22 @@ def test_push_to_hub_uploads_exactly_the_export_without_token(synthetic_dir, tmp
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path
     assert "someone/dr-grader" not in os.environ.get("HF_TOKEN", "")
+
+
+def test_quickstart_config_shortened_lowers_the_loss(synthetic_dir, tmp_path):
+    """The README's main job, configs/quickstart.yaml, on the small synthetic set and fewer pixels."""
+    quickstart = Path(__file__).parent.parent / "configs" / "quickstart.yaml"
+    data, model, training = config_from_yaml(
+        quickstart,
+        data_dir=str(synthetic_dir),
+        output_dir=str(tmp_path / "qs"),
+        image_size=48,
+        num_train_epochs=4,
+        per_device_train_batch_size=8,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    assert model.model_name == "resnet10t"
+    history = run_training(data, model, training)
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    assert (tmp_path / "qs" / "best" / "model.safetensors").is_file()
