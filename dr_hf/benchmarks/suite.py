@@ -1,0 +1,103 @@
+"""The benchmark run: each section with its settings, full-size or tiny, into JSON and Markdown."""
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from dr_hf.benchmarks.report import machine_info, to_markdown
+
+SECTIONS = ("data", "trainer", "lora", "inference")
+logger = logging.getLogger(__name__)
+
+
+def section_settings(tiny: bool, repeats: int, num_images: int) -> dict[str, dict]:
+    """Keyword arguments of each section: the real settings, or seconds-long ones for tests."""
+    if tiny:
+        return {
+            "data": {
+                "num_images": 6,
+                "width": 96,
+                "height": 64,
+                "sizes": (32,),
+                "workers": (0,),
+                "batch_size": 2,
+                "repeats": repeats,
+                "min_seconds": 0.0,
+            },
+            "trainer": {
+                "model_name": "test_resnet",
+                "image_size": 32,
+                "batch_size": 4,
+                "steps": 2,
+                "repeats": repeats,
+            },
+            "lora": {
+                "image_size": 32,
+                "batch_size": 2,
+                "steps": 2,
+                "repeats": repeats,
+            },
+            "inference": {
+                "model_name": "test_resnet",
+                "image_size": 32,
+                "num_images": 4,
+                "batch_size": 2,
+                "repeats": repeats,
+            },
+        }
+    return {
+        "data": {"num_images": num_images, "repeats": repeats},
+        "trainer": {"repeats": max(repeats, 5)},
+        "lora": {"repeats": repeats},
+        "inference": {"repeats": repeats},
+    }
+
+
+def run_benchmarks(
+    output_dir: str | Path,
+    cache_dir: str | Path,
+    sections: tuple[str, ...] = SECTIONS,
+    repeats: int = 3,
+    num_images: int = 24,
+    tiny: bool = False,
+) -> dict:
+    """Run `sections` and write `benchmark.json` and `benchmark.md` into `output_dir`."""
+    unknown = [name for name in sections if name not in SECTIONS]
+    if unknown:
+        raise ValueError(f"unknown section(s) {unknown}: choose from {', '.join(SECTIONS)}.")
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats}: run each measurement at least once.")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    settings = section_settings(tiny, repeats, num_images)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results: dict = {"machine": machine_info(), "tiny": tiny, "seconds": {}}
+    for name in sections:
+        start = time.perf_counter()
+        logger.info("Benchmark section %s ...", name)
+        results[name] = _run_section(name, settings[name], Path(cache_dir))
+        results["seconds"][name] = round(time.perf_counter() - start, 1)
+    results["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    (output_dir / "benchmark.json").write_text(json.dumps(results, indent=2) + "\n")
+    (output_dir / "benchmark.md").write_text(to_markdown(results))
+    return results
+
+
+def _run_section(name: str, kwargs: dict, cache_dir: Path) -> dict:
+    if name == "data":
+        from dr_hf.benchmarks.data import bench_data
+
+        return bench_data(cache_dir, **kwargs)
+    if name == "trainer":
+        from dr_hf.benchmarks.trainer import bench_trainer
+
+        return bench_trainer(**kwargs)
+    if name == "lora":
+        from dr_hf.benchmarks.lora import bench_lora
+
+        return bench_lora(**kwargs)
+    from dr_hf.benchmarks.inference import bench_inference
+
+    return bench_inference(**kwargs)

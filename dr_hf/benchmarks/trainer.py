@@ -1,0 +1,161 @@
+"""Trainer overhead: steps/s of dr_hf's `DRTrainer` against a minimal hand-written PyTorch loop.
+
+Same model and initial weights, same in-memory tensors, batch and number of steps. The Trainer
+runs with dr_hf's defaults (cosine schedule, gradient clipping at 1.0, the loss wrapper that
+counts training accuracy) and with evaluation, saving, logging and progress bars off. Nothing is
+subtracted: the Trainer's time is its whole `train()` call, the loop's includes building its
+optimizer and DataLoader. The steady rate (from the end of the first step to the end of the last)
+is reported beside it, to separate the Trainer's one-off start-up from its cost per step.
+"""
+
+import copy
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from transformers import PrinterCallback, TrainerCallback
+
+from dr_hf.benchmarks.report import summarize
+from dr_hf.callbacks import DRTrainer, TrainAccuracy
+from dr_hf.config import DRTrainingArguments, ModelArguments
+from dr_hf.grades import NUM_GRADES
+from dr_hf.losses import make_loss_fn
+from dr_hf.models import create_model
+from dr_hf.transforms import collate_fn
+
+LEARNING_RATE = 1e-4
+WEIGHT_DECAY = 0.05
+
+
+class StepClock(TrainerCallback):
+    """Time at the end of every optimizer step."""
+
+    def __init__(self):
+        self.ends: list[float] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.ends.append(time.perf_counter())
+
+
+def _rates(start: float, end: float, ends: list[float]) -> tuple[float, float]:
+    """(steps/s from `start` to `end`, steps/s from the first step's end to the last's)."""
+    steady = (len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) > 1 else float("nan")
+    return len(ends) / (end - start), steady
+
+
+class TensorImages(Dataset):
+    """Random images and grades held in memory, as the transformed dataset would yield them."""
+
+    def __init__(self, num: int, image_size: int, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
+        self.pixels = torch.randn(num, 3, image_size, image_size, generator=generator)
+        self.labels = torch.randint(0, NUM_GRADES, (num,), generator=generator).tolist()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"pixel_values": self.pixels[index], "labels": self.labels[index]}
+
+
+def manual_steps_per_second(
+    model, data: Dataset, batch_size: int, steps: int
+) -> tuple[float, float]:
+    """The loop a user writes: forward, cross-entropy, backward, AdamW step."""
+    model.train()
+    start = time.perf_counter()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, collate_fn=collate_fn)
+    ends: list[float] = []
+    while len(ends) < steps:
+        for batch in loader:
+            logits = model(pixel_values=batch["pixel_values"]).logits
+            loss = F.cross_entropy(logits, batch["labels"])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            ends.append(time.perf_counter())
+            if len(ends) == steps:
+                break
+    return _rates(start, ends[-1], ends)
+
+
+def trainer_steps_per_second(
+    model, data: Dataset, batch_size: int, steps: int, output_dir: str
+) -> tuple[float, float]:
+    """dr_hf's DRTrainer for `steps` optimizer steps, logging, saving and evaluation off."""
+    args = DRTrainingArguments(
+        output_dir=output_dir,
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=LEARNING_RATE,
+        weight_decay=WEIGHT_DECAY,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        load_best_model_at_end=False,
+        metric_for_best_model=None,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        label_names=["labels"],
+        seed=0,
+    )
+    accuracy = TrainAccuracy(make_loss_fn("ce"))
+    clock = StepClock()
+    trainer = DRTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        data_collator=collate_fn,
+        compute_loss_func=accuracy,
+        train_accuracy=accuracy,
+        callbacks=[clock],
+    )
+    trainer.remove_callback(PrinterCallback)  # with disable_tqdm it prints the final metrics
+    start = time.perf_counter()
+    trainer.train()
+    return _rates(start, time.perf_counter(), clock.ends)
+
+
+def bench_trainer(
+    model_name: str = "resnet18",
+    image_size: int = 64,
+    batch_size: int = 16,
+    steps: int = 40,
+    repeats: int = 5,
+) -> dict:
+    """Steps/s of both loops, interleaved repeat by repeat after one warm-up run of each."""
+    torch.manual_seed(0)
+    model = create_model(ModelArguments(model_name=model_name), image_size=image_size)
+    initial = copy.deepcopy(model.state_dict())
+    data = TensorImages(batch_size * steps, image_size)
+    rates = {"manual": [], "trainer": [], "manual_steady": [], "trainer_steady": []}
+    with tempfile.TemporaryDirectory(prefix="dr_hf_bench_trainer_") as output_dir:
+        for repeat in range(repeats + 1):  # the first round warms up and is not counted
+            model.load_state_dict(initial)
+            manual = manual_steps_per_second(model, data, batch_size, steps)
+            model.load_state_dict(initial)
+            trainer = trainer_steps_per_second(model, data, batch_size, steps, output_dir)
+            if repeat:
+                for key, (total, steady) in (("manual", manual), ("trainer", trainer)):
+                    rates[key].append(total)
+                    rates[f"{key}_steady"].append(steady)
+
+    def ratio(key: str) -> dict:
+        return summarize([t / m for m, t in zip(rates[f"manual{key}"], rates[f"trainer{key}"])])
+
+    return {
+        "model": model_name,
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "steps": steps,
+        "repeats": repeats,
+        "unit": "steps/s",
+        **{key: summarize(values) for key, values in rates.items()},
+        "ratio": ratio(""),
+        "ratio_steady": ratio("_steady"),
+    }

@@ -1,0 +1,95 @@
+"""Smoke tests of the benchmarks: every section runs on tiny settings and writes its reports.
+
+No timing is asserted: only that each section measured something and reported it.
+"""
+
+import json
+import math
+
+import pytest
+
+from dr_hf.benchmarks import SECTIONS, run_benchmarks
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    results = run_benchmarks(out / "results", out / "cache", repeats=1, tiny=True)
+    return out / "results", results
+
+
+def _is_summary(stats: dict, runs: int = 1) -> bool:
+    return (
+        set(stats) == {"median", "min", "max", "runs"}
+        and len(stats["runs"]) == runs
+        and stats["min"] <= stats["median"] <= stats["max"]
+        and all(math.isfinite(v) and v > 0 for v in stats["runs"])
+    )
+
+
+def test_writes_json_and_markdown_with_every_section(tiny_run):
+    folder, results = tiny_run
+    saved = json.loads((folder / "benchmark.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    assert set(SECTIONS) <= set(saved) and saved["tiny"] is True
+    assert len(saved["machine"]["load_average"]) == 3 and len(saved["load_average_end"]) == 3
+    markdown = (folder / "benchmark.md").read_text()
+    for title in ("Data pipeline", "Trainer overhead", "LoRA", "Inference", "Machine:"):
+        assert title in markdown
+    assert markdown.count("\n| png |") == 1 and markdown.count("\n| jpeg |") == 1
+
+
+def test_data_section_times_reference_raw_and_prepared(tiny_run):
+    folder, results = tiny_run
+    rows = results["data"]["rows"]
+    assert [(r["format"], r["size"], r["workers"]) for r in rows] == [
+        ("png", 32, 0),
+        ("jpeg", 32, 0),
+    ]
+    for row in rows:
+        for key in ("a", "b", "c", "ratio_b_a", "ratio_c_a"):
+            assert _is_summary(row[key]), (key, row[key])
+    cache = folder.parent / "cache"
+    assert len(list((cache / "jpeg" / "train_images").glob("*.jpg"))) == 6
+    assert (cache / "prepared_png_32" / "dr_hf_prepare.json").is_file()
+
+
+def test_trainer_and_inference_sections(tiny_run):
+    _, results = tiny_run
+    trainer = results["trainer"]
+    for key in ("manual", "trainer", "ratio", "manual_steady", "trainer_steady"):
+        assert _is_summary(trainer[key]), key
+    rates = results["inference"]["rates"]
+    assert set(rates) == {"none", "flips (4 views)"}
+    assert all(_is_summary(stats) for stats in rates.values())
+
+
+def test_lora_section_compares_against_full_tuning(tiny_run):
+    _, results = tiny_run
+    lora, full = results["lora"]["lora"], results["lora"]["full"]
+    assert lora["total"] == full["total"] and 0 < lora["trainable"] < full["trainable"]
+    assert 0 < lora["optimizer_state_bytes"] < full["optimizer_state_bytes"]
+    assert "adapter_model.safetensors" in lora["saved_files"]
+    assert "dr_hf_base.safetensors" not in lora["saved_files"]  # the base came from a file
+    assert lora["saved_bytes"] < full["saved_bytes"]
+    assert lora["peak_rss_delta_bytes"] > 0 and full["peak_rss_delta_bytes"] > 0
+    vit_l = results["lora"]["vit_l"]
+    assert (vit_l["lora_trainable"], vit_l["total"]) == (793_605, 303_306_757)
+    assert vit_l["adapter_pct"] < 1
+
+
+def test_unknown_section_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown section"):
+        run_benchmarks(tmp_path, tmp_path, sections=("gpu",), tiny=True)
+
+
+def test_gpu_script_smoke_on_cpu(tmp_path):
+    from dr_hf.benchmarks.gpu import TRAIN_CASES, main
+
+    results = main(["--smoke", "--output", str(tmp_path)])
+    assert set(results["train"]) == {case[0] for case in TRAIN_CASES}
+    lora = results["train"]["RETFound ViT-L LoRA r=8 bf16"]
+    full = results["train"]["RETFound ViT-L full bf16"]
+    assert lora["trainable"] < full["trainable"]
+    assert all(row["images_per_s"]["median"] > 0 for row in results["train"].values())
+    assert "| RETFound ViT-L bf16 | flips (4 views) |" in (tmp_path / "benchmark_gpu.md").read_text()
