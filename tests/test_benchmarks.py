@@ -60,7 +60,11 @@ def test_trainer_and_inference_sections(tiny_run):
     for key in ("manual", "trainer", "ratio", "manual_steady", "trainer_steady"):
         assert _is_summary(trainer[key]), key
     rates = results["inference"]["rates"]
-    assert set(rates) == {"none", "flips (4 views)"}
+    assert set(rates) == {
+        f"{case}, {tta}"
+        for case in ("predict on files", "model forward on tensors")
+        for tta in ("TTA", "no TTA")
+    }
     assert all(_is_summary(stats) for stats in rates.values())
 
 
@@ -92,4 +96,4 @@ def test_gpu_script_smoke_on_cpu(tmp_path):
     full = results["train"]["RETFound ViT-L full bf16"]
     assert lora["trainable"] < full["trainable"]
     assert all(row["images_per_s"]["median"] > 0 for row in results["train"].values())
-    assert "| RETFound ViT-L bf16 | flips (4 views) |" in (tmp_path / "benchmark_gpu.md").read_text()
+    assert "| RETFound ViT-L bf16 | TTA |" in (tmp_path / "benchmark_gpu.md").read_text()

@@ -52,7 +52,9 @@ class ReferenceDataset(Dataset):
         }
 
 
-def ensure_photos(cache_dir: Path, num_images: int, width: int, height: int) -> dict[str, Path]:
+def ensure_photos(
+    cache_dir: Path, num_images: int, width: int = 3000, height: int = 2000
+) -> dict[str, Path]:
     """Synthetic photographs in APTOS layout, as PNG and as JPEG, rendered once into `cache_dir`
     and reused while the count and size match."""
     spec = {"num_images": num_images, "width": width, "height": height}

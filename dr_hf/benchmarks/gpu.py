@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dr_hf.benchmarks.inference import FLIPS
 from dr_hf.benchmarks.report import machine_info, summarize
 from dr_hf.config import ModelArguments
 from dr_hf.grades import NUM_GRADES
+from dr_hf.inference import grade_batch, load_grader
 from dr_hf.models import create_model, parameter_summary
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
@@ -106,32 +106,26 @@ def train_case(
 
 
 def infer_case(model_name, precision, device, image_size, batch_size, warmup, steps, repeats):
-    """Images/s of the batched forward, without and with flip TTA."""
+    """Images/s of `dr_hf.inference.grade_batch` (predict's forward), without and with TTA."""
     _fresh(device)
     torch.manual_seed(0)
     model = create_model(ModelArguments(model_name=model_name), image_size=image_size)
-    model = model.to(device).eval()
+    grader = load_grader(model, device=device)
     pixels = torch.randn(batch_size, 3, image_size, image_size, device=device)
     out = {}
-    with torch.inference_mode(), _autocast(device, precision):
-        for name, views in FLIPS.items():
-
-            def forward(views=views):
-                return sum(
-                    model(pixel_values=pixels.flip(d) if d else pixels).logits for d in views
-                )
-
+    with _autocast(device, precision):
+        for tta in (False, True):
             for _ in range(warmup):
-                forward()
+                grade_batch(grader, pixels, tta)
             rates = []
             for _ in range(repeats):
                 _sync(device)
                 start = time.perf_counter()
                 for _ in range(steps):
-                    forward()
+                    grade_batch(grader, pixels, tta)
                 _sync(device)
                 rates.append(steps * batch_size / (time.perf_counter() - start))
-            out[name] = summarize(rates, 1)
+            out["TTA" if tta else "no TTA"] = summarize(rates, 1)
     return {"images_per_s": out, "peak_memory_mib": _peak_mib(device)}
 
 

@@ -1,62 +1,69 @@
-"""Inference throughput with and without test-time augmentation (flip averaging).
+"""Inference throughput of `dr_hf.inference.predict`, with and without test-time augmentation.
 
-Times the model's batched forward on in-memory tensors under `torch.inference_mode`: the plain
-pass, and the average of the softmax over the image and its horizontal, vertical and double
-flips, as TTA does. Decoding and preprocessing are measured by the data pipeline benchmark.
+`predict` runs end to end on photographs (decode, field-of-view crop, resize, batched forward),
+as `dr-hf predict` does. The model's batched forward alone, on in-memory tensors, is timed beside
+it, to show how much of the cost is the model and how much the photographs.
 """
 
 import time
+from pathlib import Path
 
 import torch
 
 from dr_hf.benchmarks.report import summarize
 from dr_hf.config import ModelArguments
+from dr_hf.inference import TTA_VIEWS, grade_batch, load_grader, predict
 from dr_hf.models import create_model
-
-FLIPS = {"none": [()], "flips (4 views)": [(), (3,), (2,), (2, 3)]}
-
-
-def _predict(model, pixels: torch.Tensor, batch_size: int, views: list[tuple]) -> torch.Tensor:
-    outputs = []
-    for start in range(0, len(pixels), batch_size):
-        batch = pixels[start : start + batch_size]
-        probs = sum(
-            model(pixel_values=batch.flip(dims) if dims else batch).logits.softmax(-1)
-            for dims in views
-        )
-        outputs.append(probs / len(views))
-    return torch.cat(outputs)
 
 
 def bench_inference(
+    photos: list[str | Path],
     model_name: str = "resnet18",
     image_size: int = 224,
-    num_images: int = 32,
     batch_size: int = 16,
     repeats: int = 3,
 ) -> dict:
-    """Images/s without and with flip TTA, interleaved, after one warm-up pass of each."""
+    """Images/s of `predict` on `photos` and of the forward on tensors, each with and without
+    TTA, interleaved, after one warm-up round."""
     torch.manual_seed(0)
-    model = create_model(ModelArguments(model_name=model_name), image_size=image_size).eval()
-    pixels = torch.randn(num_images, 3, image_size, image_size)
-    rates = {name: [] for name in FLIPS}
-    with torch.inference_mode():
-        for repeat in range(repeats + 1):
-            for name, views in FLIPS.items():
-                start = time.perf_counter()
-                probs = _predict(model, pixels, batch_size, views)
-                elapsed = time.perf_counter() - start
-                if probs.shape != (num_images, model.config.num_labels):
-                    raise RuntimeError(f"unexpected prediction shape {tuple(probs.shape)}")
-                if repeat:
-                    rates[name].append(num_images / elapsed)
+    model = create_model(ModelArguments(model_name=model_name), image_size=image_size)
+    grader = load_grader(model, device="cpu")
+    photos = [str(photo) for photo in photos]
+    pixels = torch.randn(len(photos), 3, image_size, image_size)
+
+    def run_predict(tta: bool) -> int:
+        result = predict(grader, photos, tta=tta, batch_size=batch_size, num_workers=0)
+        if result.failures or len(result.probabilities) != len(photos):
+            raise RuntimeError(f"predict graded {len(result.probabilities)} of {len(photos)}")
+        return len(photos)
+
+    def run_forward(tta: bool) -> int:
+        for start in range(0, len(pixels), batch_size):
+            grade_batch(grader, pixels[start : start + batch_size], tta)
+        return len(pixels)
+
+    cases = {
+        "predict on files": run_predict,
+        "model forward on tensors": run_forward,
+    }
+    rates = {(name, tta): [] for name in cases for tta in (False, True)}
+    for repeat in range(repeats + 1):
+        for name, tta in rates:
+            start = time.perf_counter()
+            count = cases[name](tta)
+            if repeat:
+                rates[name, tta].append(count / (time.perf_counter() - start))
     return {
         "model": model_name,
         "image_size": image_size,
-        "num_images": num_images,
+        "num_images": len(photos),
         "batch_size": batch_size,
         "repeats": repeats,
-        "method": "batched model forward on tensors, softmax averaged over flips",
+        "tta_views": len(TTA_VIEWS),
+        "method": f"dr_hf.inference.predict on {Path(photos[0]).suffix} files, workers 0",
         "unit": "images/s",
-        "rates": {name: summarize(values, 2) for name, values in rates.items()},
+        "rates": {
+            f"{name}, {'TTA' if tta else 'no TTA'}": summarize(values, 2)
+            for (name, tta), values in rates.items()
+        },
     }

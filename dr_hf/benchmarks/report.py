@@ -168,9 +168,10 @@ def _lora_table(lora: dict) -> list[str]:
 def _inference_table(inference: dict) -> list[str]:
     lines = [
         f"### Inference: images/s, {inference['model']} at {inference['image_size']} px, "
-        f"{inference['num_images']} images ({inference['method']})",
+        f"{inference['num_images']} photos, batch {inference['batch_size']}, TTA = "
+        f"{inference['tta_views']} views ({inference['method']})",
         "",
-        "| TTA | images/s |",
+        "| case | images/s |",
         "|---|---|",
     ]
     for name, stats in inference["rates"].items():

@@ -42,7 +42,6 @@ def section_settings(tiny: bool, repeats: int, num_images: int) -> dict[str, dic
             "inference": {
                 "model_name": "test_resnet",
                 "image_size": 32,
-                "num_images": 4,
                 "batch_size": 2,
                 "repeats": repeats,
             },
@@ -51,7 +50,7 @@ def section_settings(tiny: bool, repeats: int, num_images: int) -> dict[str, dic
         "data": {"num_images": num_images, "repeats": repeats},
         "trainer": {"repeats": max(repeats, 5)},
         "lora": {"repeats": repeats},
-        "inference": {"repeats": repeats},
+        "inference": {"repeats": repeats, "num_photos": 16},
     }
 
 
@@ -71,13 +70,16 @@ def run_benchmarks(
         raise ValueError(f"repeats={repeats}: run each measurement at least once.")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     settings = section_settings(tiny, repeats, num_images)
+    photo_spec = {
+        k: v for k, v in settings["data"].items() if k in ("num_images", "width", "height")
+    }
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": machine_info(), "tiny": tiny, "seconds": {}}
     for name in sections:
         start = time.perf_counter()
         logger.info("Benchmark section %s ...", name)
-        results[name] = _run_section(name, settings[name], Path(cache_dir))
+        results[name] = _run_section(name, settings[name], Path(cache_dir), photo_spec)
         results["seconds"][name] = round(time.perf_counter() - start, 1)
     results["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     (output_dir / "benchmark.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -85,7 +87,7 @@ def run_benchmarks(
     return results
 
 
-def _run_section(name: str, kwargs: dict, cache_dir: Path) -> dict:
+def _run_section(name: str, kwargs: dict, cache_dir: Path, photo_spec: dict) -> dict:
     if name == "data":
         from dr_hf.benchmarks.data import bench_data
 
@@ -98,6 +100,10 @@ def _run_section(name: str, kwargs: dict, cache_dir: Path) -> dict:
         from dr_hf.benchmarks.lora import bench_lora
 
         return bench_lora(**kwargs)
+    from dr_hf.benchmarks.data import ensure_photos
     from dr_hf.benchmarks.inference import bench_inference
 
-    return bench_inference(**kwargs)
+    kwargs = dict(kwargs)
+    folder = ensure_photos(cache_dir, **photo_spec)["jpeg"] / "train_images"
+    photos = sorted(folder.glob("*.jpg"))[: kwargs.pop("num_photos", None)]
+    return bench_inference(photos, **kwargs)
