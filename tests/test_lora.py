@@ -21,15 +21,6 @@ from dr_hf.models import build_model, create_model, load_trained_model
 SIZES = {"test_resnet": 32, "retfound_tiny": 32}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; two threads on a shared 2-core machine spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def trained_lora(name: str, steps: int = 3, **kwargs) -> tuple[PeftModel, torch.Tensor]:
     """A LoRA model after a few AdamW steps (weight decay on), and a fixed eval batch."""
     size = SIZES.get(name, 32)

@@ -20,15 +20,6 @@ from dr_hf.models import create_model, load_trained_model, parameter_summary
 from dr_hf.retfound import CheckpointError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; two threads on a shared 2-core machine spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def equal_states(a: dict, b: dict, skip: tuple[str, ...] = ()) -> list[str]:
     """Keys whose tensors differ (or are absent from b)."""
     return [

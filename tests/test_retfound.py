@@ -14,15 +14,6 @@ from dr_hf.retfound import CheckpointError, load_retfound_weights, retfound_arch
 TINY = {"embed_dim": 64, "depth": 2, "num_heads": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; two threads on a shared 2-core machine spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def mae_checkpoint(seed: int = 0, **overrides) -> dict:
     """A checkpoint in the exact layout of RETFound_cfp_weights.pth, at tiny width.
 
