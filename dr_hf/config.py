@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 
 import torch
-from transformers import TrainingArguments
+from transformers import SchedulerType, TrainingArguments
 
 from dr_hf.grades import NUM_GRADES
 
@@ -228,6 +228,14 @@ class DRTrainingArguments(TrainingArguments):
                 )
                 self.use_cpu = True
         super().__post_init__()
+        if self.lr_scheduler_type == SchedulerType.REDUCE_ON_PLATEAU:
+            # The earlier tool's schedule: halve the rate after 3 evaluations without improvement,
+            # watching the metric that picks the best checkpoint in its own direction.
+            kwargs = dict(self.lr_scheduler_kwargs or {})
+            kwargs.setdefault("mode", "max" if self.greater_is_better else "min")
+            kwargs.setdefault("factor", 0.5)
+            kwargs.setdefault("patience", 3)
+            self.lr_scheduler_kwargs = kwargs
 
 
 @dataclass

@@ -1,0 +1,94 @@
+"""The `dr-hf` console script's data commands, the accelerate configs and scheduler options."""
+
+import json
+from pathlib import Path
+
+import pytest
+from accelerate.commands.config.config_args import load_config_from_file
+from conftest import tiny_config
+
+from dr_hf.cli import main
+from dr_hf.cli_args import config_from_dict
+from dr_hf.training import build_trainer, run_training
+
+ACCELERATE_CONFIGS = sorted((Path(__file__).parent.parent / "accelerate_configs").glob("*.yaml"))
+
+
+def test_help_and_unknown_command(capsys):
+    assert main([]) == 0
+    assert "make-synthetic" in capsys.readouterr().out
+    assert main(["no-such-command"]) == 2
+
+
+def test_make_synthetic_writes_the_aptos_layout_and_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert (
+        main(
+            [
+                "make-synthetic",
+                "--output",
+                str(out),
+                "--num-images",
+                "12",
+                "--image-size",
+                "48",
+                "--height",
+                "32",
+            ]
+        )
+        == 0
+    )
+    rows = (out / "train.csv").read_text().splitlines()
+    assert rows[0] == "id_code,diagnosis" and len(rows) == 13
+    assert len(list((out / "train_images").glob("*.png"))) == 12
+    with pytest.raises(FileExistsError):
+        main(["make-synthetic", "--output", str(out), "--num-images", "12"])
+    assert main(["make-synthetic", "--output", str(out), "--num-images", "10", "--overwrite"]) == 0
+    assert len(list((out / "train_images").glob("*.png"))) == 10
+
+
+def test_prepare_then_train_on_the_prepared_copy(synthetic_dir, tmp_path):
+    prepared = tmp_path / "prepared"
+    assert (
+        main(
+            ["prepare", "--data_dir", str(synthetic_dir), "--output", str(prepared), "--size", "40"]
+        )
+        == 0
+    )
+    info = json.loads((prepared / "dr_hf_prepare.json").read_text())
+    assert info["crop"] is True and info["size"] == 40
+    values = tiny_config(prepared, tmp_path / "run", num_train_epochs=1)
+    run = build_trainer(*config_from_dict(values))
+    assert run.train_transform.crop is False  # cropped once by prepare, not again per epoch
+    assert len(run.dataset["train"]) + len(run.dataset["validation"]) == 60
+    history = run_training(*config_from_dict(values))
+    assert len(history["val_qwk"]) == 1
+
+
+@pytest.mark.parametrize("path", ACCELERATE_CONFIGS, ids=lambda p: p.name)
+def test_accelerate_configs_load_and_name_their_launch_command(path):
+    config = load_config_from_file(str(path))
+    assert config.num_processes >= 1 and config.num_machines >= 1
+    header = path.read_text().split("compute_environment")[0]
+    assert "accelerate launch" in header and "scripts/train.py" in header
+
+
+def test_accelerate_configs_cover_the_documented_setups():
+    assert {p.name for p in ACCELERATE_CONFIGS} >= {
+        "single_gpu.yaml", "multi_gpu.yaml", "fsdp.yaml", "deepspeed_zero2.yaml", "multi_node.yaml",
+    }  # fmt: skip
+
+
+def test_reduce_on_plateau_follows_the_best_model_metric(synthetic_dir, tmp_path):
+    values = tiny_config(
+        synthetic_dir, tmp_path / "plateau", lr_scheduler_type="reduce_lr_on_plateau"
+    )
+    run = build_trainer(*config_from_dict(values))
+    run.trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    scheduler = run.trainer.lr_scheduler
+    assert type(scheduler).__name__ == "ReduceLROnPlateau"
+    assert (scheduler.mode, scheduler.factor, scheduler.patience) == (
+        "max",
+        0.5,
+        3,
+    )  # QWK: higher is better
