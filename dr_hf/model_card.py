@@ -23,6 +23,11 @@ _TRAINING_FIELDS = (
 )  # fmt: skip
 
 
+def _plain(value):
+    """Enum settings (the scheduler type) by their value, as they are written in a config."""
+    return getattr(value, "value", value)
+
+
 def _data_description(data_args: DataArguments) -> str:
     source = data_args.data_dir or data_args.train_csv or data_args.dataset_name or "unspecified"
     name = Path(str(source)).name or str(source)
@@ -57,7 +62,7 @@ def render_model_card(
     )
     labels = "\n".join(f"| {grade} | {name} |" for grade, name in enumerate(GRADE_NAMES))
     config = "\n".join(
-        f"| `{name}` | `{getattr(training_args, name)}` |"
+        f"| `{name}` | `{_plain(getattr(training_args, name))}` |"
         for name in _TRAINING_FIELDS
         if hasattr(training_args, name)
     )
@@ -92,8 +97,7 @@ def render_model_card(
 
 # Diabetic retinopathy grader ({model_args.model_name})
 
-Grades colour fundus photographs on the 5-point international scale, trained with
-[dr_hf](https://pypi.org/project/dr-hf/).
+Grades colour fundus photographs on the 5-point international scale; trained with dr_hf.
 
 **Not a medical device.** This model is a research artefact. It has not been cleared or approved by
 any regulator and must not be used to diagnose, screen or treat patients.
