@@ -54,6 +54,7 @@ def test_run_leaves_config_metrics_checkpoints_and_a_loadable_best_model(
         and "test_resnet" in card
         and "Quadratic weighted kappa" in card
     )
+    assert "| `lr_scheduler_type` | `cosine` |" in card
     # The exported model is the best checkpoint: it reproduces the reported QWK.
     best_qwk = max(json.loads((output_dir / "training_history.json").read_text())["val_qwk"])
     assert results["qwk"] == pytest.approx(best_qwk, abs=1e-6)
