@@ -3,6 +3,7 @@ the Python API, W&B offline and the Hub upload boundary."""
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -134,9 +135,15 @@ def test_wandb_offline_run_holds_the_logged_metrics(synthetic_dir, tmp_path, mon
         wandb_run_name="offline-run",
         wandb_tags=["tiny", "ci"],
     )
+    import wandb
+
+    wandb.teardown()  # stop the W&B service process: it has then written every record
     runs = list((tmp_path / "wandb").rglob("offline-run-*"))
     assert len(runs) == 1
-    records = next(runs[0].glob("run-*.wandb")).read_bytes()  # the run's protobuf record log
+    log = next(runs[0].glob("run-*.wandb"))  # the run's protobuf record log
+    deadline = time.monotonic() + 30
+    while b"best/qwk" not in (records := log.read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.5)
     for logged in (
         b"eval/qwk",
         b"eval/referable_auroc",
