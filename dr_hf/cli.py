@@ -89,7 +89,7 @@ def train_main(argv: list[str]) -> int:
     from dr_hf.training import run_training
 
     history = run_training(data_args, model_args, training_args)
-    if history.get("val_qwk"):
+    if history.get("val_qwk") and training_args.process_index == 0:
         best = max(v for v in history["val_qwk"] if v is not None)
         print(f"Best validation QWK: {best:.4f}; model in {training_args.output_dir}/best")
     return 0
