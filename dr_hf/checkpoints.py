@@ -5,7 +5,7 @@ import logging
 import re
 from pathlib import Path
 
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -24,11 +24,10 @@ def is_complete(checkpoint: Path) -> bool:
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
-    """checkpoint-N folders of output_dir, oldest step first."""
+    """checkpoint-N folders of output_dir, oldest step first (the Trainer's own ordering)."""
     if not output_dir.is_dir():
         return []
-    found = [p for p in output_dir.iterdir() if p.is_dir() and _CHECKPOINT.match(p.name)]
-    return sorted(found, key=lambda p: int(_CHECKPOINT.match(p.name).group(1)))
+    return [Path(path) for path in sort_checkpoints(str(output_dir))]
 
 
 def resolve_resume(
@@ -55,13 +54,9 @@ def resolve_resume(
         for checkpoint in reversed(checkpoints):
             if is_complete(checkpoint):
                 return str(checkpoint)
-            aside = checkpoint.with_name(f"incomplete-{checkpoint.name}")
-            logger.warning(
-                "%s is incomplete (the run stopped while saving it): moved to %s.",
-                checkpoint,
-                aside,
-            )
-            checkpoint.rename(aside)
+            logger.warning("%s is incomplete (the run stopped while saving it): skipped.", checkpoint)
+            if move_incomplete:
+                checkpoint.rename(checkpoint.with_name(f"incomplete-{checkpoint.name}"))
         raise FileNotFoundError(
             f"No complete checkpoint to resume from in {output_dir}. Start without --resume, or pass "
             "the path of a checkpoint folder."
