@@ -22,6 +22,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="Runs per measurement.")
     parser.add_argument("--num-images", type=int, default=24, help="Photos per format.")
     parser.add_argument("--tiny", action="store_true", help="Tiny settings, for a smoke test.")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="Where the trainer section runs both loops (model and batches).",
+    )
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("dr_hf.models").setLevel(logging.WARNING)
@@ -32,6 +38,7 @@ def main() -> None:
         repeats=args.repeats,
         num_images=args.num_images,
         tiny=args.tiny,
+        device=args.device,
     )
     print(open(f"{args.output}/benchmark.md").read())
 

@@ -59,6 +59,8 @@ def test_trainer_and_inference_sections(tiny_run):
     trainer = results["trainer"]
     for key in ("manual", "trainer", "ratio", "manual_steady", "trainer_steady"):
         assert _is_summary(trainer[key]), key
+    assert trainer["device"] == "cpu" and trainer["max_grad_norm"] == 1.0
+    assert trainer["optimizer"] == {"manual": "AdamW (fused)", "trainer": "AdamW (fused)"}
     rates = results["inference"]["rates"]
     assert set(rates) == {
         f"{case}, {tta}"
@@ -85,6 +87,18 @@ def test_lora_section_compares_against_full_tuning(tiny_run):
 def test_unknown_section_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown section"):
         run_benchmarks(tmp_path, tmp_path, sections=("gpu",), tiny=True)
+
+
+def test_trainer_section_refuses_an_unusable_device():
+    import torch
+
+    from dr_hf.benchmarks.trainer import bench_trainer
+
+    with pytest.raises(ValueError, match="choose one of cpu, cuda"):
+        bench_trainer(device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            bench_trainer(device="cuda")
 
 
 def test_gpu_script_smoke_on_cpu(tmp_path):

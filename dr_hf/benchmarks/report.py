@@ -116,12 +116,17 @@ def _trainer_table(trainer: dict) -> list[str]:
     ratio = trainer["ratio"]
     return [
         f"### Trainer overhead: {trainer['model']} at {trainer['image_size']} px, batch "
-        f"{trainer['batch_size']}, {trainer['steps']} steps, data in memory "
-        f"({trainer['repeats']} runs)",
+        f"{trainer['batch_size']}, {trainer['steps']} steps, data in memory, on "
+        f"{trainer.get('device', 'cpu')} ({trainer['repeats']} runs)",
+        "",
+        f"Optimizer: hand-written {trainer['optimizer']['manual']}, Trainer "
+        f"{trainer['optimizer']['trainer']}; gradients clipped at {trainer['max_grad_norm']:g} "
+        "in both.",
         "",
         "| loop | steps/s |",
         "|---|---|",
-        f"| hand-written PyTorch (forward, loss, backward, AdamW) | {_cell(trainer['manual'])} |",
+        f"| hand-written PyTorch (forward, loss, backward, clip, AdamW) "
+        f"| {_cell(trainer['manual'])} |",
         f"| dr_hf `DRTrainer` (HF Trainer) | {_cell(trainer['trainer'])} |",
         f"| ratio Trainer / hand-written (>= 0.95) | {_cell(ratio)} "
         f"{_target(ratio['median'], 0.95)} |",

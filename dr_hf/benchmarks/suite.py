@@ -12,7 +12,9 @@ SECTIONS = ("data", "trainer", "lora", "inference")
 logger = logging.getLogger(__name__)
 
 
-def section_settings(tiny: bool, repeats: int, num_images: int) -> dict[str, dict]:
+def section_settings(
+    tiny: bool, repeats: int, num_images: int, device: str = "cpu"
+) -> dict[str, dict]:
     """Keyword arguments of each section: the real settings, or seconds-long ones for tests."""
     if tiny:
         return {
@@ -32,6 +34,7 @@ def section_settings(tiny: bool, repeats: int, num_images: int) -> dict[str, dic
                 "batch_size": 4,
                 "steps": 2,
                 "repeats": repeats,
+                "device": device,
             },
             "lora": {
                 "image_size": 32,
@@ -48,7 +51,7 @@ def section_settings(tiny: bool, repeats: int, num_images: int) -> dict[str, dic
         }
     return {
         "data": {"num_images": num_images, "repeats": repeats},
-        "trainer": {"repeats": max(repeats, 5)},
+        "trainer": {"repeats": max(repeats, 5), "device": device},
         "lora": {"repeats": repeats},
         "inference": {"repeats": repeats, "num_photos": 16},
     }
@@ -61,15 +64,17 @@ def run_benchmarks(
     repeats: int = 3,
     num_images: int = 24,
     tiny: bool = False,
+    device: str = "cpu",
 ) -> dict:
-    """Run `sections` and write `benchmark.json` and `benchmark.md` into `output_dir`."""
+    """Run `sections` and write `benchmark.json` and `benchmark.md` into `output_dir`.
+    `device` is where the trainer section runs both of its loops."""
     unknown = [name for name in sections if name not in SECTIONS]
     if unknown:
         raise ValueError(f"unknown section(s) {unknown}: choose from {', '.join(SECTIONS)}.")
     if repeats < 1:
         raise ValueError(f"repeats={repeats}: run each measurement at least once.")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    settings = section_settings(tiny, repeats, num_images)
+    settings = section_settings(tiny, repeats, num_images, device)
     photo_spec = {
         k: v for k, v in settings["data"].items() if k in ("num_images", "width", "height")
     }

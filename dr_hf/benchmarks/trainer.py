@@ -1,11 +1,15 @@
 """Trainer overhead: steps/s of dr_hf's `DRTrainer` against a minimal hand-written PyTorch loop.
 
-Same model and initial weights, same in-memory tensors, batch and number of steps. The Trainer
-runs with dr_hf's defaults (cosine schedule, gradient clipping at 1.0, the loss wrapper that
-counts training accuracy) and with evaluation, saving, logging and progress bars off. Nothing is
-subtracted: the Trainer's time is its whole `train()` call, the loop's includes building its
-optimizer and DataLoader. The steady rate (from the end of the first step to the end of the last)
-is reported beside it, to separate the Trainer's one-off start-up from its cost per step.
+Like for like: same model and initial weights, same in-memory tensors, batch and number of steps,
+one device for both (the model and every batch on it; CPU unless asked otherwise), the same
+optimizer implementation (`torch.optim.AdamW(fused=True)`: the loop builds it, the Trainer gets
+`optim="adamw_torch_fused"`) and the same gradient clipping (`clip_grad_norm_` at 1.0, dr_hf's
+default, in both). The Trainer keeps what the loop lacks: the cosine schedule with warm-up, the
+weight-decay exemption of biases and norms, and the loss wrapper that counts training accuracy;
+evaluation, saving, logging and progress bars are off. Nothing is subtracted: the Trainer's time
+is its whole `train()` call, the loop's includes building its optimizer and DataLoader. The steady
+rate (from the end of the first step to the end of the last) is reported beside it, to separate
+the Trainer's one-off start-up from its cost per step.
 """
 
 import copy
@@ -27,16 +31,33 @@ from dr_hf.transforms import collate_fn
 
 LEARNING_RATE = 1e-4
 WEIGHT_DECAY = 0.05
+MAX_GRAD_NORM = 1.0
+DEVICES = ("cpu", "cuda")
+
+
+def _now(device: str) -> float:
+    """Wall time once the device has finished the work queued so far."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def _describe(optimizer) -> str:
+    """Class and implementation of an optimizer, unwrapped from Accelerate's wrapper."""
+    optimizer = getattr(optimizer, "optimizer", optimizer)
+    fused = "fused" if optimizer.defaults.get("fused") else "for-each or for-loop"
+    return f"{type(optimizer).__name__} ({fused})"
 
 
 class StepClock(TrainerCallback):
     """Time at the end of every optimizer step."""
 
-    def __init__(self):
+    def __init__(self, device: str):
+        self.device = device
         self.ends: list[float] = []
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.ends.append(time.perf_counter())
+        self.ends.append(_now(self.device))
 
 
 def _rates(start: float, end: float, ends: list[float]) -> tuple[float, float]:
@@ -61,31 +82,37 @@ class TensorImages(Dataset):
 
 
 def manual_steps_per_second(
-    model, data: Dataset, batch_size: int, steps: int
-) -> tuple[float, float]:
-    """The loop a user writes: forward, cross-entropy, backward, AdamW step."""
-    model.train()
-    start = time.perf_counter()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    model, data: Dataset, batch_size: int, steps: int, device: str = "cpu"
+) -> tuple[float, float, str]:
+    """The loop a user writes: forward, cross-entropy, backward, clipping, fused AdamW step.
+    Returns both rates and the optimizer it used."""
+    model.to(device).train()
+    start = _now(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY, fused=True
+    )
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, collate_fn=collate_fn)
     ends: list[float] = []
     while len(ends) < steps:
         for batch in loader:
-            logits = model(pixel_values=batch["pixel_values"]).logits
-            loss = F.cross_entropy(logits, batch["labels"])
+            pixels = batch["pixel_values"].to(device, non_blocking=True)
+            labels = batch["labels"].to(device, non_blocking=True)
+            loss = F.cross_entropy(model(pixel_values=pixels).logits, labels)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            ends.append(time.perf_counter())
+            ends.append(_now(device))
             if len(ends) == steps:
                 break
-    return _rates(start, ends[-1], ends)
+    return *_rates(start, ends[-1], ends), _describe(optimizer)
 
 
 def trainer_steps_per_second(
-    model, data: Dataset, batch_size: int, steps: int, output_dir: str
-) -> tuple[float, float]:
-    """dr_hf's DRTrainer for `steps` optimizer steps, logging, saving and evaluation off."""
+    model, data: Dataset, batch_size: int, steps: int, output_dir: str, device: str = "cpu"
+) -> tuple[float, float, str]:
+    """dr_hf's DRTrainer for `steps` optimizer steps, logging, saving and evaluation off.
+    Returns both rates and the optimizer it used."""
     args = DRTrainingArguments(
         output_dir=output_dir,
         max_steps=steps,
@@ -100,12 +127,19 @@ def trainer_steps_per_second(
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
+        optim="adamw_torch_fused",
+        max_grad_norm=MAX_GRAD_NORM,
+        use_cpu=device == "cpu",
         label_names=["labels"],
         seed=0,
     )
+    if args.device.type != device or args.n_gpu > 1:
+        raise RuntimeError(
+            f"the Trainer chose {args.device} with {args.n_gpu} GPU(s) for device={device!r}: "
+            "on a machine with several GPUs set CUDA_VISIBLE_DEVICES to one of them."
+        )
     accuracy = TrainAccuracy(make_loss_fn("ce"))
-    clock = StepClock()
+    clock = StepClock(device)
     trainer = DRTrainer(
         model=model,
         args=args,
@@ -116,9 +150,10 @@ def trainer_steps_per_second(
         callbacks=[clock],
     )
     trainer.remove_callback(PrinterCallback)  # with disable_tqdm it prints the final metrics
-    start = time.perf_counter()
+    start = _now(device)
     trainer.train()
-    return _rates(start, time.perf_counter(), clock.ends)
+    end = _now(device)
+    return *_rates(start, end, clock.ends), _describe(trainer.optimizer)
 
 
 def bench_trainer(
@@ -127,23 +162,37 @@ def bench_trainer(
     batch_size: int = 16,
     steps: int = 40,
     repeats: int = 5,
+    device: str = "cpu",
 ) -> dict:
-    """Steps/s of both loops, interleaved repeat by repeat after one warm-up run of each."""
+    """Steps/s of both loops on `device`, interleaved repeat by repeat after one warm-up run
+    of each."""
+    if device not in DEVICES:
+        raise ValueError(f"device={device!r}: choose one of {', '.join(DEVICES)}.")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but torch sees no CUDA GPU: use device='cpu'.")
     torch.manual_seed(0)
     model = create_model(ModelArguments(model_name=model_name), image_size=image_size)
     initial = copy.deepcopy(model.state_dict())
     data = TensorImages(batch_size * steps, image_size)
     rates = {"manual": [], "trainer": [], "manual_steady": [], "trainer_steady": []}
+    optimizers: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="dr_hf_bench_trainer_") as output_dir:
         for repeat in range(repeats + 1):  # the first round warms up and is not counted
             model.load_state_dict(initial)
-            manual = manual_steps_per_second(model, data, batch_size, steps)
+            *manual, optimizers["manual"] = manual_steps_per_second(
+                model, data, batch_size, steps, device
+            )
             model.load_state_dict(initial)
-            trainer = trainer_steps_per_second(model, data, batch_size, steps, output_dir)
+            *trainer, optimizers["trainer"] = trainer_steps_per_second(
+                model, data, batch_size, steps, output_dir, device
+            )
             if repeat:
                 for key, (total, steady) in (("manual", manual), ("trainer", trainer)):
                     rates[key].append(total)
                     rates[f"{key}_steady"].append(steady)
+    placed = {parameter.device.type for parameter in model.parameters()}
+    if placed != {device}:
+        raise RuntimeError(f"the model ended on {placed}, not on {device}.")
 
     def ratio(key: str) -> dict:
         return summarize([t / m for m, t in zip(rates[f"manual{key}"], rates[f"trainer{key}"])])
@@ -154,6 +203,9 @@ def bench_trainer(
         "batch_size": batch_size,
         "steps": steps,
         "repeats": repeats,
+        "device": device,
+        "optimizer": optimizers,
+        "max_grad_norm": MAX_GRAD_NORM,
         "unit": "steps/s",
         **{key: summarize(values) for key, values in rates.items()},
         "ratio": ratio(""),
