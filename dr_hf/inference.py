@@ -141,9 +141,10 @@ class PredictionResult:
     def records(self) -> list[dict]:
         """One dict per input: graded images first, then failures with their `error`."""
         rows = []
-        scores, referable = referable_scores(self.probabilities), self.referable
+        grades, referable = self.grades, self.referable
+        scores = referable_scores(self.probabilities)
         for i, name in enumerate(self.names):
-            grade = int(self.grades[i])
+            grade = int(grades[i])
             row = {"image": name, "grade": grade, "grade_name": GRADE_NAMES[grade]}
             row |= {c: round(float(p), 6) for c, p in zip(PROB_COLUMNS, self.probabilities[i])}
             row |= {"referable_prob": round(float(scores[i]), 6), "referable": bool(referable[i])}

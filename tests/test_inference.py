@@ -11,7 +11,14 @@ from PIL import Image
 
 from dr_hf.cli import main as cli_main
 from dr_hf.grades import GRADE_NAMES
-from dr_hf.inference import PROB_COLUMNS, grade_batch, load_grader, predict, predict_main
+from dr_hf.inference import (
+    PROB_COLUMNS,
+    PredictionResult,
+    grade_batch,
+    load_grader,
+    predict,
+    predict_main,
+)
 from dr_hf.models import load_trained_model
 
 torch.set_num_threads(1)
@@ -94,6 +101,27 @@ def test_jsonl_output_and_csv_on_stdout(trained_run, image_folder, tmp_path, cap
     assert predict_main(["--model", best, str(image_folder), "--batch-size", "4"]) == 0
     stdout = capsys.readouterr().out.splitlines()
     assert stdout[0].startswith("image,grade,grade_name,prob_0") and len(stdout) == 7
+
+
+class CountingArray(np.ndarray):
+    """Probabilities that count the argmax calls made on them."""
+
+    argmax_calls = 0
+
+    def argmax(self, *args, **kwargs):
+        CountingArray.argmax_calls += 1
+        return np.asarray(self).argmax(*args, **kwargs)
+
+
+def test_records_take_the_grades_once_not_once_per_row():
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(5), 2000)
+    counting = probabilities.view(CountingArray)
+    result = PredictionResult([f"image_{i}" for i in range(2000)], counting)
+    CountingArray.argmax_calls = 0
+    rows = result.records()
+    assert CountingArray.argmax_calls <= 2  # was one per row: quadratic in the number of images
+    assert [row["grade"] for row in rows] == probabilities.argmax(axis=1).tolist()
+    assert [row["referable"] for row in rows] == (probabilities.argmax(axis=1) >= 2).tolist()
 
 
 def test_usage_errors_exit_with_2(trained_run, image_folder, tmp_path):
