@@ -60,10 +60,8 @@ def load_dr_dataset(args: DataArguments) -> DatasetDict:
         val_where = where
     if validation is None:
         train, validation = stratified_split(train, args.validation_split, args.split_seed, where)
-    if args.max_train_samples is not None:
-        train = train.select(range(min(args.max_train_samples, len(train))))
-    if args.max_eval_samples is not None:
-        validation = validation.select(range(min(args.max_eval_samples, len(validation))))
+    train = _subset(train, args.max_train_samples, args.split_seed)
+    validation = _subset(validation, args.max_eval_samples, args.split_seed)
     train = drop_or_raise_unreadable(train, where, args.skip_bad_images)
     validation = drop_or_raise_unreadable(validation, val_where, args.skip_bad_images)
     for name, split in (("train", train), ("validation", validation)):
@@ -110,6 +108,14 @@ def stratified_split(
     held = set(held_out)
     train_rows = [row for row in range(len(ds)) if row not in held]
     return ds.select(train_rows), ds.select(sorted(held))
+
+
+def _subset(ds: Dataset, size: int | None, seed: int) -> Dataset:
+    """`size` rows drawn at random with `seed`: the first rows of a grade-folder source would all
+    be grade 0 (`run_image_classification`'s `shuffle(seed).select(range(n))`)."""
+    if size is None or size >= len(ds):
+        return ds
+    return ds.shuffle(seed=seed).select(range(size))
 
 
 def _load_training_source(args: DataArguments) -> tuple[Dataset, Dataset | None, str]:

@@ -160,6 +160,22 @@ def test_grade_folders(tmp_path, caplog):
     assert sorted(dd["validation"]["label"]) == [0, 1, 2, 3, 4]
 
 
+def test_sample_caps_draw_every_grade_from_sorted_grade_folders(tmp_path):
+    """Grade-folder rows come sorted by grade: the first 10 of 40 would be grades 0 and 1."""
+    for grade in range(5):
+        for index in range(10):
+            write_image(tmp_path / str(grade) / f"g{grade}_{index}.png", grade, size=8)
+    args = DataArguments(data_dir=str(tmp_path), max_train_samples=10, max_eval_samples=5)
+    dd = load_dr_dataset(args)
+    assert len(dd["train"]) == 10 and len(dd["validation"]) == 5
+    assert len(set(dd["train"]["label"])) >= 4
+    assert len(set(dd["validation"]["label"])) >= 3
+    again = load_dr_dataset(args)
+    assert again["train"]["image_id"] == dd["train"]["image_id"]
+    other = load_dr_dataset(DataArguments(**{**vars(args), "split_seed": 1}))
+    assert other["train"]["image_id"] != dd["train"]["image_id"]
+
+
 def test_grade_folders_reject_other_sub_folders(tmp_path):
     write_image(tmp_path / "0" / "a.png")
     write_image(tmp_path / "7" / "b.png")
