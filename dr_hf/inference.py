@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 PROB_COLUMNS = [f"prob_{grade}" for grade in range(NUM_GRADES)]
 PROGRESS_MIN_IMAGES = 64
+SAVE_FORMATS = ("csv", "jsonl", "json")
 # Views averaged by test-time augmentation; the batch is square, so rot90 keeps its shape.
 TTA_VIEWS = (
     lambda x: x,
@@ -152,11 +153,18 @@ class PredictionResult:
         return rows + [{"image": name, "error": reason} for name, reason in self.failures]
 
     def save(self, path: str | Path | None = None, fmt: str | None = None) -> None:
-        """CSV, or JSON lines for a `.jsonl`/`.json` path or `fmt="jsonl"`; stdout without a path."""
-        fmt = fmt or ("jsonl" if path and Path(path).suffix in (".jsonl", ".json") else "csv")
+        """CSV, JSON Lines (`.jsonl`) or a JSON array (`.json`), by `fmt` or else the path's
+        suffix; CSV on stdout without a path."""
+        suffix = Path(path).suffix.lower() if path else ""
+        fmt = fmt or {".jsonl": "jsonl", ".json": "json"}.get(suffix, "csv")
+        if fmt not in SAVE_FORMATS:
+            raise ValueError(f"fmt={fmt!r} is not known: choose one of {SAVE_FORMATS}.")
         handle = open(path, "w", newline="") if path else sys.stdout
         try:
-            if fmt == "jsonl":
+            if fmt == "json":
+                json.dump(self.records(), handle, indent=1)
+                handle.write("\n")
+            elif fmt == "jsonl":
                 for row in self.records():
                     handle.write(json.dumps(row) + "\n")
             else:
@@ -297,9 +305,11 @@ def predict_main(argv: list[str]) -> int:
         "--model", required=True, help="best/, a checkpoint-N or a LoRA adapter folder."
     )
     parser.add_argument(
-        "--output", help="preds.csv or preds.jsonl (default: CSV on standard output)."
+        "--output",
+        help="preds.csv, preds.jsonl (JSON Lines) or preds.json (one JSON array); default: CSV on "
+        "standard output.",
     )
-    parser.add_argument("--format", choices=("csv", "jsonl"), help="Overrides the file suffix.")
+    parser.add_argument("--format", choices=SAVE_FORMATS, help="Overrides the file suffix.")
     parser.add_argument("--tta", action="store_true", help="Average over flips and rot90.")
     parser.add_argument("--batch-size", "--batch_size", type=int, default=32)
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: CUDA when available).")

@@ -103,6 +103,21 @@ def test_jsonl_output_and_csv_on_stdout(trained_run, image_folder, tmp_path, cap
     assert stdout[0].startswith("image,grade,grade_name,prob_0") and len(stdout) == 7
 
 
+def test_json_output_is_one_json_array(trained_run, image_folder, tmp_path):
+    best = str(trained_run[0] / "best")
+    (image_folder / "garbage.png").write_bytes(b"this is not a PNG")
+    assert predict_main(["--model", best, str(image_folder), "--output", str(tmp_path / "p.json")])
+    rows = json.loads((tmp_path / "p.json").read_text())  # JSON Lines would not parse here
+    assert isinstance(rows, list) and len(rows) == 7
+    assert [row["error"] for row in rows[:6]] == [""] * 6 and "garbage" in rows[6]["image"]
+    assert sum(rows[0][c] for c in PROB_COLUMNS) == pytest.approx(1.0, abs=1e-4)
+    # --format wins over the suffix.
+    argv = ["--model", best, str(image_folder), "--output", str(tmp_path / "p.json")]
+    predict_main(argv + ["--format", "jsonl"])
+    lines = (tmp_path / "p.json").read_text().splitlines()
+    assert len(lines) == 7 and all(json.loads(line)["image"] for line in lines)
+
+
 class CountingArray(np.ndarray):
     """Probabilities that count the argmax calls made on them."""
 
