@@ -7,8 +7,6 @@ import torch
 import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
-from dr_hf.optim import layer_decay_param_groups
-
 
 class AugmentationEpochCallback(TrainerCallback):
     """Tells the training transform which epoch starts, so augmentation is a function of
@@ -21,28 +19,49 @@ class AugmentationEpochCallback(TrainerCallback):
         self.train_transform.set_epoch(math.floor(state.epoch + 1e-6))
 
 
+class EpochTimer(TrainerCallback):
+    """Wall time of each epoch's training pass (evaluation and saving, which follow, excluded)."""
+
+    def __init__(self):
+        self.start: float | None = None
+        self.last: float | None = None
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.start is not None:
+            self.last = time.perf_counter() - self.start
+
+    def pop(self) -> float | None:
+        last, self.last = self.last, None
+        return last
+
+
 class TrainAccuracy:
     """Counts correct training predictions between two training-loss logs.
 
     Wraps the loss function given to the Trainer as `compute_loss_func`, which is the one place that
-    sees the training logits; evaluation (run under no_grad) is not counted.
+    sees the training logits; evaluation (run under no_grad) is not counted. Counts stay on the
+    logits' device until `pop`, so a training step does not wait for the GPU.
     """
 
     def __init__(self, loss_fn):
         self.loss_fn = loss_fn
-        self.correct = 0
+        self.correct: torch.Tensor | int = 0
         self.total = 0
 
     def __call__(self, outputs, labels, num_items_in_batch=None):
         if torch.is_grad_enabled():
             logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
-            self.correct += int((logits.detach().argmax(-1) == labels).sum())
-            self.total += int(labels.numel())
+            self.correct = self.correct + (logits.detach().argmax(-1) == labels).sum()
+            self.total += labels.numel()
         return self.loss_fn(outputs, labels, num_items_in_batch=num_items_in_batch)
 
     def pop(self) -> float | None:
         """Accuracy in percent over all ranks since the last call, then reset."""
-        counts = torch.tensor([self.correct, self.total], dtype=torch.float64)
+        correct = torch.as_tensor(self.correct, dtype=torch.float64)
+        counts = torch.stack([correct.cpu(), torch.tensor(float(self.total), dtype=torch.float64)])
         if dist.is_available() and dist.is_initialized():
             backend = dist.get_backend()
             device = (
@@ -50,42 +69,25 @@ class TrainAccuracy:
             )
             counts = counts.to(device)
             dist.all_reduce(counts)
-        self.correct = self.total = 0
+        self.correct, self.total = 0, 0
         correct, total = counts.tolist()
         return 100.0 * correct / total if total else None
 
 
 class DRTrainer(Trainer):
-    """The HF Trainer with two additions: layer-wise lr decay param groups when configured, and the
-    training accuracy and epoch time added to each training-loss log (so they reach W&B and the
-    checkpointed log history, which is what `training_history.json` is built from)."""
+    """The HF Trainer, adding the training accuracy and the epoch's time to each training-loss log,
+    so they reach W&B and the checkpointed log history (`training_history.json` is built from it)."""
 
     def __init__(self, *args, train_accuracy: TrainAccuracy | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.train_accuracy = train_accuracy
-        self._last_log_time = time.perf_counter()
-
-    def create_optimizer(self, model=None):
-        layer_decay = getattr(self.args, "layer_decay", None)
-        if layer_decay is None or self.optimizer is not None:
-            return super().create_optimizer(model)
-        groups = layer_decay_param_groups(
-            self.model, self.args.learning_rate, self.args.weight_decay, layer_decay
-        )
-        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
-        optimizer_kwargs.pop("lr", None)
-        self.optimizer = optimizer_cls(groups, lr=self.args.learning_rate, **optimizer_kwargs)
-        return self.optimizer
-
-    def train(self, *args, **kwargs):
-        self._last_log_time = time.perf_counter()
-        return super().train(*args, **kwargs)
+        self.epoch_timer = EpochTimer()
+        self.add_callback(self.epoch_timer)
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs:
-            now = time.perf_counter()
-            logs["epoch_time"] = round(now - self._last_log_time, 3)
-            self._last_log_time = now
+            if (epoch_time := self.epoch_timer.pop()) is not None:
+                logs["epoch_time"] = round(epoch_time, 3)
             if self.train_accuracy is not None:
                 accuracy = self.train_accuracy.pop()
                 if accuracy is not None:

@@ -10,12 +10,13 @@ import torch
 from transformers import SchedulerType, TrainingArguments
 
 from dr_hf.grades import NUM_GRADES
+from dr_hf.losses import CLASS_WEIGHTINGS, LOSS_KINDS
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_WANDB_PROJECT = "diabetic-retinopathy"
+
 RETFOUND_NAMES = ("retfound", "retfound_mae", "retfound_dinov2", "retfound_tiny")
-LOSSES = ("ce", "focal")
-CLASS_WEIGHTINGS = ("auto", "balanced", "none")
 
 
 @dataclass
@@ -113,7 +114,9 @@ class ModelArguments:
             "checkpoint) or a Hub id. None trains from timm's random initialisation."
         },
     )
-    num_labels: int = field(default=NUM_GRADES, metadata={"help": "Number of grades."})
+    num_labels: int = field(
+        default=NUM_GRADES, metadata={"help": "Number of grades (the 5-point scale: 5)."}
+    )
     drop_path_rate: float | None = field(
         default=None,
         metadata={"help": "Stochastic depth (default: 0.2 for RETFound, timm's otherwise)."},
@@ -135,6 +138,11 @@ class ModelArguments:
     )
 
     def __post_init__(self):
+        if self.num_labels != NUM_GRADES:
+            raise ValueError(
+                f"num_labels={self.num_labels}: dr_hf grades on the 5-point international scale "
+                f"(0-4); keep num_labels={NUM_GRADES}."
+            )
         if self.lora and self.lora_r < 1:
             raise ValueError(f"lora_r={self.lora_r} must be a positive rank such as 8 or 16.")
 
@@ -161,9 +169,6 @@ class DRTrainingArguments(TrainingArguments):
     metric_for_best_model: str | None = field(
         default="qwk", metadata={"help": "Metric that picks the best checkpoint."}
     )
-    greater_is_better: bool | None = field(
-        default=None, metadata={"help": "Derived from the metric when unset."}
-    )
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate."})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
     lr_scheduler_type: str = field(
@@ -181,7 +186,7 @@ class DRTrainingArguments(TrainingArguments):
     dataloader_num_workers: int = field(default=2, metadata={"help": "Image decoding workers."})
 
     loss: str = field(
-        default="ce", metadata={"help": f"Training loss: one of {', '.join(LOSSES)}."}
+        default="ce", metadata={"help": f"Training loss: one of {', '.join(LOSS_KINDS)}."}
     )
     class_weighting: str = field(
         default="auto",
@@ -196,16 +201,21 @@ class DRTrainingArguments(TrainingArguments):
     layer_decay: float | None = field(
         default=None, metadata={"help": "Layer-wise learning-rate decay for ViTs (RETFound: 0.65)."}
     )
-    wandb_project: str = field(
-        default="diabetic-retinopathy", metadata={"help": "W&B project (with --wandb)."}
+    wandb_project: str | None = field(
+        default=None,
+        metadata={
+            "help": f"W&B project (with --wandb); default: $WANDB_PROJECT, else {DEFAULT_WANDB_PROJECT!r}."
+        },
     )
     wandb_tags: list[str] | None = field(
         default=None, metadata={"help": "W&B run tags (with --wandb)."}
     )
 
     def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss={self.loss!r} is not known: choose one of {', '.join(LOSSES)}.")
+        if self.loss not in LOSS_KINDS:
+            raise ValueError(
+                f"loss={self.loss!r} is not known: choose one of {', '.join(LOSS_KINDS)}."
+            )
         if self.class_weighting not in CLASS_WEIGHTINGS:
             raise ValueError(
                 f"class_weighting={self.class_weighting!r} is not known: choose one of "
@@ -215,8 +225,6 @@ class DRTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"layer_decay={self.layer_decay} must lie in (0, 1], e.g. 0.65 for RETFound."
             )
-        if self.greater_is_better is None and self.metric_for_best_model is not None:
-            self.greater_is_better = not self.metric_for_best_model.endswith("loss")
         if not torch.cuda.is_available():
             # The Trainer ignores fp16 on a CPU without a word and needs use_cpu for bf16.
             if self.fp16:

@@ -5,9 +5,10 @@ import json
 from pathlib import Path
 
 from peft import PeftModel
+from transformers import Trainer
 
-from dr_hf.config import DataArguments, DRTrainingArguments, ModelArguments
-from dr_hf.lora import save_adapter
+from dr_hf.config import DataArguments, ModelArguments
+from dr_hf.lora import write_base_record
 from dr_hf.model_card import render_model_card
 from dr_hf.transforms import resolve_normalization
 
@@ -26,6 +27,10 @@ def preprocessing_record(model, data_args: DataArguments, image_size: int) -> di
     }
 
 
+def write_preprocessing(folder: str | Path, record: dict) -> None:
+    (Path(folder) / PREPROCESSING_FILE).write_text(json.dumps(record, indent=2))
+
+
 def read_preprocessing(folder: str | Path) -> dict | None:
     """The record of a `best/` folder, or of the run a checkpoint-N folder belongs to."""
     folder = Path(folder)
@@ -36,31 +41,36 @@ def read_preprocessing(folder: str | Path) -> dict | None:
 
 
 def export_best(
-    model,
+    trainer: Trainer,
     folder: str | Path,
     data_args: DataArguments,
     model_args: ModelArguments,
-    training_args: DRTrainingArguments,
+    preprocessing: dict,
     results: dict,
 ) -> Path:
-    """Save a full model (loads with plain transformers) or a LoRA adapter (standard PEFT folder
-    plus the record of its base), the preprocessing record, and the model card."""
+    """Save the trainer's model as a full model (loads with plain transformers) or a LoRA adapter
+    (standard PEFT folder plus the record of its base), the preprocessing record and the model card.
+
+    Call it on every process: `Trainer.save_model` gathers sharded weights (FSDP, ZeRO-3) and
+    writes on the main process only; the rest is written there too.
+    """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    trainer.save_model(str(folder))
+    if not trainer.is_world_process_zero():
+        return folder
+    (folder / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml holds the same
+    model = trainer.model
     if isinstance(model, PeftModel):
-        save_adapter(model, folder)
+        write_base_record(model, folder)
         base_config = model.get_base_model().config
     else:
-        model.save_pretrained(folder)
         base_config = model.config
-    record = preprocessing_record(model, data_args, results["image_size"])
-    (folder / PREPROCESSING_FILE).write_text(json.dumps(record, indent=2))
-    (folder.parent / PREPROCESSING_FILE).write_text(json.dumps(record, indent=2))
+    write_preprocessing(folder, preprocessing)
     base_model = (base_config.dr_hf_base or {}).get(
         "pretrained_weights"
     ) or base_config.architecture
     card = render_model_card(
-        data_args, model_args, training_args, results, str(base_model), results["image_size"]
+        data_args, model_args, trainer.args, results, str(base_model), preprocessing["image_size"]
     )
     card.save(folder / "README.md")
     return folder

@@ -2,33 +2,36 @@
 
 # Accuracies stay in percent, as the original tool reported them; other metrics are fractions.
 _PERCENT = ("accuracy",)
+_TRAIN_KEYS = {"train_loss": "loss", "train_acc": "train_acc", "learning_rate": "learning_rate"}
 
 
 def build_history(log_history: list[dict]) -> dict[str, list]:
-    """Group the Trainer's logs into lists, one entry per training-loss log (per epoch by default).
+    """One entry per training-loss log (per epoch by default), in lists keyed as the original tool's.
 
     Keys: `epoch`, `train_loss`, `train_acc`, `learning_rate`, `epoch_time`, `val_loss`, `val_acc`
-    and `val_<metric>` for every evaluation metric. Because the log history is saved in every
-    checkpoint, a resumed run's history covers the epochs before the interruption too.
+    and `val_<metric>` for every evaluation metric. Evaluations are matched to training logs by
+    their epoch value (None where none was logged then, e.g. with other eval and logging
+    strategies; `eval_on_start`'s evaluation at epoch 0 has no training log and is left to
+    trainer_state.json). The log history is saved in every checkpoint, so a resumed run's history
+    covers the epochs before the interruption too.
     """
     train_logs = [log for log in log_history if "loss" in log]
-    eval_logs = [log for log in log_history if "eval_loss" in log]
-    history: dict[str, list] = {
-        "epoch": [log.get("epoch") for log in train_logs],
-        "train_loss": [log["loss"] for log in train_logs],
-        "train_acc": [log.get("train_acc") for log in train_logs],
-        "learning_rate": [log.get("learning_rate") for log in train_logs],
-        "epoch_time": [log.get("epoch_time") for log in train_logs],
-    }
-    keys = [
-        k
-        for log in eval_logs
-        for k in log
-        if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))
-    ]
-    for key in dict.fromkeys(keys):
+    eval_by_epoch = {log.get("epoch"): log for log in log_history if "eval_loss" in log}
+    epochs = [log.get("epoch") for log in train_logs]
+    history: dict[str, list] = {"epoch": epochs}
+    for key, logged in _TRAIN_KEYS.items():
+        history[key] = [log.get(logged) for log in train_logs]
+    history["epoch_time"] = [log.get("epoch_time") for log in train_logs]
+    metric_keys = dict.fromkeys(
+        key
+        for log in eval_by_epoch.values()
+        for key in log
+        if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second"))
+    )
+    for key in metric_keys:
         name = key.removeprefix("eval_")
         scale = 100.0 if name in _PERCENT or name.endswith("_acc") else 1.0
         target = "val_acc" if name == "accuracy" else f"val_{name}"
-        history[target] = [None if log.get(key) is None else log[key] * scale for log in eval_logs]
+        values = [eval_by_epoch.get(epoch, {}).get(key) for epoch in epochs]
+        history[target] = [None if value is None else value * scale for value in values]
     return history

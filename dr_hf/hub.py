@@ -27,7 +27,8 @@ def push_best(
     if not (folder / "README.md").is_file():
         raise FileNotFoundError(f"{folder} has no model card (README.md): export the model first.")
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=bool(training_args.hub_private_repo), exist_ok=True)
+    # None keeps the account's or organisation's default visibility, as the Trainer does.
+    api.create_repo(repo_id, private=training_args.hub_private_repo, exist_ok=True)
     commit = api.upload_folder(
         repo_id=repo_id,
         folder_path=str(folder),

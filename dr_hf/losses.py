@@ -30,6 +30,7 @@ from dr_hf.grades import NUM_GRADES
 logger = logging.getLogger(__name__)
 
 LOSS_KINDS = ("ce", "focal")
+CLASS_WEIGHTINGS = ("auto", "balanced", "none")
 IGNORE_INDEX = -100
 
 
@@ -43,7 +44,7 @@ def class_weights(
     has over twice the images of the smallest one present. A grade absent from `labels` gets the
     neutral weight 1.0 (it contributes no training term; a warning names it).
     """
-    if mode not in ("auto", "balanced", "none"):
+    if mode not in CLASS_WEIGHTINGS:
         raise ValueError(f"class weighting mode={mode!r} is not known: use auto, balanced or none.")
     if mode == "none":
         return None

@@ -3,10 +3,13 @@
 from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from dr_hf.config import DataArguments, DRTrainingArguments, ModelArguments
 from dr_hf.grades import GRADE_NAMES, REFERABLE_MIN_GRADE
 
+_WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 _HEADLINE_METRICS = (
     ("qwk", "Quadratic weighted kappa"),
     ("accuracy", "Accuracy"),
@@ -21,6 +24,15 @@ _TRAINING_FIELDS = (
     "lr_scheduler_type", "warmup_steps", "loss", "class_weighting", "label_smoothing_factor",
     "layer_decay", "seed", "fp16", "bf16",
 )  # fmt: skip
+
+
+def _is_hub_id(name: str) -> bool:
+    """A Hub model id (user/name) rather than a local weights file or a bare timm name."""
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return "/" in name and not Path(name).exists() and not name.endswith(_WEIGHT_SUFFIXES)
 
 
 def _plain(value):
@@ -53,7 +65,7 @@ def render_model_card(
         pipeline_tag="image-classification",
         tags=["diabetic-retinopathy", "fundus", "ophthalmology", "dr_hf", "timm"]
         + (["lora"] if is_adapter else []),
-        base_model=base_model if "/" in base_model else None,
+        base_model=base_model if _is_hub_id(base_model) else None,
     )
     metrics = "\n".join(
         f"| {label} | {results[key]:.4f} |"

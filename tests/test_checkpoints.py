@@ -1,4 +1,5 @@
-"""Which checkpoint `--resume` takes, on folders laid out as the Trainer writes them."""
+"""Which checkpoint `--resume` takes (folders laid out as the Trainer writes them), and the
+history rebuilt from the checkpointed log history."""
 
 import json
 
@@ -51,3 +52,21 @@ def test_no_resume_over_earlier_checkpoints_and_nothing_to_resume(tmp_path):
         resolve_resume("last", tmp_path)
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         resolve_resume(str(tmp_path / "checkpoint-99"), tmp_path)
+
+
+def test_history_pairs_evaluations_with_training_logs_by_epoch():
+    from dr_hf.history import build_history
+
+    logs = [
+        {"eval_loss": 2.0, "eval_accuracy": 0.1, "epoch": 0.0},  # eval_on_start
+        {"loss": 1.5, "train_acc": 40.0, "learning_rate": 1e-3, "epoch_time": 3.0, "epoch": 1.0},
+        {"eval_loss": 1.2, "eval_accuracy": 0.5, "eval_qwk": 0.3, "epoch": 1.0},
+        {"loss": 1.1, "train_acc": 55.0, "learning_rate": 5e-4, "epoch_time": 2.5, "epoch": 2.0},
+        {"train_loss": 1.3, "train_runtime": 9.0, "epoch": 2.0},
+    ]
+    history = build_history(logs)
+    assert history["epoch"] == [1.0, 2.0]
+    assert history["train_loss"] == [1.5, 1.1] and history["train_acc"] == [40.0, 55.0]
+    assert history["val_loss"] == [1.2, None]
+    assert history["val_acc"] == [50.0, None] and history["val_qwk"] == [0.3, None]
+    assert history["epoch_time"] == [3.0, 2.5]

@@ -92,3 +92,62 @@ def test_reduce_on_plateau_follows_the_best_model_metric(synthetic_dir, tmp_path
         0.5,
         3,
     )  # QWK: higher is better
+
+
+def test_prepared_steps_must_match_the_run(synthetic_dir, tmp_path):
+    from dr_hf.config import DataArguments
+    from dr_hf.run_settings import steps_left_to_apply
+
+    prepared = tmp_path / "bg"
+    assert (
+        main(
+            [
+                "prepare",
+                "--data_dir",
+                str(synthetic_dir),
+                "--output",
+                str(prepared),
+                "--size",
+                "40",
+                "--ben_graham",
+                "true",
+            ]
+        )
+        == 0
+    )
+    assert steps_left_to_apply(DataArguments(data_dir=str(prepared), ben_graham=True)) == (
+        False,
+        False,
+    )
+    with pytest.raises(ValueError, match="prepared with ben_graham=True"):
+        steps_left_to_apply(DataArguments(data_dir=str(prepared)))
+    with pytest.raises(ValueError, match="prepared differently"):
+        steps_left_to_apply(
+            DataArguments(
+                data_dir=str(prepared), ben_graham=True, validation_dir=str(synthetic_dir)
+            )
+        )
+    assert steps_left_to_apply(DataArguments(data_dir=str(synthetic_dir))) == (True, False)
+
+
+def test_model_card_names_a_hub_base_model_but_never_a_local_file():
+    from dr_hf.config import DataArguments, DRTrainingArguments, ModelArguments
+    from dr_hf.model_card import render_model_card
+
+    training = DRTrainingArguments(output_dir="unused", use_cpu=True)
+    results = {"qwk": 0.8, "accuracy": 0.7}
+    local = ModelArguments(
+        model_name="retfound", lora=True, pretrained_weights="models/RETFound_cfp_weights.pth"
+    )
+    card = str(
+        render_model_card(DataArguments(), local, training, results, local.pretrained_weights, 224)
+    )
+    assert "base_model" not in card and "retfound_weights=" in card
+    hub = ModelArguments(model_name="resnet50", pretrained_weights="timm/resnet50.a1_in1k")
+    card = str(
+        render_model_card(DataArguments(), hub, training, results, hub.pretrained_weights, 224)
+    )
+    assert (
+        "base_model: timm/resnet50.a1_in1k" in card
+        and "| Quadratic weighted kappa | 0.8000 |" in card
+    )

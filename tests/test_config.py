@@ -9,6 +9,7 @@ from dr_hf.cli import main
 from dr_hf.cli_args import (
     ConfigError,
     DRArgumentParser,
+    config_from_dict,
     config_from_yaml,
     load_yaml_config,
     resolved_config,
@@ -138,3 +139,38 @@ def test_shipped_configs_cover_the_documented_recipes():
     _, model, training = config_from_yaml(Path(CONFIGS[0]).parent / "retfound_lora_config.yaml")
     assert model.lora and model.lora_r == 8 and model.lora_alpha == 32 and model.is_retfound
     assert training.layer_decay == 0.65
+
+
+def test_only_the_five_grade_scale(tmp_path):
+    with pytest.raises(ValueError, match="num_labels=3"):
+        parse(["--output_dir", str(tmp_path), "--num_labels", "3"])
+
+
+def test_push_to_hub_without_a_repository_fails_before_training(synthetic_dir, tmp_path):
+    from conftest import tiny_config
+
+    from dr_hf.training import build_trainer
+
+    values = tiny_config(synthetic_dir, tmp_path / "hub", push_to_hub=True)
+    with pytest.raises(ValueError, match="hub_model_id"):
+        build_trainer(*config_from_dict(values))
+
+
+def test_wandb_project_flag_then_environment_then_default(tmp_path, monkeypatch):
+    import os
+
+    from dr_hf.run_settings import configure_run
+
+    monkeypatch.setenv("WANDB_PROJECT", "from-env")
+    data, model, training, _ = parse(["--output_dir", str(tmp_path), "--wandb"])
+    configure_run(data, model, training)
+    assert os.environ["WANDB_PROJECT"] == "from-env"
+    data, model, training, _ = parse(
+        ["--output_dir", str(tmp_path), "--wandb", "--wandb-project", "mine"]
+    )
+    configure_run(data, model, training)
+    assert os.environ["WANDB_PROJECT"] == "mine"
+    monkeypatch.delenv("WANDB_PROJECT")
+    data, model, training, _ = parse(["--output_dir", str(tmp_path), "--wandb"])
+    configure_run(data, model, training)
+    assert os.environ["WANDB_PROJECT"] == "diabetic-retinopathy"
