@@ -54,7 +54,9 @@ def resolve_resume(
         for checkpoint in reversed(checkpoints):
             if is_complete(checkpoint):
                 return str(checkpoint)
-            logger.warning("%s is incomplete (the run stopped while saving it): skipped.", checkpoint)
+            logger.warning(
+                "%s is incomplete (the run stopped while saving it): skipped.", checkpoint
+            )
             if move_incomplete:
                 checkpoint.rename(checkpoint.with_name(f"incomplete-{checkpoint.name}"))
         raise FileNotFoundError(
