@@ -15,7 +15,7 @@ import numpy as np
 from datasets import Dataset, DatasetDict
 
 from dr_hf.config import DataArguments
-from dr_hf.data_checks import DataError, drop_or_raise_unreadable
+from dr_hf.data_checks import DataError, check_no_shared_images, drop_or_raise_unreadable
 from dr_hf.data_sources import FEATURES, find_image_dir, from_csv, from_grade_folders, from_saved
 from dr_hf.grades import NUM_GRADES
 
@@ -56,6 +56,7 @@ def load_dr_dataset(args: DataArguments) -> DatasetDict:
     train, validation, where = _load_training_source(args)
     if args.validation_dir or args.validation_csv:
         validation, val_where = _load_validation_source(args)
+        check_no_shared_images(train, validation, where, val_where)
     else:
         val_where = where
     if validation is None:

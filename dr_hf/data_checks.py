@@ -72,6 +72,56 @@ def check_unique_ids(ids: list[str], rows: list[str], where: str) -> None:
         )
 
 
+def check_no_shared_images(train: Dataset, validation: Dataset, where: str, val_where: str) -> None:
+    """Raise when a validation image is also a training image: it would be scored on what the
+    model was trained on.
+
+    Only rows whose ids match are compared, by file or by content: IDRiD names its training and
+    test photographs alike (IDRiD_001 in both), and those are different images.
+    """
+    val_rows = {image_id: row for row, image_id in enumerate(validation["image_id"])}
+    pairs = [(row, val_rows[i]) for row, i in enumerate(train["image_id"]) if i in val_rows]
+    if not pairs:
+        return
+    train_images = train.cast_column("image", Image(decode=False)).select([p[0] for p in pairs])
+    val_images = validation.cast_column("image", Image(decode=False)).select([p[1] for p in pairs])
+    shared = [
+        image_id
+        for image_id, a, b in zip(
+            train_images["image_id"], train_images["image"], val_images["image"]
+        )
+        if _same_image(a, b)
+    ]
+    if shared:
+        raise DataError(
+            f"{val_where}: {len(shared)} of its {len(validation)} image(s) are also in the "
+            f"training set {where} (same id, same file or content):\n{listing(sorted(shared))}\n"
+            "Remove these images from one of the two sets, or pass no validation_dir / "
+            "validation_csv to hold out validation_split of the training data."
+        )
+
+
+def _same_image(a: dict, b: dict) -> bool:
+    if a.get("path") and b.get("path") and not (a.get("bytes") or b.get("bytes")):
+        first, second = Path(a["path"]), Path(b["path"])
+        if first.resolve() == second.resolve():
+            return True
+        if (
+            not (first.is_file() and second.is_file())
+            or first.stat().st_size != second.stat().st_size
+        ):
+            return False
+    content = _content(a)
+    return content is not None and content == _content(b)
+
+
+def _content(value: dict) -> bytes | None:
+    if value.get("bytes"):
+        return value["bytes"]
+    path = Path(value["path"]) if value.get("path") else None
+    return path.read_bytes() if path and path.is_file() else None
+
+
 def image_problem(source: str | bytes) -> str | None:
     """Why the image cannot be decoded, or None when it can, without decoding the pixels.
 

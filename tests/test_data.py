@@ -34,11 +34,11 @@ def write_csv(path, header, rows):
     return path
 
 
-def aptos(root, grades, ext=".png", with_extension=False):
+def aptos(root, grades, ext=".png", with_extension=False, prefix="img"):
     """APTOS 2019 layout: train.csv (id_code, diagnosis) and train_images/<id_code>.png."""
     rows = []
     for index, grade in enumerate(grades):
-        image_id = f"img{index:03d}"
+        image_id = f"{prefix}{index:03d}"
         write_image(root / "train_images" / f"{image_id}{ext}", grade)
         rows.append((f"{image_id}{ext}" if with_extension else image_id, grade))
     write_csv(root / "train.csv", ["id_code", "diagnosis"], rows)
@@ -254,7 +254,7 @@ def test_hub_name_offline_raises_data_error(tmp_path, monkeypatch):
 
 def test_explicit_validation_sets(tmp_path):
     train = aptos(tmp_path / "train", balanced(2))
-    val = aptos(tmp_path / "val", [0, 1, 2, 3, 4])
+    val = aptos(tmp_path / "val", [0, 1, 2, 3, 4], prefix="val")
     dd = load_dr_dataset(DataArguments(data_dir=str(train), validation_dir=str(val)))
     assert len(dd["train"]) == 10 and len(dd["validation"]) == 5
     args = DataArguments(
@@ -272,6 +272,40 @@ def test_explicit_validation_sets(tmp_path):
         dd["validation"]["image_id"]
         == datasets.load_from_disk(str(saved))["validation"]["image_id"]
     )
+
+
+def test_validation_images_also_in_training_are_listed(tmp_path):
+    train = aptos(tmp_path / "train", balanced(6))
+    same_csv = DataArguments(data_dir=str(train), validation_csv=str(train / "train.csv"))
+    with pytest.raises(DataError) as err:
+        load_dr_dataset(same_csv)
+    message = str(err.value)
+    assert "30 of its 30 image(s) are also in the training set" in message
+    assert "'img000'" not in message and "  img000" in message and "... and 10 more" in message
+    assert "pass no validation_dir / validation_csv" in message
+    # A copy of three training images in another folder is the same photographs.
+    copy = tmp_path / "copy"
+    write_csv(copy / "val.csv", ["id_code", "diagnosis"], [(f"img{i:03d}", 0) for i in range(3)])
+    for i in range(3):
+        write_image(copy / "val_images" / f"img{i:03d}.png", 0)
+    with pytest.raises(DataError, match=r"3 of its 3 image\(s\)(?s:.*)img002"):
+        load_dr_dataset(DataArguments(data_dir=str(train), validation_dir=str(copy)))
+
+
+def test_same_ids_of_different_photographs_are_no_overlap(tmp_path):
+    """IDRiD names its training and test photographs alike (IDRiD_001 in both sets)."""
+    train = aptos(tmp_path / "train", balanced(2))
+    other = tmp_path / "test"
+    write_csv(other / "test.csv", ["id_code", "diagnosis"], [(f"img{i:03d}", i) for i in range(5)])
+    for i in range(5):
+        write_image(other / "test_images" / f"img{i:03d}.png", (i + 1) % 5)  # other colours
+    args = DataArguments(
+        data_dir=str(train),
+        validation_csv=str(other / "test.csv"),
+        validation_image_dir=str(other / "test_images"),
+    )
+    dd = load_dr_dataset(args)
+    assert ids(dd["validation"]) == [f"img{i:03d}" for i in range(5)]
 
 
 def test_split_is_deterministic_and_stratified(tmp_path):
