@@ -15,7 +15,7 @@ import numpy as np
 from datasets import Dataset, DatasetDict
 
 from dr_hf.config import DataArguments
-from dr_hf.data_checks import DataError, check_no_shared_images, drop_or_raise_unreadable
+from dr_hf.data_checks import DataError, check_no_shared_images, drop_or_raise_unreadable, listing
 from dr_hf.data_sources import FEATURES, find_image_dir, from_csv, from_grade_folders, from_saved
 from dr_hf.grades import NUM_GRADES
 
@@ -139,10 +139,15 @@ def _load_validation_source(args: DataArguments) -> tuple[Dataset, str]:
 def _from_local(
     args: DataArguments, role: str, csv_name: str | None, folder: str | None
 ) -> tuple[Dataset, Dataset | None, str]:
-    """A CSV (relative to `folder` or the working directory), else the layout of `folder`."""
-    image_flag = FLAGS[role][1]
+    """A CSV (relative to `folder`, data_dir or the working directory), else the layout of
+    `folder`."""
+    csv_flag, image_flag = FLAGS[role]
     root = Path(folder) if folder else None
-    layout = _existing_file(csv_name, root) if csv_name else _folder_layout(root, args, role)
+    if csv_name:
+        bases = [Path(base) for base in dict.fromkeys([folder, args.data_dir]) if base]
+        layout = _existing_file(csv_name, [*bases, Path.cwd()], csv_flag)
+    else:
+        layout = _folder_layout(root, args, role)
     if not isinstance(layout, Path):
         return layout  # a saved dataset or grade sub-folders
     csv_path = layout
@@ -152,11 +157,16 @@ def _from_local(
     return from_csv(csv_path, image_dir, args), None, str(csv_path)
 
 
-def _existing_file(name: str, base: Path | None) -> Path:
-    for path in (Path(name), base / name if base else None):
-        if path is not None and path.is_file():
+def _existing_file(name: str, bases: list[Path], flag: str) -> Path:
+    """`name` in the first of `bases` that holds it (an absolute `name` is itself)."""
+    tried = list(dict.fromkeys(base / name for base in bases))
+    for path in tried:
+        if path.is_file():
             return path
-    raise DataError(f"CSV file {name} not found (looked in {base or Path.cwd()}).")
+    raise DataError(
+        f"CSV file {name} not found; looked for:\n{listing([str(p) for p in tried])}\n"
+        f"Pass {flag}=<the path of the label CSV>."
+    )
 
 
 def _folder_layout(

@@ -308,6 +308,28 @@ def test_same_ids_of_different_photographs_are_no_overlap(tmp_path):
     assert ids(dd["validation"]) == [f"img{i:03d}" for i in range(5)]
 
 
+def test_validation_csv_is_found_in_validation_dir_then_data_dir(tmp_path, monkeypatch):
+    train = aptos(tmp_path / "train", balanced(2))
+    write_csv(train / "held_out.csv", ["id_code", "diagnosis"], [("extra0", 2)])
+    write_image(train / "train_images" / "extra0.png", 2)
+    args = DataArguments(data_dir=str(train), validation_csv="held_out.csv")
+    assert load_dr_dataset(args)["validation"]["image_id"] == ["extra0"]
+    val = aptos(tmp_path / "val", [1, 2, 3], prefix="val")
+    write_csv(val / "held_out.csv", ["id_code", "diagnosis"], [("val001", 2)])
+    args = DataArguments(
+        data_dir=str(train), validation_dir=str(val), validation_csv="held_out.csv"
+    )
+    assert load_dr_dataset(args)["validation"]["image_id"] == ["val001"]
+    monkeypatch.chdir(tmp_path)
+    args = DataArguments(data_dir=str(train), validation_dir=str(val), validation_csv="nowhere.csv")
+    with pytest.raises(DataError) as err:
+        load_dr_dataset(args)
+    message = str(err.value)
+    for folder in (val, train, tmp_path):
+        assert f"  {folder / 'nowhere.csv'}" in message
+    assert "validation_csv=" in message
+
+
 def test_split_is_deterministic_and_stratified(tmp_path):
     grades = [0] * 30 + [1] * 8 + [2] * 12 + [3] * 2 + [4] * 5 + [3]
     root = aptos(tmp_path, grades)
