@@ -199,7 +199,11 @@ def evaluate_model(
             title,
         )
         plot_reliability(
-            probabilities, labels, output_dir / f"reliability{suffix}.png", title=title
+            probabilities,
+            labels,
+            output_dir / f"reliability{suffix}.png",
+            title=title,
+            ece=metrics["ece"],
         )
         if name == "plain":
             results |= metrics

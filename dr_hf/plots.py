@@ -11,7 +11,12 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from dr_hf.grades import GRADE_NAMES, NUM_GRADES, REFERABLE_MIN_GRADE
-from dr_hf.metrics import binary_auroc, expected_calibration_error, referable_scores
+from dr_hf.metrics import (
+    binary_auroc,
+    calibration_bins,
+    expected_calibration_error,
+    referable_scores,
+)
 
 DPI = 120
 
@@ -100,21 +105,26 @@ def plot_reliability(
     path: str | Path,
     n_bins: int = 15,
     title: str = "",
+    ece: float | None = None,
 ) -> Path:
+    """Save `reliability_figure` as a PNG."""
+    return _save(reliability_figure(probabilities, labels, n_bins, title, ece), path)
+
+
+def reliability_figure(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    n_bins: int = 15,
+    title: str = "",
+    ece: float | None = None,
+) -> Figure:
     """Accuracy against confidence (top-label probability) per bin, with the bins' image counts
-    below; the bars would lie on the diagonal for a calibrated grader."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == np.asarray(labels)
+    below; the bars would lie on the diagonal for a calibrated grader. The bins are those of
+    `expected_calibration_error`; `ece` is the value already computed, if any."""
+    count, accuracy, _ = calibration_bins(probabilities, labels, n_bins)
+    if ece is None:
+        ece = expected_calibration_error(probabilities, labels, n_bins)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins)
-    accuracy = np.divide(
-        np.bincount(bins, weights=correct, minlength=n_bins),
-        count,
-        out=np.full(n_bins, np.nan),
-        where=count > 0,
-    )
-    ece = expected_calibration_error(probabilities, labels, n_bins=n_bins)
     figure = Figure(figsize=(6, 7))
     top = figure.add_subplot(4, 1, (1, 3))
     width = 1.0 / n_bins
@@ -129,7 +139,7 @@ def plot_reliability(
     bottom.bar(edges[:-1], count, width=width, align="edge", color="grey")
     bottom.set_xlabel("Confidence (highest grade probability)")
     bottom.set_ylabel("Images")
-    return _save(figure, path)
+    return figure
 
 
-__all__ = ["plot_confusion_matrix", "plot_reliability", "plot_roc"]
+__all__ = ["plot_confusion_matrix", "plot_reliability", "plot_roc", "reliability_figure"]

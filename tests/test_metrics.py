@@ -20,6 +20,7 @@ from transformers import EvalPrediction
 from dr_hf.metrics import (
     DR_GRADING_PATH,
     bootstrap_ci,
+    calibration_bins,
     compute_dr_metrics,
     expected_calibration_error,
     make_compute_metrics,
@@ -208,6 +209,40 @@ def test_expected_calibration_error_by_hand():
     assert expected_calibration_error(probs, labels, n_bins=1) == pytest.approx(0.0)
     perfect = np.eye(5)[[0, 1, 2]]
     assert expected_calibration_error(perfect, np.array([0, 1, 2])) == pytest.approx(0.0)
+
+
+def test_calibration_bins_by_hand_and_the_plot_shows_them():
+    from dr_hf.plots import reliability_figure
+
+    probs = np.array(
+        [
+            [0.9, 0.025, 0.025, 0.025, 0.025],
+            [0.9, 0.025, 0.025, 0.025, 0.025],
+            [0.1, 0.6, 0.1, 0.1, 0.1],
+            [0.1, 0.6, 0.1, 0.1, 0.1],
+        ]
+    )
+    labels = np.array([0, 3, 1, 1])
+    count, accuracy, confidence = calibration_bins(probs, labels, n_bins=10)
+    assert count.tolist() == [0, 0, 0, 0, 0, 2, 0, 0, 2, 0]  # 0.6 in (0.5, 0.6], 0.9 in (0.8, 0.9]
+    assert accuracy[[5, 8]].tolist() == [1.0, 0.5] and np.isnan(accuracy[0])
+    assert confidence[[5, 8]] == pytest.approx([0.6, 0.9]) and np.isnan(confidence[9])
+    with pytest.raises(ValueError, match="n_bins"):
+        calibration_bins(probs, labels, n_bins=0)
+
+    rng_probs, rng_labels = _random_set(n=500, seed=3)
+    count, accuracy, confidence = calibration_bins(rng_probs, rng_labels)
+    filled = count > 0
+    by_bins = (count[filled] * np.abs(accuracy[filled] - confidence[filled])).sum() / 500
+    assert expected_calibration_error(rng_probs, rng_labels) == pytest.approx(by_bins)
+    # The figure draws the same bins, and shows the ECE it is given rather than its own.
+    figure = reliability_figure(rng_probs, rng_labels, ece=0.123)
+    top, bottom = figure.axes
+    assert [bar.get_height() for bar in top.patches] == pytest.approx(np.nan_to_num(accuracy))
+    assert [bar.get_height() for bar in bottom.patches] == count.tolist()
+    assert "ECE 0.123" in top.get_title()
+    ece = expected_calibration_error(rng_probs, rng_labels)
+    assert f"ECE {ece:.3f}" in reliability_figure(rng_probs, rng_labels).axes[0].get_title()
 
 
 def test_sensitivity_at_specificity():

@@ -12,6 +12,7 @@ import numpy as np
 from dr_hf.metrics.bootstrap import METRIC_FNS, BootstrapCI, bootstrap_ci
 from dr_hf.metrics.functional import (
     binary_auroc,
+    calibration_bins,
     expected_calibration_error,
     grading_metrics,
     macro_auroc,
@@ -30,6 +31,7 @@ __all__ = [
     "BootstrapCI",
     "binary_auroc",
     "bootstrap_ci",
+    "calibration_bins",
     "compute_dr_metrics",
     "expected_calibration_error",
     "grading_metrics",

@@ -143,9 +143,11 @@ def grading_metrics(probabilities, labels) -> dict:
     return metrics
 
 
-def expected_calibration_error(probabilities, labels, n_bins: int = 15) -> float:
-    """Top-label ECE: confidence (max probability) against accuracy in `n_bins` equal-width bins
-    (i/n, (i+1)/n], weighted by the fraction of images in each bin (Guo et al. 2017)."""
+def calibration_bins(
+    probabilities, labels, n_bins: int = 15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(count, accuracy, confidence) per equal-width bin (i/n, (i+1)/n] of the top-label
+    probability: images, fraction right and mean confidence in each bin (`nan` where empty)."""
     probs, y = check_inputs(probabilities, labels)
     if n_bins < 1:
         raise ValueError(f"n_bins must be at least 1, got {n_bins}.")
@@ -154,11 +156,18 @@ def expected_calibration_error(probabilities, labels, n_bins: int = 15) -> float
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
     count = np.bincount(bins, minlength=n_bins)
-    gap = np.abs(
-        np.bincount(bins, weights=correct, minlength=n_bins)
-        - np.bincount(bins, weights=confidence, minlength=n_bins)
-    )
-    return float(gap.sum() / count.sum())
+    accuracy = _divide(np.bincount(bins, weights=correct, minlength=n_bins), count)
+    mean_confidence = _divide(np.bincount(bins, weights=confidence, minlength=n_bins), count)
+    return count, accuracy, mean_confidence
+
+
+def expected_calibration_error(probabilities, labels, n_bins: int = 15) -> float:
+    """Top-label ECE: |accuracy - confidence| of each `calibration_bins` bin, weighted by the
+    fraction of images in it (Guo et al. 2017)."""
+    count, accuracy, confidence = calibration_bins(probabilities, labels, n_bins)
+    filled = count > 0
+    gap = np.abs(accuracy[filled] - confidence[filled])
+    return float((count[filled] * gap).sum() / count.sum())
 
 
 def sensitivity_at_specificity(scores, y_true_binary, specificity: float) -> tuple[float, float]:
