@@ -207,6 +207,15 @@ def index_images(folder: Path) -> tuple[dict[str, list[Path]], dict[str, list[Pa
     return by_name, by_stem
 
 
+def holds_images(folder: Path) -> bool:
+    """Whether `folder` directly holds an image; stops at the first, unlike `index_images`."""
+    with os.scandir(folder) as entries:
+        return any(
+            Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS and entry.is_file()
+            for entry in entries
+        )
+
+
 def strip_image_extension(image_id: str) -> str:
     """`abc.png` -> `abc`; ids without an image extension stay as they are."""
     stem, extension = os.path.splitext(image_id)

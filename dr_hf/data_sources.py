@@ -16,7 +16,7 @@ from dr_hf.data_checks import (
     IMAGE_EXTENSIONS,
     DataError,
     check_unique_ids,
-    index_images,
+    holds_images,
     parse_grades,
     resolve_images,
     strip_image_extension,
@@ -49,7 +49,7 @@ def find_image_dir(
     parents += [csv_path.parent] if csv_path.parent not in parents else []
     folders = [p / name for p in parents for name in candidates if (p / name).is_dir()]
     for folder in [*folders, *parents]:
-        if any(index_images(folder)[0]):
+        if holds_images(folder):
             return folder
     raise DataError(
         f"No image folder found for {csv_path}: looked in "

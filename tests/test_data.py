@@ -1,6 +1,8 @@
 """Loading every supported layout, the train/validation split, and each bad input's message."""
 
 import logging
+import os
+from pathlib import Path
 
 import datasets
 import huggingface_hub.constants
@@ -128,6 +130,38 @@ def test_ids_with_extension_and_extension_case_found_on_disk(tmp_path):
     assert sorted(ids(dd["train"]) + ids(dd["validation"])) == list("abcdefghij")
     every = datasets.concatenate_datasets([dd["train"], dd["validation"]])
     assert all(image.mode == "RGB" for image in every["image"])
+
+
+def test_image_folder_is_listed_once(tmp_path, monkeypatch):
+    """EyePACS holds 88k files: finding the folder must not list it in full a second time."""
+    root = aptos(tmp_path, balanced(4))
+    folder = root / "train_images"
+    seen = []
+    real_scandir = os.scandir
+
+    class CountingScandir:
+        def __init__(self, path):
+            self.entries, self.path = real_scandir(path), Path(path)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.entries.close()
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            entry = next(self.entries)
+            if self.path == folder:
+                seen.append(entry.name)
+            return entry
+
+    monkeypatch.setattr(os, "scandir", CountingScandir)
+    dd = load_dr_dataset(DataArguments(data_dir=str(root)))
+    assert len(dd["train"]) + len(dd["validation"]) == 20
+    assert 20 <= len(seen) <= 21  # one full listing, plus the first entry when looking for it
 
 
 def test_column_overrides(tmp_path):
