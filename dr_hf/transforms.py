@@ -141,6 +141,8 @@ def _to_rgb_array(image: Any, min_side: int | None = None) -> np.ndarray:
             f"expected a decoded PIL image in the `image` column, got {type(image).__name__}: "
             "keep the column's datasets Image feature with decode=True."
         )
+    if image.mode not in ("RGB", "L"):  # `reduce` refuses palette and 1-bit images
+        image = image.convert("RGB")
     if min_side is not None and (factor := round(min(image.size) / min_side)) >= 2:
         image = image.reduce(factor)
     if image.mode != "RGB":

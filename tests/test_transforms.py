@@ -229,6 +229,19 @@ def test_transform_errors_name_the_problem(dataset):
         transform({"image": ["/some/path.png"], "label": [0], "image_id": ["a"]})
 
 
+@pytest.mark.parametrize("mode", ["P", "1", "L", "RGBA"])
+def test_large_images_of_any_mode_are_reduced(mode):
+    """A 1200-pixel palette or 1-bit photograph is shrunk 6x before the crop (size 64 -> 128)."""
+    rgb = fundus_image(1200, 1300, seed=3)
+    image = rgb.quantize(colors=64) if mode == "P" else rgb.convert(mode)
+    _, val = get_transforms(SIZE)
+    transform = FundusTransform(val, train=False, size=SIZE)
+    array = transform.preprocess(image)
+    assert array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3
+    assert max(array.shape[:2]) <= 1200 // 6
+    assert transform({"image": [image]})["pixel_values"][0].shape == (3, SIZE, SIZE)
+
+
 def test_unlabelled_batches_give_pixels_only(dataset):
     _, val = get_transforms(SIZE)
     batch = rows(dataset["validation"], [0])
