@@ -22,7 +22,7 @@ import torch
 from datasets import Dataset
 
 from dr_hf.config import DataArguments
-from dr_hf.data import DataError, load_dr_dataset, load_dr_images
+from dr_hf.data import load_dr_dataset, load_dr_images
 from dr_hf.grades import REFERABLE_MIN_GRADE
 from dr_hf.inference import (
     PROB_COLUMNS,
@@ -307,7 +307,7 @@ def evaluate_main(argv: list[str]) -> int:
     options = asdict(eval_args)
     try:
         results = evaluate_model(options.pop("model"), data_args, options.pop("output"), **options)
-    except (FileNotFoundError, DataError) as error:
+    except (FileNotFoundError, ValueError) as error:  # DataError, CheckpointError, fingerprints
         print(f"dr-hf evaluate: {error}", file=sys.stderr)
         return 2
     output = eval_args.output or default_output_dir(eval_args.model)

@@ -7,12 +7,14 @@ import shutil
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from PIL import Image
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
 
 from dr_hf.config import DataArguments
 from dr_hf.evaluation import evaluate_main, evaluate_model
+from dr_hf.lora import BASE_WEIGHTS
 
 torch.set_num_threads(1)
 FIGURES = ("confusion_matrix", "roc", "reliability")
@@ -137,3 +139,18 @@ def test_bad_arguments_exit_with_2(trained_run, synthetic_dir):
     assert evaluate_main(["--data", str(synthetic_dir)]) == 2  # no --model
     assert evaluate_main(["--model", best, "--data", str(synthetic_dir / "missing")]) == 2
     assert evaluate_main(["--model", str(synthetic_dir), "--data", str(synthetic_dir)]) == 2
+
+
+def test_adapter_on_a_wrong_base_exits_with_2_and_says_why(
+    trained_lora_run, synthetic_dir, tmp_path, capsys
+):
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained_lora_run[0] / "best", adapter)
+    base = safetensors.torch.load_file(adapter / BASE_WEIGHTS)
+    base = {
+        key: value + 0.01 if value.is_floating_point() else value for key, value in base.items()
+    }
+    safetensors.torch.save_file(base, adapter / BASE_WEIGHTS)  # same architecture, other weights
+    argv = ["--model", str(adapter), "--data", str(synthetic_dir), "--output", str(tmp_path / "r")]
+    assert evaluate_main(argv) == 2
+    assert "fingerprint" in capsys.readouterr().err and not (tmp_path / "r").exists()
