@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import math
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ from dr_hf.transforms import collate_fn
 logger = logging.getLogger(__name__)
 
 SPLITS = ("all", "train", "validation")
+REPORT_FILES = ("metrics.json", "predictions.csv")
+FIGURES = ("confusion_matrix", "roc", "reliability")
 SCREENING_SPECIFICITIES = (0.90, 0.95)
 CI_METRICS = ("qwk", "macro_auroc", "referable_auroc")
 
@@ -58,7 +61,12 @@ class EvaluateArguments:
     )
     output: str | None = field(
         default=None,
-        metadata={"help": "Report folder (default: eval_<model folder name> beside the model)."},
+        metadata={
+            "help": "Report folder (default: eval_<model>_<data>[_<split>] beside the model)."
+        },
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "Replace the report already in the output folder."}
     )
     tta: bool = field(default=False, metadata={"help": "Also report flip/rot90-averaged figures."})
     bootstrap: int = field(
@@ -131,13 +139,16 @@ def evaluate_model(
     device: str | None = None,
     retfound_weights: str | None = None,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> dict:
     """Evaluate a trained model on `data_args`' images and write the report to `output_dir`.
 
-    Returns what `metrics.json` holds: the plain metrics, and under "tta" the TTA ones.
+    A folder that already holds a report is refused unless `overwrite`. Returns what
+    `metrics.json` holds: the plain metrics, and under "tta" the TTA ones.
     """
     model_path = Path(model_path)
-    output_dir = Path(output_dir or default_output_dir(model_path))
+    output_dir = Path(output_dir or default_output_dir(model_path, data_args, split))
+    check_output_dir(output_dir, overwrite)
 
     # ---- Model and the preprocessing it was trained with ------------------------------------
     grader = load_grader(model_path, retfound_weights, device)
@@ -175,6 +186,8 @@ def evaluate_model(
 
     # ---- Metrics, predictions, figures ------------------------------------------------------
     output_dir.mkdir(parents=True, exist_ok=True)
+    for figure in FIGURES:  # an overwritten report's TTA figures would outlive it
+        (output_dir / f"{figure}_tta.png").unlink(missing_ok=True)
     results = {
         "model": str(model_path),
         "data": data_args.data_dir or data_args.train_csv or data_args.dataset_name,
@@ -220,10 +233,37 @@ def _collate(items: list[dict]) -> dict:
     return collate_fn(items) | {"index": list(range(len(items))), "errors": []}
 
 
-def default_output_dir(model_path: str | Path) -> Path:
-    """`eval_<name>` beside the model: outputs/run/best -> outputs/run/eval_best."""
+def default_output_dir(
+    model_path: str | Path, data_args: DataArguments, split: str = "all"
+) -> Path:
+    """`eval_<model>_<data>` beside the model, `_<split>` added for a run's split:
+    outputs/run/best on data/idrid -> outputs/run/eval_best_idrid."""
     model_path = Path(model_path)
-    return model_path.parent / f"eval_{model_path.name}"
+    name = f"eval_{model_path.name}_{data_name(data_args)}"
+    return model_path.parent / (name if split == "all" else f"{name}_{split}")
+
+
+def data_name(data_args: DataArguments) -> str:
+    """A folder-name-safe name of the data: the data folder's, the label CSV's folder and file, or
+    the Hub dataset's."""
+    if data_args.data_dir:
+        name = Path(data_args.data_dir).resolve().name
+    elif data_args.train_csv:
+        csv_path = Path(data_args.train_csv).resolve()
+        name = f"{csv_path.parent.name}_{csv_path.stem}"
+    else:
+        name = str(data_args.dataset_name or "data").rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"[^\w.-]+", "_", name).strip("_.") or "data"
+
+
+def check_output_dir(output_dir: Path, overwrite: bool = False) -> None:
+    """Refuse a folder holding an earlier report, before any work: results are never lost."""
+    earlier = [name for name in REPORT_FILES if (output_dir / name).exists()]
+    if earlier and not overwrite:
+        raise FileExistsError(
+            f"{output_dir} already holds a report ({', '.join(earlier)}): pass --overwrite "
+            "(overwrite=True) to replace it, or --output another folder."
+        )
 
 
 def _write_predictions(path: Path, ids: list, labels: np.ndarray, variants: dict) -> None:
@@ -307,10 +347,10 @@ def evaluate_main(argv: list[str]) -> int:
     options = asdict(eval_args)
     try:
         results = evaluate_model(options.pop("model"), data_args, options.pop("output"), **options)
-    except (FileNotFoundError, ValueError) as error:  # DataError, CheckpointError, fingerprints
+    except (OSError, ValueError) as error:  # missing files, an earlier report, DataError...
         print(f"dr-hf evaluate: {error}", file=sys.stderr)
         return 2
-    output = eval_args.output or default_output_dir(eval_args.model)
+    output = eval_args.output or default_output_dir(eval_args.model, data_args, eval_args.split)
     print(f"\n{results['num_images']} images ({results['split']}), model {results['model']}")
     print(format_table(results))
     print(

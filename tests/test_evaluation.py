@@ -133,6 +133,35 @@ def test_grade_folders_are_evaluated_whole(trained_run, synthetic_dir, tmp_path)
     assert (tmp_path / "out" / "predictions.csv").read_text().count("\n") == 21
 
 
+def test_default_report_folders_are_per_data_and_never_overwritten(
+    trained_run, synthetic_dir, tmp_path, capsys
+):
+    best = tmp_path / "run" / "best"
+    shutil.copytree(trained_run[0] / "best", best)
+    other = tmp_path / "by_grade"
+    for path in sorted((synthetic_dir / "train_images").glob("*.png"))[:5]:
+        (other / "2").mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, other / "2")
+    base = ["--model", str(best), "--bootstrap", "0"]
+    assert evaluate_main(base + ["--data", str(synthetic_dir), "--tta"]) == 0
+    assert evaluate_main(base + ["--data", str(other)]) == 0
+    first = tmp_path / "run" / f"eval_best_{synthetic_dir.name}"
+    second = tmp_path / "run" / "eval_best_by_grade"
+    assert json.loads((first / "metrics.json").read_text())["num_images"] == 60
+    assert json.loads((second / "metrics.json").read_text())["num_images"] == 5
+    assert str(first) in capsys.readouterr().out
+
+    report = (first / "metrics.json").read_text()
+    assert evaluate_main(base + ["--data", str(synthetic_dir)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (first / "metrics.json").read_text() == report and (first / "roc_tta.png").is_file()
+    with pytest.raises(FileExistsError, match="metrics.json"):
+        evaluate_model(best, DataArguments(data_dir=str(other)), bootstrap=0)
+    assert evaluate_main(base + ["--data", str(synthetic_dir), "--overwrite"]) == 0
+    assert "tta" not in json.loads((first / "metrics.json").read_text())
+    assert not (first / "roc_tta.png").exists()  # no figure of the replaced report is left
+
+
 def test_bad_arguments_exit_with_2(trained_run, synthetic_dir):
     best = str(trained_run[0] / "best")
     assert evaluate_main(["--model", best, "--data", str(synthetic_dir), "--split", "test"]) == 2
