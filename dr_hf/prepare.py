@@ -1,9 +1,10 @@
 """`dr-hf prepare`: a preprocessed copy of a dataset, so training need not crop every epoch.
 
-Each image is cropped to its field of view (and optionally Ben-Graham normalised), then resized
-so that its shorter side is `size`, and stored PNG-encoded. `datasets.map` caches the work;
-`save_to_disk` writes the result, and `dr_hf_prepare.json` beside it records what was done so
-that the training transform does not do it twice.
+Each image is cropped to its field of view, resized so that its shorter side is `size`, and
+optionally Ben-Graham normalised (`preprocess_fundus`, as the on-the-fly transform does), then
+stored PNG-encoded. `datasets.map` caches the work; `save_to_disk` writes the result, and
+`dr_hf_prepare.json` beside it records what was done so that the training transform does not
+do it twice.
 """
 
 import io
@@ -12,38 +13,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from datasets import DatasetDict
 from PIL import Image
 
-from dr_hf.preprocessing import crop_fov, preprocess_fundus
+from dr_hf.preprocessing import preprocess_fundus
 
 PREPARE_INFO = "dr_hf_prepare.json"
 _PNG_COMPRESSION = 1  # ~4x faster to write than the default level 6, files ~25 % larger
 
 
-def _resize_shorter_side(array: np.ndarray, size: int) -> np.ndarray:
-    height, width = array.shape[:2]
-    scale = size / min(height, width)
-    new = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if new == (width, height):
-        return array
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    return cv2.resize(array, new, interpolation=interpolation)
-
-
 def prepare_image(image: Image.Image, size: int, crop: bool, ben_graham: bool) -> np.ndarray:
     """Field-of-view crop, shorter side to `size`, then Ben Graham (its blur scales with size)."""
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    array = np.asarray(image)
-    if crop:
-        array = crop_fov(array)
-    array = _resize_shorter_side(array, size)
-    if ben_graham:
-        array = preprocess_fundus(array, crop=False, ben_graham=True)
-    return array
+    return preprocess_fundus(image, crop=crop, ben_graham=ben_graham, size=size)
 
 
 def _prepare_batch(batch: dict[str, list], size: int, crop: bool, ben_graham: bool) -> dict:

@@ -1,13 +1,20 @@
 """Fundus photograph preprocessing: field-of-view crop and Ben Graham colour normalisation.
 
-Images are RGB uint8 arrays of shape (H, W, 3), in and out.
+Images are RGB uint8 arrays of shape (H, W, 3), in and out; `preprocess_fundus`, the pipeline
+that `dr-hf prepare` and the on-the-fly transform share, also takes PIL images.
 """
+
+from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
 _WORK_SIDE = 512  # the field of view is located on a copy this long, then refined at full size
 _MIN_CONTRAST = 4  # grey levels between background and disc below which no disc is assumed
+# PIL images first shrink toward this many times the output side: the crop then runs on far
+# fewer pixels and the disc, usually most of the frame, keeps enough of them.
+_REDUCE_MARGIN = 2
 
 
 def _check_rgb(image: np.ndarray) -> None:
@@ -164,7 +171,10 @@ def fov_mask(image: np.ndarray) -> np.ndarray:
 
 
 def ben_graham_normalise(
-    image: np.ndarray, sigma: float | None = None, mask_outside: bool = True
+    image: np.ndarray,
+    sigma: float | None = None,
+    mask_outside: bool = True,
+    box: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
     """Ben Graham's colour normalisation (Kaggle DR 2015): `4*img - 4*blur(img, sigma) + 128`.
 
@@ -176,10 +186,14 @@ def ben_graham_normalise(
     With `mask_outside` the average is taken over the field of view only (a blur of the image
     times the mask, divided by the blur of the mask), so the rim keeps no bright halo and needs
     no trimming (Graham cut at 90 % of the radius); outside is black. Without it, or with no
-    field of view found, Graham's plain formula applies to the whole frame.
+    field of view found, Graham's plain formula applies to the whole frame. `box` is the field
+    of view's box when the caller knows it (the frame of a crop), so it is not located again.
     """
     _check_rgb(image)
-    box = _locate_fov(image, None) if mask_outside else None
+    if not mask_outside:
+        box = None
+    elif box is None:
+        box = _locate_fov(image, None)
     if sigma is None:
         diameter = box[2] - box[0] if box else min(image.shape[:2])
         sigma = max(1.0, diameter / 60)
@@ -208,14 +222,59 @@ def _blur(pixels: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR).reshape(pixels.shape)
 
 
-ben_graham = ben_graham_normalise
+def preprocess_fundus(
+    image: np.ndarray | Image.Image,
+    crop: bool = True,
+    ben_graham: bool = False,
+    size: int | None = None,
+) -> np.ndarray:
+    """The per-image preprocessing of the data pipeline, shared by `dr-hf prepare` and the
+    on-the-fly transform so that both give the same pixels: field-of-view crop, shorter side to
+    `size` (aspect ratio kept, so a disc cut by the frame stays round), then Ben Graham, whose
+    blur scales with the disc.
 
-
-def preprocess_fundus(image: np.ndarray, crop: bool = True, ben_graham: bool = False) -> np.ndarray:
-    """The per-image preprocessing of the data pipeline: field-of-view crop, then Ben Graham."""
-    _check_rgb(image)
-    if crop:
-        image = crop_fov(image)
+    A PIL image (any mode) is first box-reduced by an integer factor toward twice `size`: PIL's
+    `reduce` is far cheaper than converting a full-size photograph to an array and resizing it
+    there. The factor is rounded, so the shorter side stays at least 1.5 `size`.
+    """
+    array = _to_rgb_array(image, None if size is None else _REDUCE_MARGIN * size)
+    _check_rgb(array)
+    box = _locate_fov(array, None) if crop else None
+    if box is not None:
+        x0, y0, x1, y1 = box
+        array = np.ascontiguousarray(array[y0:y1, x0:x1])
+    if size is not None:
+        array = _resize_shorter_side(array, size)
     if ben_graham:
-        image = ben_graham_normalise(image)
-    return image
+        # After the crop the field of view is the frame; without a disc, no mask applies.
+        frame = (0, 0, array.shape[1], array.shape[0]) if box is not None else None
+        array = ben_graham_normalise(array, mask_outside=not crop or box is not None, box=frame)
+    return array
+
+
+def _to_rgb_array(image: Any, min_side: int | None) -> np.ndarray:
+    """An array as it is; a PIL image reduced toward `min_side`, then as RGB uint8."""
+    if isinstance(image, np.ndarray):
+        return image
+    if not isinstance(image, Image.Image):
+        raise TypeError(
+            f"expected a decoded PIL image or an RGB array, got {type(image).__name__}: keep the "
+            "`image` column's datasets Image feature with decode=True."
+        )
+    if image.mode not in ("RGB", "L"):  # `reduce` refuses palette and 1-bit images
+        image = image.convert("RGB")
+    if min_side is not None and (factor := round(min(image.size) / min_side)) >= 2:
+        image = image.reduce(factor)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+def _resize_shorter_side(array: np.ndarray, size: int) -> np.ndarray:
+    height, width = array.shape[:2]
+    scale = size / min(height, width)
+    new = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if new == (width, height):
+        return array
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    return cv2.resize(array, new, interpolation=interpolation)

@@ -22,16 +22,12 @@ import torch  # noqa: E402
 from albumentations.core.composition import BaseCompose  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 from datasets import DatasetDict  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from dr_hf.grades import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from dr_hf.preprocessing import crop_fov, preprocess_fundus  # noqa: E402
+from dr_hf.preprocessing import preprocess_fundus  # noqa: E402
 
 DEFAULT_INPUT_SIZE = 224
 _MASK64 = (1 << 64) - 1
-# Before the field-of-view crop, images shrink to this many times the output side: the crop
-# then runs on far fewer pixels and the disc, usually most of the frame, keeps enough of them.
-_CROP_MARGIN = 2
 
 
 def get_transforms(
@@ -127,37 +123,14 @@ def reseed(transform: Any, seed: int) -> None:
         transform.set_random_seed(seed)
 
 
-def _to_rgb_array(image: Any, min_side: int | None = None) -> np.ndarray:
-    """RGB uint8 array of a PIL image, first box-reduced by an integer factor toward `min_side`.
-
-    PIL's `reduce` is far cheaper than converting a full-size photograph to an array and resizing
-    it there. The factor is rounded, so the shorter side stays at least 3/4 of `min_side`: a
-    2000-pixel photo trained at 512 (`min_side` 1024) is halved rather than kept full size.
-    """
-    if isinstance(image, np.ndarray):
-        return image
-    if not isinstance(image, Image.Image):
-        raise TypeError(
-            f"expected a decoded PIL image in the `image` column, got {type(image).__name__}: "
-            "keep the column's datasets Image feature with decode=True."
-        )
-    if image.mode not in ("RGB", "L"):  # `reduce` refuses palette and 1-bit images
-        image = image.convert("RGB")
-    if min_side is not None and (factor := round(min(image.size) / min_side)) >= 2:
-        image = image.reduce(factor)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return np.asarray(image)
-
-
 class FundusTransform:
     """Batch transform for `Dataset.with_transform`: PIL image -> preprocessed, augmented tensor.
 
     Training mode reseeds the pipeline before every image from (seed, epoch, image_id); call
     `set_epoch` at each epoch start. Validation mode uses the pipeline as it is (deterministic).
-    `size` is the pipeline's output side: when given, the image shrinks toward twice that before
-    the field-of-view crop and to `size` before Ben Graham's blur, so neither runs on full-size
-    pixels.
+    `size` is the pipeline's output side: when given, images go through `preprocess_fundus` at
+    that size, as `dr-hf prepare` does, so neither the crop nor Ben Graham's blur runs on
+    full-size pixels.
     """
 
     def __init__(
@@ -181,16 +154,8 @@ class FundusTransform:
         self.epoch = int(epoch)
 
     def preprocess(self, image: Any) -> np.ndarray:
-        """Field-of-view crop and optional Ben Graham normalisation, as uint8 RGB."""
-        min_side = None if self.size is None else self.size * (_CROP_MARGIN if self.crop else 1)
-        array = _to_rgb_array(image, min_side)
-        if self.crop:
-            array = crop_fov(array)
-        if self.ben_graham:
-            if self.size is not None and min(array.shape[:2]) > self.size:
-                array = cv2.resize(array, (self.size, self.size), interpolation=cv2.INTER_AREA)
-            array = preprocess_fundus(array, crop=False, ben_graham=True)
-        return array
+        """Field-of-view crop, shorter side to `size`, optional Ben Graham; uint8 RGB."""
+        return preprocess_fundus(image, self.crop, self.ben_graham, self.size)
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         images = batch["image"]

@@ -6,14 +6,22 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_from_disk
+from datasets import (
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Features,
+    Value,
+    concatenate_datasets,
+    load_from_disk,
+)
 from datasets import Image as ImageFeature
 from PIL import Image
 
 import dr_hf
 from dr_hf.grades import GRADE_NAMES
 from dr_hf.prepare import PREPARE_INFO, prepare_dataset, read_prepare_info
-from dr_hf.transforms import with_transforms
+from dr_hf.transforms import FundusTransform, get_transforms, with_transforms
 
 SIZE = 48
 SHAPES = [(90, 120), (100, 100), (80, 130)]
@@ -142,3 +150,22 @@ def test_training_transform_reads_prepared_data(prepared):
     assert sample["labels"] == loaded["train"][1]["label"]
     assert ready["validation"][0]["pixel_values"].shape == (3, 32, 32)
     assert json.loads((prepared / PREPARE_INFO).read_text())["crop"] is True
+
+
+def test_prepared_images_match_the_on_the_fly_transform(raw, tmp_path):
+    """Prepared at the training size, the images are the pixels the transform would make, a
+    disc cut by the frame included (its crop is not square)."""
+    cut = np.zeros((80, 130, 3), np.uint8)
+    cv2.circle(cut, (65, 40), 52, (170, 80, 40), -1)
+    cut = cv2.add(cut, np.random.default_rng(1).integers(0, 25, cut.shape, dtype=np.uint8))
+    extra = Dataset.from_dict(
+        {"image": [Image.fromarray(cut)], "label": [2], "image_id": ["cut"]},
+        features=raw["train"].features,
+    )
+    dataset = DatasetDict(train=concatenate_datasets([raw["train"], extra]))
+    out = prepare_dataset(dataset, tmp_path / "bg", size=SIZE, ben_graham=True)
+    transform = FundusTransform(get_transforms(SIZE)[1], ben_graham=True, train=False, size=SIZE)
+    prepared = load_from_disk(str(out))["train"]["image"]
+    assert prepared[-1].size[0] > 1.2 * SIZE  # the cut disc's crop kept its aspect ratio
+    for image, original in zip(prepared, dataset["train"]["image"]):
+        np.testing.assert_array_equal(np.asarray(image), transform.preprocess(original))
