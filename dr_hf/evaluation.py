@@ -6,7 +6,9 @@ those of training (`DataArguments`); the preprocessing is the model's own saved 
 
 A held-out set is evaluated whole (`split="all"`, `load_dr_images`: every image once, no split, so
 even a set with one image per grade works). `split="validation"` evaluates a run's own validation
-split, and reproduces the figures training saved.
+split, and reproduces the figures training saved: its data fields (source, validation_split,
+split_seed, max_eval_samples...) come from the run's `config.yaml` beside the model, and the
+command line's data flags override only what they name.
 """
 
 import csv
@@ -15,11 +17,12 @@ import logging
 import math
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from datasets import Dataset
 
 from dr_hf.config import DataArguments
@@ -47,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("all", "train", "validation")
 REPORT_FILES = ("metrics.json", "predictions.csv")
+RUN_CONFIG = "config.yaml"
 FIGURES = ("confusion_matrix", "roc", "reliability")
 SCREENING_SPECIFICITIES = (0.90, 0.95)
 CI_METRICS = ("qwk", "macro_auroc", "referable_auroc")
@@ -95,7 +99,24 @@ def load_eval_split(data_args: DataArguments, split: str = "all") -> Dataset:
     """The images to evaluate: every image of the source (`all`), or one split of it."""
     if split == "all":
         return load_dr_images(data_args)
+    if split == "validation":  # the split is made before the decode check: skip the training rows
+        data_args = replace(data_args, max_train_samples=0)
     return load_dr_dataset(data_args)[split]
+
+
+def run_data_fields(model_path: str | Path) -> dict:
+    """The DataArguments fields of the run that saved `model_path`, from the `config.yaml` that
+    training writes beside best/ and checkpoint-N (or in the model folder); {} without one."""
+    model_path = Path(model_path)
+    for path in (model_path / RUN_CONFIG, model_path.parent / RUN_CONFIG):
+        if path.is_file():
+            try:
+                values = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as error:
+                raise ValueError(f"{path} is not a readable run config: {error}") from error
+            names = {item.name for item in fields(DataArguments) if item.init}
+            return {key: value for key, value in values.items() if key in names}
+    return {}
 
 
 def clinical_metrics(
@@ -129,7 +150,7 @@ def clinical_metrics(
 
 def evaluate_model(
     model_path: str | Path,
-    data_args: DataArguments,
+    data_args: DataArguments | None = None,
     output_dir: str | Path | None = None,
     tta: bool = False,
     bootstrap: int = 1000,
@@ -143,10 +164,20 @@ def evaluate_model(
 ) -> dict:
     """Evaluate a trained model on `data_args`' images and write the report to `output_dir`.
 
-    A folder that already holds a report is refused unless `overwrite`. Returns what
-    `metrics.json` holds: the plain metrics, and under "tta" the TTA ones.
+    Without `data_args`, a run's split (`train`/`validation`) is rebuilt from the run's
+    config.yaml (see `run_data_fields`); given `data_args` are used as they are. A folder that
+    already holds a report is refused unless `overwrite`. Returns what `metrics.json` holds: the
+    plain metrics, and under "tta" the TTA ones.
     """
     model_path = Path(model_path)
+    if data_args is None:
+        run_fields = run_data_fields(model_path) if split != "all" else {}
+        if not run_fields:
+            raise ValueError(
+                f"No data to evaluate {model_path} on: give the data flags (--data DIR), or "
+                f"--split validation for a model whose run folder holds its {RUN_CONFIG}."
+            )
+        data_args = DataArguments(**run_fields)
     output_dir = Path(output_dir or default_output_dir(model_path, data_args, split))
     check_output_dir(output_dir, overwrite)
 
@@ -339,6 +370,10 @@ def evaluate_main(argv: list[str]) -> int:
     parser = HfArgumentParser((EvaluateArguments, DataArguments), prog="dr-hf evaluate")
     try:
         eval_args, data_args = parser.parse_args_into_dataclasses(argv)
+        run_fields = run_data_fields(eval_args.model) if eval_args.split != "all" else {}
+        if run_fields:  # the run's data as defaults: flags given here still win
+            parser.set_defaults(**run_fields)
+            eval_args, data_args = parser.parse_args_into_dataclasses(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
     except ValueError as error:
@@ -365,4 +400,5 @@ __all__ = [
     "evaluate_main",
     "evaluate_model",
     "load_eval_split",
+    "run_data_fields",
 ]

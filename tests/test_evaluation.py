@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+import yaml
 from PIL import Image
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
 
 from dr_hf.config import DataArguments
+from dr_hf.data import load_dr_dataset
 from dr_hf.evaluation import evaluate_main, evaluate_model
 from dr_hf.lora import BASE_WEIGHTS
 
@@ -131,6 +133,35 @@ def test_grade_folders_are_evaluated_whole(trained_run, synthetic_dir, tmp_path)
     )
     assert metrics["num_images"] == 20 and metrics["split"] == "all"
     assert (tmp_path / "out" / "predictions.csv").read_text().count("\n") == 21
+
+
+def test_validation_split_is_the_runs_own_from_its_config(trained_run, synthetic_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data)
+    best = tmp_path / "run" / "best"
+    shutil.copytree(trained_run[0] / "best", best)
+    config = yaml.safe_load((trained_run[0] / "config.yaml").read_text())
+    split = {"validation_split": 0.3, "split_seed": 7, "max_eval_samples": 12}  # not the defaults
+    config |= split | {"data_dir": str(data)}
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(config))
+    expected = load_dr_dataset(DataArguments(data_dir=str(data), **split))
+    ids = list(expected["validation"]["image_id"])
+    # A corrupt training image does not concern the validation split: it is not even opened.
+    train_id = next(i for i in expected["train"]["image_id"] if i not in ids)
+    (data / "train_images" / f"{train_id}.png").write_bytes(b"not a PNG")
+
+    assert evaluate_main(["--model", str(best), "--split", "validation", "--bootstrap", "0"]) == 0
+    report = tmp_path / "run" / "eval_best_data_validation"
+    assert [row["image_id"] for row in read_predictions(report)[0]] == ids
+    metrics = evaluate_model(best, split="validation", bootstrap=0, output_dir=tmp_path / "api")
+    assert metrics["num_images"] == 12
+    # A data flag given on the command line overrides the run's value, and only that one.
+    out = tmp_path / "five"
+    argv = ["--model", str(best), "--split", "validation", "--max_eval_samples", "5"]
+    assert evaluate_main(argv + ["--bootstrap", "0", "--output", str(out)]) == 0
+    assert [row["image_id"] for row in read_predictions(out)[0]] == ids[:5]
+    with pytest.raises(ValueError, match="No data"):
+        evaluate_model(best, bootstrap=0, output_dir=tmp_path / "nothing")  # split "all"
 
 
 def test_default_report_folders_are_per_data_and_never_overwritten(
