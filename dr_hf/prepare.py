@@ -2,14 +2,17 @@
 
 Each image is cropped to its field of view, resized so that its shorter side is `size`, and
 optionally Ben-Graham normalised (`preprocess_fundus`, as the on-the-fly transform does), then
-stored PNG-encoded. `datasets.map` caches the work; `save_to_disk` writes the result, and
-`dr_hf_prepare.json` beside it records what was done so that the training transform does not
-do it twice.
+stored PNG-encoded. `datasets.map` writes the encoded images to Arrow files as it goes, so
+memory stays flat: beside a source read from disk (its usual cache, which a rerun finds), or,
+for a source held in memory such as `load_dr_dataset`'s, in a temporary folder beside the
+output that is removed once `save_to_disk` has written the result. `dr_hf_prepare.json` beside
+it records what was done so that the training transform does not do it twice.
 """
 
 import io
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from dr_hf.preprocessing import preprocess_fundus
 
 PREPARE_INFO = "dr_hf_prepare.json"
 _PNG_COMPRESSION = 1  # ~4x faster to write than the default level 6, files ~25 % larger
+_WRITER_BATCH = 100  # encoded images held in memory between two writes of map's Arrow file
 
 
 def prepare_image(image: Image.Image, size: int, crop: bool, ben_graham: bool) -> np.ndarray:
@@ -90,18 +94,28 @@ def prepare_dataset(
     output_dir = Path(output_dir)
     _check_output_dir(dataset, output_dir)
     features = next(iter(dataset.values())).features
-    prepared = dataset.map(
-        _prepare_batch,
-        batched=True,
-        batch_size=16,
-        fn_kwargs={"size": size, "crop": crop, "ben_graham": ben_graham},
-        features=features,
-        num_proc=num_proc,
-        desc=f"Preprocessing fundus images to {size} px",
-    )
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    prepared.save_to_disk(str(output_dir))
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-map-", dir=output_dir.parent))
+    try:
+        prepared = dataset.map(
+            _prepare_batch,
+            batched=True,
+            batch_size=16,
+            fn_kwargs={"size": size, "crop": crop, "ben_graham": ben_graham},
+            features=features,
+            num_proc=num_proc,
+            cache_file_names={
+                name: None if split.cache_files else str(scratch / f"{name}.arrow")
+                for name, split in dataset.items()
+            },
+            writer_batch_size=_WRITER_BATCH,
+            desc=f"Preprocessing fundus images to {size} px",
+        )
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        prepared.save_to_disk(str(output_dir))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     info = {"crop": crop, "ben_graham": ben_graham, "size": size, "dr_hf_version": __version__}
     (output_dir / PREPARE_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return output_dir

@@ -1,6 +1,7 @@
 """`prepare_dataset`: the preprocessed, cached copy that training reads instead of raw photographs."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -135,6 +136,31 @@ def test_map_is_cached_and_parallel(raw, tmp_path):
     first = load_from_disk(str(tmp_path / "first"))["train"]
     second = load_from_disk(str(tmp_path / "second"))["train"]
     assert first["image_id"] == second["image_id"] == raw["train"]["image_id"]
+
+
+def test_in_memory_source_is_mapped_to_files_then_cleaned_up(raw, tmp_path, monkeypatch):
+    """`load_dr_dataset`'s splits live in memory: without a cache file `map` would hold every
+    encoded PNG in RAM until `save_to_disk`."""
+    assert all(not split.cache_files for split in raw.values())
+    mapped = {}
+    real_map = DatasetDict.map
+
+    def recording_map(self, *args, **kwargs):
+        result = real_map(self, *args, **kwargs)
+        for name, split in result.items():
+            mapped[name] = [Path(cache["filename"]) for cache in split.cache_files]
+            assert all(path.is_file() for path in mapped[name])
+        return result
+
+    monkeypatch.setattr(DatasetDict, "map", recording_map)
+    out = tmp_path / "data" / "prepared"
+    prepare_dataset(raw, out, size=SIZE, num_proc=2)
+    assert set(mapped) == {"train", "validation"}
+    for paths in mapped.values():
+        assert paths and all(path.parent.parent == out.parent for path in paths)
+        assert all(not path.exists() for path in paths)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["prepared"]
+    assert load_from_disk(str(out))["train"]["image_id"] == raw["train"]["image_id"]
 
 
 def test_training_transform_reads_prepared_data(prepared):
