@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,6 +156,45 @@ def test_hub_id_offline_says_to_download_the_file(monkeypatch):
                 model_name="retfound_tiny", pretrained_weights="YukunZhou/RETFound_mae_natureCFP"
             )
         )
+
+
+def cache_repo(cache, repo_id: str, files: dict) -> None:
+    """Files of a Hub repository as huggingface_hub caches them: snapshots/<commit> and refs/main."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for name, save in files.items():
+        save(repo / "snapshots" / commit / name)
+
+
+def test_hub_id_loads_offline_from_the_hf_cache(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    state = _resnet_state(1000)
+    cache_repo(
+        tmp_path / "hub",
+        "someone/resnet-dr",
+        {"model.safetensors": lambda path: safetensors.torch.save_file(state, path)},
+    )
+    model = create_model(
+        ModelArguments(model_name="test_resnet", pretrained_weights="someone/resnet-dr")
+    )
+    assert equal_states(state, model.timm_model.state_dict(), skip=("fc.",)) == []
+    # One weights file under its own name (RETFound's layout): found in the cached snapshot.
+    cache_repo(
+        tmp_path / "hub",
+        "someone/retfound-like",
+        {"weights.pth": lambda path: torch.save(state, path), "README.md": Path.touch},
+    )
+    model = create_model(
+        ModelArguments(model_name="test_resnet", pretrained_weights="someone/retfound-like")
+    )
+    assert equal_states(state, model.timm_model.state_dict(), skip=("fc.",)) == []
+    assert model.config.dr_hf_base["weights_file"] == "weights.pth"
 
 
 def test_load_trained_model_reads_model_folders_and_names_wrong_ones(tmp_path):
