@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from datasets import Dataset
 
 from dr_hf.config import DataArguments
@@ -42,6 +41,7 @@ from dr_hf.metrics import (
     referable_scores,
     sensitivity_at_specificity,
 )
+from dr_hf.models import RUN_CONFIG, run_config
 from dr_hf.plots import plot_confusion_matrix, plot_reliability, plot_roc
 from dr_hf.prepare import read_prepare_info
 from dr_hf.transforms import collate_fn
@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("all", "train", "validation")
 REPORT_FILES = ("metrics.json", "predictions.csv")
-RUN_CONFIG = "config.yaml"
 FIGURES = ("confusion_matrix", "roc", "reliability")
 SCREENING_SPECIFICITIES = (0.90, 0.95)
 CI_METRICS = ("qwk", "macro_auroc", "referable_auroc")
@@ -105,18 +104,10 @@ def load_eval_split(data_args: DataArguments, split: str = "all") -> Dataset:
 
 
 def run_data_fields(model_path: str | Path) -> dict:
-    """The DataArguments fields of the run that saved `model_path`, from the `config.yaml` that
-    training writes beside best/ and checkpoint-N (or in the model folder); {} without one."""
-    model_path = Path(model_path)
-    for path in (model_path / RUN_CONFIG, model_path.parent / RUN_CONFIG):
-        if path.is_file():
-            try:
-                values = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as error:
-                raise ValueError(f"{path} is not a readable run config: {error}") from error
-            names = {item.name for item in fields(DataArguments) if item.init}
-            return {key: value for key, value in values.items() if key in names}
-    return {}
+    """The DataArguments fields of the run that saved `model_path` (its `config.yaml`, see
+    `dr_hf.models.run_config`); {} without one."""
+    names = {item.name for item in fields(DataArguments) if item.init}
+    return {key: value for key, value in run_config(model_path).items() if key in names}
 
 
 def clinical_metrics(

@@ -3,8 +3,8 @@
 An adapter holds only the LoRA matrices and the `modules_to_save` copies: loaded onto a base built
 with other weights it silently gives garbage. So every adapter folder also holds `dr_hf_base.json`:
 the base model's config (timm architecture, model_args, image size, preprocessing) and its
-provenance (weights file or Hub id, SHA-256 of that file, and a fingerprint: the SHA-256 of the
-frozen base tensors). `load_adapter` refuses a base whose fingerprint differs.
+provenance (the weights' Hub id or file name, never a local path, and a fingerprint: the SHA-256
+of the frozen base tensors). `load_adapter` refuses a base whose fingerprint differs.
 
 A randomly initialised base cannot be rebuilt (timm's initialisation is not reproducible across
 versions and RNG histories), so for such a base the frozen weights are saved beside the adapter

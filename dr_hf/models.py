@@ -6,7 +6,6 @@ config.json holds the timm architecture, its model_args, the grade names and a `
 (mean, std, input size, interpolation) from which the image processor rebuilds the preprocessing.
 """
 
-import hashlib
 import logging
 import re
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import safetensors.torch
 import timm
 import torch
+import yaml
 from peft import PeftModel
 from timm.models import clean_state_dict, get_pretrained_cfg
 from transformers import (
@@ -45,6 +45,7 @@ from dr_hf.retfound import (
 logger = logging.getLogger(__name__)
 
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+RUN_CONFIG = "config.yaml"
 
 
 def create_model(
@@ -53,8 +54,9 @@ def create_model(
     """Build the grader: timm baseline or RETFound, its initial weights, then LoRA if asked.
 
     Weights: a local file (timm/torch state dict, safetensors, or for RETFound the official
-    checkpoint), a Hub repository id (needs network access), or None for timm's own random
-    initialisation, which is kept (transformers' N(0, 0.02) re-initialisation is avoided).
+    checkpoint), a Hub repository id (downloaded, or read from the HF cache), or None for timm's
+    own random initialisation, which is kept (transformers' N(0, 0.02) re-initialisation is
+    avoided). The config records the file's name and the base's tensor fingerprint, not its path.
     """
     config = model_config(args, image_size)
     model = build_model(config)
@@ -63,12 +65,10 @@ def create_model(
     if weights:
         file = resolve_weights(weights)
         load_base_weights(model, file, retfound=args.is_retfound)
-    model.config.dr_hf_base = {
+    model.config.dr_hf_base = {  # saved in config.json and beside adapters: no local paths
         "model_name": args.model_name,
-        "pretrained_weights": weights,
+        "pretrained_weights": weights and _public_name(weights),
         "weights_file": file.name if file else None,
-        "weights_path": str(file.resolve()) if file else None,
-        "weights_sha256": _file_sha256(file) if file else None,
         "fingerprint": base_fingerprint(model),
     }
     if args.lora:
@@ -239,19 +239,43 @@ def load_trained_model(
 
 
 def _base_weights_file(info: dict, given: str | None, folder: Path) -> Path:
-    if given:
-        return resolve_weights(given)
-    recorded = info.get("weights_path")
-    if recorded and Path(recorded).is_file():
-        return Path(recorded)
-    try:
-        return resolve_weights(info["pretrained_weights"])
-    except FileNotFoundError as error:
-        name = info.get("weights_file") or info["pretrained_weights"]
-        raise FileNotFoundError(
-            f"The adapter in {folder} was trained on a base built from {name}, which is not found "
-            f"here ({error}). Pass retfound_weights='/path/to/{name}'."
-        ) from error
+    """The base weights: those given, else those the run's config.yaml names (a local path stays
+    on this machine), else the recorded Hub id or file name. The fingerprint checks the result."""
+    name = info.get("weights_file") or info["pretrained_weights"]
+    candidates = [given] if given else [run_config(folder).get("pretrained_weights")]
+    candidates.append(info["pretrained_weights"])
+    problems = []
+    for candidate in filter(None, candidates):
+        try:
+            return resolve_weights(candidate)
+        except FileNotFoundError as error:
+            if candidate == given:
+                raise
+            problems.append(str(error))
+    raise FileNotFoundError(
+        f"The adapter in {folder} was trained on a base built from {name}, which is not found "
+        f"here ({'; '.join(problems)}). Pass retfound_weights='/path/to/{name}'."
+    )
+
+
+def run_config(model_path: str | Path) -> dict:
+    """The config.yaml training wrote in its output folder, beside best/ and checkpoint-N (or in
+    the model folder itself); {} without one."""
+    model_path = Path(model_path)
+    for path in (model_path / RUN_CONFIG, model_path.parent / RUN_CONFIG):
+        if path.is_file():
+            try:
+                values = yaml.safe_load(path.read_text())
+            except yaml.YAMLError as error:
+                raise ValueError(f"{path} is not a readable run config: {error}") from error
+            return values if isinstance(values, dict) else {}
+    return {}
+
+
+def _public_name(weights: str) -> str:
+    """A Hub id as it is; a local file or folder by its name only."""
+    path = Path(weights).expanduser()
+    return path.name if path.exists() else weights
 
 
 def _download(repo_id: str) -> Path:
@@ -297,11 +321,3 @@ def _repo_weights_files(repo_id: str) -> list[str]:
             path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()
         ]
     return [name for name in files if name.endswith(_WEIGHT_SUFFIXES)]
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()

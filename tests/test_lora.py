@@ -7,6 +7,7 @@ import pytest
 import safetensors.torch
 import timm
 import torch
+import yaml
 from peft import PeftModel
 from transformers import (
     AutoModelForImageClassification,
@@ -137,10 +138,17 @@ def test_adapter_on_a_base_from_a_weights_file(tmp_path):
         expected = model(x).logits
     model.save_pretrained(tmp_path / "adapter")
     assert not (tmp_path / "adapter" / BASE_WEIGHTS).exists()  # rebuilt from the file instead
-    record = json.loads((tmp_path / "adapter" / BASE_RECORD).read_text())["dr_hf_base"]
-    assert (
-        record["weights_file"] == "resnet_base.safetensors" and len(record["weights_sha256"]) == 64
-    )
+    saved = {p.name: p.read_text() for p in (tmp_path / "adapter").glob("*.json")}
+    record = json.loads(saved[BASE_RECORD])["dr_hf_base"]
+    assert record["weights_file"] == record["pretrained_weights"] == "resnet_base.safetensors"
+    assert not [name for name, text in saved.items() if str(tmp_path) in text]  # no local path
+
+    # On the machine that trained it, the run's config.yaml beside the adapter gives the path.
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"pretrained_weights": str(weights)}))
+    with torch.no_grad():
+        reloaded = load_trained_model(tmp_path / "adapter").eval()
+        assert torch.allclose(reloaded(x).logits, expected, atol=1e-6)
+    (tmp_path / "config.yaml").unlink()
 
     moved = weights.rename(tmp_path / "elsewhere.safetensors")
     with pytest.raises(FileNotFoundError, match="resnet_base.safetensors.*retfound_weights="):

@@ -129,7 +129,9 @@ def test_baseline_weights_from_local_files(tmp_path, layout):
     head_kept = layout != "imagenet_safetensors"
     assert equal_states(state, loaded, skip=() if head_kept else ("fc.",)) == []
     assert torch.equal(loaded["fc.weight"], state["fc.weight"]) == head_kept
-    assert model.config.dr_hf_base["weights_sha256"] is not None
+    assert model.config.dr_hf_base["pretrained_weights"] == path.name
+    model.save_pretrained(tmp_path / "out")
+    assert str(tmp_path) not in (tmp_path / "out" / "config.json").read_text()  # no local path
 
 
 def test_baseline_weights_that_do_not_fit_are_refused(tmp_path):
