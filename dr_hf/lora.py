@@ -15,13 +15,14 @@ import hashlib
 import json
 import logging
 import re
-import types
 from pathlib import Path
 
 import safetensors.torch
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from dr_hf.config import ModelArguments
 
@@ -72,7 +73,7 @@ def apply_lora(model: nn.Module, args: ModelArguments, base_info: dict | None = 
     Trained in full beside the adapters (`modules_to_save`): the classifier, fc_norm of global-pool
     ViTs, and every BatchNorm (their running statistics move in training mode; outside the
     adapter a reloaded model would lose them). `base_info` (default: `model.config.dr_hf_base`,
-    set by `create_model`) is recorded with every save of the adapter.
+    set by `create_model`) is what `save_adapter` and `BaseRecordCallback` record.
     """
     timm_model = model.timm_model
     targets = _targets(args.lora_target_modules) or default_targets(timm_model)
@@ -100,14 +101,23 @@ def apply_lora(model: nn.Module, args: ModelArguments, base_info: dict | None = 
             "adapter (%s), as such a base cannot be rebuilt.",
             BASE_WEIGHTS,
         )
-    return _record_base_on_save(peft_model)
+    return peft_model
 
 
 def save_adapter(model: PeftModel, folder: str | Path) -> None:
     """Save the adapter as a standard PEFT folder, with the base record beside it."""
-    model.save_pretrained(str(folder))  # models from apply_lora/load_adapter write the record
-    if not (Path(folder) / BASE_RECORD).is_file():
-        write_base_record(model, folder)
+    model.save_pretrained(str(folder))
+    write_base_record(model, folder)
+
+
+class BaseRecordCallback(TrainerCallback):
+    """Writes the base record into each `checkpoint-N` the Trainer saves of a LoRA model (main
+    process only), so that a checkpoint loads on its own as `best/` does."""
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if isinstance(model, PeftModel) and args.should_save and folder.is_dir():
+            write_base_record(model, folder)
 
 
 def write_base_record(model: PeftModel, folder: str | Path) -> None:
@@ -150,8 +160,7 @@ def load_adapter(
         logger.warning(
             "!" * 20 + " %s Loading anyway (force=True): predictions may be garbage.", problem
         )
-    peft_model = PeftModel.from_pretrained(base_model, str(folder), is_trainable=is_trainable)
-    return _record_base_on_save(peft_model)
+    return PeftModel.from_pretrained(base_model, str(folder), is_trainable=is_trainable)
 
 
 def base_fingerprint(model: nn.Module) -> str | None:
@@ -185,18 +194,6 @@ def _targets(names: list[str] | None) -> str | list[str] | None:
             r"use a regex such as '.*\.attn\.(qkv|proj)'."
         )
     return list(names)
-
-
-def _record_base_on_save(peft_model: PeftModel) -> PeftModel:
-    """Make every save_pretrained of this model (the Trainer's included) write the base record."""
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        type(self).save_pretrained(self, save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            write_base_record(self, save_directory)
-
-    peft_model.save_pretrained = types.MethodType(save_pretrained, peft_model)
-    return peft_model
 
 
 def _frozen_base_state(base: nn.Module) -> dict[str, torch.Tensor]:

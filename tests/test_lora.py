@@ -2,6 +2,7 @@
 
 import json
 import logging
+from types import SimpleNamespace
 
 import pytest
 import safetensors.torch
@@ -16,7 +17,13 @@ from transformers import (
 )
 
 from dr_hf.config import ModelArguments
-from dr_hf.lora import BASE_RECORD, BASE_WEIGHTS, load_adapter, save_adapter
+from dr_hf.lora import (
+    BASE_RECORD,
+    BASE_WEIGHTS,
+    BaseRecordCallback,
+    load_adapter,
+    save_adapter,
+)
 from dr_hf.models import build_model, create_model, load_trained_model
 
 SIZES = {"test_resnet": 32, "retfound_tiny": 32}
@@ -86,9 +93,10 @@ def test_save_reload_and_merge_give_the_same_logits(tmp_path, name):
     model, x = trained_lora(name)
     with torch.no_grad():
         expected = model(x).logits
-    model.save_pretrained(tmp_path / "adapter")
+    save_adapter(model, tmp_path / "adapter")
     files = {p.name for p in (tmp_path / "adapter").iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", BASE_RECORD, BASE_WEIGHTS} <= files
+    assert "save_pretrained" not in vars(model)  # PEFT's own method, not a patched one
 
     # Plain PEFT and transformers, from what the folder holds.
     record = json.loads((tmp_path / "adapter" / BASE_RECORD).read_text())
@@ -136,7 +144,7 @@ def test_adapter_on_a_base_from_a_weights_file(tmp_path):
     model, x = trained_lora("test_resnet", pretrained_weights=str(weights))
     with torch.no_grad():
         expected = model(x).logits
-    model.save_pretrained(tmp_path / "adapter")
+    save_adapter(model, tmp_path / "adapter")
     assert not (tmp_path / "adapter" / BASE_WEIGHTS).exists()  # rebuilt from the file instead
     saved = {p.name: p.read_text() for p in (tmp_path / "adapter").glob("*.json")}
     record = json.loads(saved[BASE_RECORD])["dr_hf_base"]
@@ -187,10 +195,30 @@ def test_trainer_checkpoints_hold_the_base_record(tmp_path):
         label_names=["labels"],
         remove_unused_columns=False,
     )
-    Trainer(model=model, args=args, train_dataset=data).train()
+    Trainer(model=model, args=args, train_dataset=data, callbacks=[BaseRecordCallback()]).train()
     checkpoint = tmp_path / "checkpoint-2"
     assert (checkpoint / BASE_RECORD).is_file() and (checkpoint / "adapter_config.json").is_file()
+    assert (checkpoint / BASE_WEIGHTS).is_file()  # a random base travels with the checkpoint
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = model.eval()(x).logits
         assert torch.allclose(load_trained_model(checkpoint).eval()(x).logits, expected, atol=1e-6)
+
+
+def test_base_record_callback_writes_on_the_main_process_only(tmp_path):
+    from transformers import TrainerState
+
+    model = create_model(ModelArguments(model_name="retfound_tiny", lora=True), image_size=32)
+    state = TrainerState(global_step=5)
+    (tmp_path / "checkpoint-5").mkdir()
+    for should_save in (False, True):
+        args = SimpleNamespace(output_dir=str(tmp_path), should_save=should_save)
+        BaseRecordCallback().on_save(args, state, None, model=model)
+        assert (tmp_path / "checkpoint-5" / BASE_RECORD).is_file() == should_save
+    record = json.loads((tmp_path / "checkpoint-5" / BASE_RECORD).read_text())
+    assert record["dr_hf_base"] == model.get_base_model().config.dr_hf_base
+    state = TrainerState(global_step=6)  # a full model: nothing to record
+    plain = create_model(ModelArguments(model_name="retfound_tiny"), image_size=32)
+    (tmp_path / "checkpoint-6").mkdir()
+    BaseRecordCallback().on_save(args, state, None, model=plain)
+    assert not any((tmp_path / "checkpoint-6").iterdir())
