@@ -229,15 +229,13 @@ def preprocess_fundus(
     size: int | None = None,
 ) -> np.ndarray:
     """The per-image preprocessing of the data pipeline, shared by `dr-hf prepare` and the
-    on-the-fly transform so that both give the same pixels: field-of-view crop, shorter side to
-    `size` (aspect ratio kept, so a disc cut by the frame stays round), then Ben Graham, whose
-    blur scales with the disc.
+    on-the-fly transform so that Ben Graham sees the same image in both: field-of-view crop,
+    shorter side to `size` (aspect ratio kept, so a disc cut by the frame stays round; None
+    keeps the size), then Ben Graham, whose blur scales with the disc.
 
-    A PIL image (any mode) is first box-reduced by an integer factor toward twice `size`: PIL's
-    `reduce` is far cheaper than converting a full-size photograph to an array and resizing it
-    there. The factor is rounded, so the shorter side stays at least 1.5 `size`.
+    A PIL image is first turned into an array by `as_rgb_array`.
     """
-    array = _to_rgb_array(image, None if size is None else _REDUCE_MARGIN * size)
+    array = as_rgb_array(image, size)
     _check_rgb(array)
     box = _locate_fov(array, None) if crop else None
     if box is not None:
@@ -252,8 +250,14 @@ def preprocess_fundus(
     return array
 
 
-def _to_rgb_array(image: Any, min_side: int | None) -> np.ndarray:
-    """An array as it is; a PIL image reduced toward `min_side`, then as RGB uint8."""
+def as_rgb_array(image: Any, size: int | None = None) -> np.ndarray:
+    """An array as it is; a PIL image (any mode) as RGB uint8, first box-reduced by an integer
+    factor toward twice `size`.
+
+    PIL's `reduce` is far cheaper than converting a full-size photograph to an array and resizing
+    it there. The factor is rounded, so the shorter side stays at least 1.5 `size`: a 2000-pixel
+    photo trained at 512 is halved rather than kept full size.
+    """
     if isinstance(image, np.ndarray):
         return image
     if not isinstance(image, Image.Image):
@@ -263,7 +267,7 @@ def _to_rgb_array(image: Any, min_side: int | None) -> np.ndarray:
         )
     if image.mode not in ("RGB", "L"):  # `reduce` refuses palette and 1-bit images
         image = image.convert("RGB")
-    if min_side is not None and (factor := round(min(image.size) / min_side)) >= 2:
+    if size is not None and (factor := round(min(image.size) / (_REDUCE_MARGIN * size))) >= 2:
         image = image.reduce(factor)
     if image.mode != "RGB":
         image = image.convert("RGB")

@@ -24,7 +24,7 @@ from albumentations.pytorch import ToTensorV2  # noqa: E402
 from datasets import DatasetDict  # noqa: E402
 
 from dr_hf.grades import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from dr_hf.preprocessing import preprocess_fundus  # noqa: E402
+from dr_hf.preprocessing import as_rgb_array, preprocess_fundus  # noqa: E402
 
 DEFAULT_INPUT_SIZE = 224
 _MASK64 = (1 << 64) - 1
@@ -128,9 +128,9 @@ class FundusTransform:
 
     Training mode reseeds the pipeline before every image from (seed, epoch, image_id); call
     `set_epoch` at each epoch start. Validation mode uses the pipeline as it is (deterministic).
-    `size` is the pipeline's output side: when given, images go through `preprocess_fundus` at
-    that size, as `dr-hf prepare` does, so neither the crop nor Ben Graham's blur runs on
-    full-size pixels.
+    `size` is the pipeline's output side: when given, images shrink toward twice that before the
+    field-of-view crop and Ben Graham runs at that size, as in `dr-hf prepare`, so neither runs
+    on full-size pixels.
     """
 
     def __init__(
@@ -154,8 +154,11 @@ class FundusTransform:
         self.epoch = int(epoch)
 
     def preprocess(self, image: Any) -> np.ndarray:
-        """Field-of-view crop, shorter side to `size`, optional Ben Graham; uint8 RGB."""
-        return preprocess_fundus(image, self.crop, self.ben_graham, self.size)
+        """Field-of-view crop and optional Ben Graham (at `size`, as `dr-hf prepare` runs it);
+        without Ben Graham the pipeline's Resize is the only, sharpest, resampling."""
+        array = as_rgb_array(image, self.size)
+        size = self.size if self.ben_graham else None
+        return preprocess_fundus(array, self.crop, self.ben_graham, size)
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         images = batch["image"]

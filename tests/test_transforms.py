@@ -185,6 +185,16 @@ def test_ben_graham_runs(dataset):
         assert not torch.allclose(bg, raw)
 
 
+def test_only_ben_graham_resizes_before_the_pipeline(dataset):
+    """Ben Graham runs at the output size on the uncropped aspect ratio; without it the crop goes
+    to the pipeline's Resize as it is, so the image is resampled once."""
+    _, val = get_transforms(SIZE)
+    image = dataset["train"][2]["image"]  # 130x80 with a 72-pixel disc: crop about 73x73
+    crop = np.asarray(FundusTransform(val, train=False, size=SIZE).preprocess(image))
+    bg = FundusTransform(val, ben_graham=True, train=False, size=SIZE).preprocess(image)
+    assert min(crop.shape[:2]) > SIZE + 5 and min(bg.shape[:2]) == SIZE
+
+
 def test_same_seed_epoch_and_id_give_same_augmentation(dataset):
     first = FundusTransform(get_transforms(SIZE)[0], seed=7, size=SIZE)
     second = FundusTransform(get_transforms(SIZE)[0], seed=7, size=SIZE)
