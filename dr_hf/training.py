@@ -22,6 +22,7 @@ from dr_hf.config import DataArguments, DRTrainingArguments, ModelArguments
 from dr_hf.data import load_dr_dataset
 from dr_hf.export import export_best, preprocessing_record, write_preprocessing
 from dr_hf.history import build_history
+from dr_hf.lora import BaseRecordCallback
 from dr_hf.losses import class_weights, make_loss_fn
 from dr_hf.metrics import compute_dr_metrics, make_compute_metrics, softmax
 from dr_hf.models import create_model, parameter_summary
@@ -118,7 +119,11 @@ def build_trainer(
         compute_metrics=make_compute_metrics(),
         compute_loss_func=train_accuracy,
         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
-        callbacks=[AugmentationEpochCallback(train_transform), *(callbacks or [])],
+        callbacks=[
+            AugmentationEpochCallback(train_transform),
+            BaseRecordCallback(),
+            *(callbacks or []),
+        ],
         train_accuracy=train_accuracy,
     )
     return TrainingRun(

@@ -69,31 +69,29 @@ def test_output_dir_with_checkpoints_is_not_overwritten(trained_run, synthetic_d
     assert sorted(p.name for p in output_dir.iterdir()) == before
 
 
-def test_lora_run_trains_only_the_adapter_and_exports_it(synthetic_dir, tmp_path):
+def test_lora_run_trains_only_the_adapter_and_exports_it(synthetic_dir, trained_lora_run, tmp_path):
     values = tiny_config(
-        synthetic_dir,
-        tmp_path / "lora",
-        model_name="retfound_tiny",
-        lora=True,
-        lora_r=4,
-        num_train_epochs=1,
+        synthetic_dir, tmp_path / "lora", model_name="retfound_tiny", lora=True, lora_r=4
     )
     run = build_trainer(*config_from_dict(values))
     trainable = {n for n, p in run.trainer.model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or "modules_to_save" in n for n in trainable)
     assert run.trainer.args.label_names == ["labels"]
 
-    run_training(*config_from_dict(values))
-    best = tmp_path / "lora" / "best"
-    assert (best / "adapter_config.json").is_file() and (
-        best / "adapter_model.safetensors"
-    ).is_file()
-    assert not (best / "model.safetensors").exists()
-    loaded = load_trained_model(best).eval()
+    output_dir = trained_lora_run[0]
+    best = output_dir / "best"
+    assert (best / "adapter_config.json").is_file()
+    assert (best / "adapter_model.safetensors").is_file()
+    assert not (best / "model.safetensors").exists() and not (best / "training_args.bin").exists()
     pixels = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        logits = loaded(pixel_values=pixels).logits
-    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+    logits = []
+    # best/ and every checkpoint load on their own: each holds the record of its base.
+    for folder in [best, *sorted(output_dir.glob("checkpoint-*"))]:
+        assert (folder / "dr_hf_base.json").is_file(), folder
+        with torch.no_grad():
+            logits.append(load_trained_model(folder).eval()(pixel_values=pixels).logits)
+    assert logits[0].shape == (2, 5) and torch.isfinite(logits[0]).all()
+    assert torch.allclose(logits[0], logits[-1])  # one epoch: best/ is the last checkpoint
 
 
 def test_python_api_matches_the_original_signature(synthetic_dir, tmp_path):
