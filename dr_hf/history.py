@@ -6,22 +6,20 @@ _TRAIN_KEYS = {"train_loss": "loss", "train_acc": "train_acc", "learning_rate": 
 
 
 def build_history(log_history: list[dict]) -> dict[str, list]:
-    """One entry per training-loss log (per epoch by default), in lists keyed as the original tool's.
+    """One entry per logged epoch value (per epoch by default), in lists keyed as the original tool's.
 
     Keys: `epoch`, `train_loss`, `train_acc`, `learning_rate`, `epoch_time`, `val_loss`, `val_acc`
-    and `val_<metric>` for every evaluation metric. Evaluations are matched to training logs by
-    their epoch value (None where none was logged then, e.g. with other eval and logging
-    strategies; `eval_on_start`'s evaluation at epoch 0 has no training log and is left to
-    trainer_state.json). The log history is saved in every checkpoint, so a resumed run's history
-    covers the epochs before the interruption too.
+    and `val_<metric>` for every evaluation metric. Training and evaluation logs are matched by
+    their epoch value; a field is None at an epoch where it was not logged (other eval and logging
+    strategies, `eval_on_start`). The log history is saved in every checkpoint, so a resumed run's
+    history covers the epochs before the interruption too.
     """
-    train_logs = [log for log in log_history if "loss" in log]
+    train_by_epoch = {log.get("epoch"): log for log in log_history if "loss" in log}
     eval_by_epoch = {log.get("epoch"): log for log in log_history if "eval_loss" in log}
-    epochs = [log.get("epoch") for log in train_logs]
+    epochs = sorted(set(train_by_epoch) | set(eval_by_epoch), key=lambda epoch: epoch or 0.0)
     history: dict[str, list] = {"epoch": epochs}
-    for key, logged in _TRAIN_KEYS.items():
-        history[key] = [log.get(logged) for log in train_logs]
-    history["epoch_time"] = [log.get("epoch_time") for log in train_logs]
+    for key, logged in {**_TRAIN_KEYS, "epoch_time": "epoch_time"}.items():
+        history[key] = [train_by_epoch.get(epoch, {}).get(logged) for epoch in epochs]
     metric_keys = dict.fromkeys(
         key
         for log in eval_by_epoch.values()

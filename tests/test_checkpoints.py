@@ -65,8 +65,8 @@ def test_history_pairs_evaluations_with_training_logs_by_epoch():
         {"train_loss": 1.3, "train_runtime": 9.0, "epoch": 2.0},
     ]
     history = build_history(logs)
-    assert history["epoch"] == [1.0, 2.0]
-    assert history["train_loss"] == [1.5, 1.1] and history["train_acc"] == [40.0, 55.0]
-    assert history["val_loss"] == [1.2, None]
-    assert history["val_acc"] == [50.0, None] and history["val_qwk"] == [0.3, None]
-    assert history["epoch_time"] == [3.0, 2.5]
+    assert history["epoch"] == [0.0, 1.0, 2.0]
+    assert history["train_loss"] == [None, 1.5, 1.1] and history["train_acc"] == [None, 40.0, 55.0]
+    assert history["val_loss"] == [2.0, 1.2, None]
+    assert history["val_acc"] == [10.0, 50.0, None] and history["val_qwk"] == [None, 0.3, None]
+    assert history["epoch_time"] == [None, 3.0, 2.5]

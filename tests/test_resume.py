@@ -148,7 +148,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(kind, syntheti
 
     ref_history = json.loads((ref_dir / "training_history.json").read_text())
     run_history = json.loads((run_dir / "training_history.json").read_text())
-    assert len(ref_history["val_qwk"]) == 6 and len(ref_history["train_loss"]) == 5
+    assert len(ref_history["val_qwk"]) == 6 and ref_history["train_loss"].count(None) == 1
     ref_history.pop("epoch_time"), run_history.pop("epoch_time")
     assert run_history == ref_history
     ref_results = json.loads((ref_dir / "eval_results.json").read_text())
