@@ -67,10 +67,10 @@ class DataArguments:
         metadata={"help": "Drop undecodable images (each one is reported) instead of stopping."},
     )
     max_train_samples: int | None = field(
-        default=None, metadata={"help": "Keep the first N training rows."}
+        default=None, metadata={"help": "A random N of the training rows (seeded by split_seed)."}
     )
     max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Keep the first N validation rows."}
+        default=None, metadata={"help": "A random N of the validation rows (seeded by split_seed)."}
     )
     image_size: int | None = field(
         default=None,
