@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
+from transformers import default_data_collator
 
 from dr_hf.config import DataArguments
 from dr_hf.data import load_dr_dataset, load_dr_images
@@ -44,7 +45,6 @@ from dr_hf.metrics import (
 from dr_hf.models import RUN_CONFIG, run_config
 from dr_hf.plots import plot_confusion_matrix, plot_reliability, plot_roc
 from dr_hf.prepare import read_prepare_info
-from dr_hf.transforms import collate_fn
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def evaluate_model(
 
 
 def _collate(items: list[dict]) -> dict:
-    return collate_fn(items) | {"index": list(range(len(items))), "errors": []}
+    return default_data_collator(items) | {"index": list(range(len(items))), "errors": []}
 
 
 def default_output_dir(

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import yaml
 from datasets import DatasetDict
-from transformers import Trainer, TrainerCallback, set_seed
+from transformers import Trainer, TrainerCallback, default_data_collator, set_seed
 
 from dr_hf.callbacks import AugmentationEpochCallback, DRTrainer, TrainAccuracy
 from dr_hf.checkpoints import resolve_resume
@@ -28,7 +28,7 @@ from dr_hf.metrics import compute_dr_metrics, make_compute_metrics, softmax
 from dr_hf.models import create_model, parameter_summary
 from dr_hf.optim import layer_decay_param_groups
 from dr_hf.run_settings import configure_run, finish_wandb, steps_left_to_apply
-from dr_hf.transforms import FundusTransform, collate_fn, resolve_normalization, with_transforms
+from dr_hf.transforms import FundusTransform, resolve_normalization, with_transforms
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def build_trainer(
         args=training_args,
         train_dataset=dataset["train"],
         eval_dataset=dataset["validation"],
-        data_collator=collate_fn,
+        data_collator=default_data_collator,
         compute_metrics=make_compute_metrics(),
         compute_loss_func=train_accuracy,
         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,

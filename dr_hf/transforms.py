@@ -18,7 +18,6 @@ from typing import Any  # noqa: E402
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from albumentations.core.composition import BaseCompose  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 from datasets import DatasetDict  # noqa: E402
@@ -177,16 +176,6 @@ class FundusTransform:
         if "label" in batch:
             out["labels"] = list(batch["label"])
         return out
-
-
-def collate_fn(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack transformed examples into the batch the Trainer's model expects."""
-    batch = {"pixel_values": torch.stack([example["pixel_values"] for example in examples])}
-    if "labels" in examples[0]:
-        batch["labels"] = torch.tensor(
-            [example["labels"] for example in examples], dtype=torch.long
-        )
-    return batch
 
 
 def with_transforms(

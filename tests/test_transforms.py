@@ -12,11 +12,11 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 from torch.utils.data import DataLoader
+from transformers import default_data_collator
 
 from dr_hf.grades import GRADE_NAMES, IMAGENET_MEAN, IMAGENET_STD
 from dr_hf.transforms import (
     FundusTransform,
-    collate_fn,
     get_transforms,
     reseed,
     resolve_normalization,
@@ -259,14 +259,15 @@ def test_unlabelled_batches_give_pixels_only(dataset):
     assert set(out) == {"pixel_values"}
 
 
-def test_collate_fn():
-    examples = [{"pixel_values": torch.full((3, 8, 8), float(i)), "labels": i} for i in range(3)]
-    batch = collate_fn(examples)
-    assert (
-        batch["pixel_values"].shape == (3, 3, 8, 8) and batch["pixel_values"].dtype == torch.float32
-    )
-    assert batch["labels"].dtype == torch.long and batch["labels"].tolist() == [0, 1, 2]
-    assert batch["pixel_values"][2].eq(2).all()
+def test_transform_output_collates_with_the_trainers_default_collator(dataset):
+    """Training and evaluation batch with transformers' default_data_collator: the transform's
+    output must stack into float32 Bx3xSxS pixels and int64 labels."""
+    ready, _ = with_transforms(dataset, SIZE, seed=0)
+    batch = default_data_collator([ready["train"][i] for i in range(3)])
+    assert batch["pixel_values"].shape == (3, 3, SIZE, SIZE)
+    assert batch["pixel_values"].dtype == torch.float32
+    assert batch["labels"].dtype == torch.long
+    assert batch["labels"].tolist() == [dataset["train"][i]["label"] for i in range(3)]
 
 
 def test_with_transforms_splits_and_epoch(dataset):
@@ -292,7 +293,7 @@ def test_without_augmentation_train_matches_validation_pipeline(dataset):
 
 
 def loader_batches(split: Dataset, workers: int) -> list[dict[str, torch.Tensor]]:
-    loader = DataLoader(split, batch_size=4, num_workers=workers, collate_fn=collate_fn)
+    loader = DataLoader(split, batch_size=4, num_workers=workers, collate_fn=default_data_collator)
     return list(loader)
 
 

@@ -15,6 +15,7 @@ import cv2
 import torch
 from datasets import DatasetDict, concatenate_datasets
 from torch.utils.data import DataLoader, Dataset
+from transformers import default_data_collator
 
 from dr_hf.benchmarks.report import summarize, timed_rate
 from dr_hf.config import DataArguments
@@ -22,7 +23,7 @@ from dr_hf.data import load_dr_dataset
 from dr_hf.prepare import PREPARE_INFO, prepare_dataset, read_prepare_info
 from dr_hf.preprocessing import crop_fov
 from dr_hf.synthetic import make_synthetic
-from dr_hf.transforms import collate_fn, get_transforms, with_transforms
+from dr_hf.transforms import get_transforms, with_transforms
 
 FORMATS = ("png", "jpeg")
 _JPEG_QUALITY = 95
@@ -102,7 +103,7 @@ def _loader(dataset, batch_size: int, workers: int) -> DataLoader:
         shuffle=False,
         num_workers=workers,
         persistent_workers=workers > 0,
-        collate_fn=collate_fn,
+        collate_fn=default_data_collator,
     )
 
 

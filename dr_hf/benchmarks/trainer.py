@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from transformers import PrinterCallback, TrainerCallback
+from transformers import PrinterCallback, TrainerCallback, default_data_collator
 
 from dr_hf.benchmarks.report import summarize
 from dr_hf.callbacks import DRTrainer, TrainAccuracy
@@ -27,7 +27,6 @@ from dr_hf.config import DRTrainingArguments, ModelArguments
 from dr_hf.grades import NUM_GRADES
 from dr_hf.losses import make_loss_fn
 from dr_hf.models import create_model
-from dr_hf.transforms import collate_fn
 
 LEARNING_RATE = 1e-4
 WEIGHT_DECAY = 0.05
@@ -91,7 +90,7 @@ def manual_steps_per_second(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY, fused=True
     )
-    loader = DataLoader(data, batch_size=batch_size, shuffle=True, collate_fn=collate_fn)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, collate_fn=default_data_collator)
     ends: list[float] = []
     while len(ends) < steps:
         for batch in loader:
@@ -144,7 +143,7 @@ def trainer_steps_per_second(
         model=model,
         args=args,
         train_dataset=data,
-        data_collator=collate_fn,
+        data_collator=default_data_collator,
         compute_loss_func=accuracy,
         train_accuracy=accuracy,
         callbacks=[clock],
