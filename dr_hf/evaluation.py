@@ -2,7 +2,8 @@
 
 Writes `metrics.json`, `predictions.csv`, `confusion_matrix.png`, `roc.png` and
 `reliability.png` (plus `*_tta.png` with `--tta`) and prints a short table. The data flags are
-those of training (`DataArguments`); the preprocessing is the model's own saved record.
+those of training (`DataArguments`); the preprocessing is the model's own saved record. The report
+folder and its files are `dr_hf.eval_report`'s.
 
 A held-out set is evaluated whole (`split="all"`, `load_dr_images`: every image once, no split, so
 even a set with one image per grade works). `split="validation"` evaluates a run's own validation
@@ -11,11 +12,8 @@ split_seed, max_eval_samples...) come from the run's `config.yaml` beside the mo
 command line's data flags override only what they name.
 """
 
-import csv
-import json
 import logging
 import math
-import re
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -27,14 +25,17 @@ from transformers import default_data_collator
 
 from dr_hf.config import DataArguments
 from dr_hf.data import load_dr_dataset, load_dr_images
-from dr_hf.grades import REFERABLE_MIN_GRADE
-from dr_hf.inference import (
-    PROB_COLUMNS,
-    auto_workers,
-    grade_batch,
-    load_grader,
-    progress_batches,
+from dr_hf.eval_report import (
+    check_output_dir,
+    default_output_dir,
+    format_table,
+    prepare_output_dir,
+    write_figures,
+    write_metrics,
+    write_predictions,
 )
+from dr_hf.grades import REFERABLE_MIN_GRADE
+from dr_hf.inference import auto_workers, grade_batch, load_grader, progress_batches
 from dr_hf.metrics import (
     bootstrap_ci,
     compute_dr_metrics,
@@ -43,14 +44,12 @@ from dr_hf.metrics import (
     sensitivity_at_specificity,
 )
 from dr_hf.models import RUN_CONFIG, run_config
-from dr_hf.plots import plot_confusion_matrix, plot_reliability, plot_roc
+from dr_hf.prediction_io import PROB_COLUMNS
 from dr_hf.prepare import read_prepare_info
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("all", "train", "validation")
-REPORT_FILES = ("metrics.json", "predictions.csv")
-FIGURES = ("confusion_matrix", "roc", "reliability")
 SCREENING_SPECIFICITIES = (0.90, 0.95)
 CI_METRICS = ("qwk", "macro_auroc", "referable_auroc")
 
@@ -207,9 +206,7 @@ def evaluate_model(
         variants["tta"] = np.concatenate(tta_chunks)
 
     # ---- Metrics, predictions, figures ------------------------------------------------------
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for figure in FIGURES:  # an overwritten report's TTA figures would outlive it
-        (output_dir / f"{figure}_tta.png").unlink(missing_ok=True)
+    prepare_output_dir(output_dir)
     results = {
         "model": str(model_path),
         "data": data_args.data_dir or data_args.train_csv or data_args.dataset_name,
@@ -221,135 +218,19 @@ def evaluate_model(
     }
     for name, probabilities in variants.items():
         metrics = clinical_metrics(probabilities, labels, bootstrap, seed)
-        suffix = "" if name == "plain" else f"_{name}"
-        title = "" if name == "plain" else "TTA"
-        plot_confusion_matrix(
-            metrics["confusion_matrix"], output_dir / f"confusion_matrix{suffix}.png", title
-        )
-        plot_roc(
-            probabilities,
-            labels,
-            output_dir / f"roc{suffix}.png",
-            metrics["referable_operating_points"],
-            title,
-        )
-        plot_reliability(
-            probabilities,
-            labels,
-            output_dir / f"reliability{suffix}.png",
-            title=title,
-            ece=metrics["ece"],
-        )
+        write_figures(output_dir, probabilities, labels, metrics, name)
         if name == "plain":
             results |= metrics
         else:
             results[name] = metrics
-    _write_predictions(output_dir / "predictions.csv", ids, labels, variants)
-    results = _json_safe(results)
-    (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_predictions(output_dir / "predictions.csv", ids, labels, variants)
+    results = write_metrics(output_dir / "metrics.json", results)
     logger.info("Evaluation report written to %s", output_dir)
     return results
 
 
 def _collate(items: list[dict]) -> dict:
     return default_data_collator(items) | {"index": list(range(len(items))), "errors": []}
-
-
-def default_output_dir(
-    model_path: str | Path, data_args: DataArguments, split: str = "all"
-) -> Path:
-    """`eval_<model>_<data>` beside the model, `_<split>` added for a run's split:
-    outputs/run/best on data/idrid -> outputs/run/eval_best_idrid."""
-    model_path = Path(model_path)
-    name = f"eval_{model_path.name}_{data_name(data_args)}"
-    return model_path.parent / (name if split == "all" else f"{name}_{split}")
-
-
-def data_name(data_args: DataArguments) -> str:
-    """A folder-name-safe name of the data: the data folder's, the label CSV's folder and file, or
-    the Hub dataset's."""
-    if data_args.data_dir:
-        name = Path(data_args.data_dir).resolve().name
-    elif data_args.train_csv:
-        csv_path = Path(data_args.train_csv).resolve()
-        name = f"{csv_path.parent.name}_{csv_path.stem}"
-    else:
-        name = str(data_args.dataset_name or "data").rstrip("/").rsplit("/", 1)[-1]
-    return re.sub(r"[^\w.-]+", "_", name).strip("_.") or "data"
-
-
-def check_output_dir(output_dir: Path, overwrite: bool = False) -> None:
-    """Refuse a folder holding an earlier report, before any work: results are never lost."""
-    earlier = [name for name in REPORT_FILES if (output_dir / name).exists()]
-    if earlier and not overwrite:
-        raise FileExistsError(
-            f"{output_dir} already holds a report ({', '.join(earlier)}): pass --overwrite "
-            "(overwrite=True) to replace it, or --output another folder."
-        )
-
-
-def _write_predictions(path: Path, ids: list, labels: np.ndarray, variants: dict) -> None:
-    columns = ["image_id", "true_grade", "predicted_grade", *PROB_COLUMNS, "referable_prob"]
-    if "tta" in variants:
-        columns += [
-            "tta_predicted_grade",
-            *(f"tta_{c}" for c in PROB_COLUMNS),
-            "tta_referable_prob",
-        ]
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        per_variant = [
-            (probs.argmax(axis=1), np.round(probs, 6), np.round(referable_scores(probs), 6))
-            for probs in variants.values()
-        ]
-        for row, (image_id, label) in enumerate(zip(ids, labels)):
-            cells = [image_id, int(label)]
-            for grades, probs, referable in per_variant:
-                cells += [int(grades[row]), *probs[row].tolist(), float(referable[row])]
-            writer.writerow(cells)
-
-
-def _json_safe(value):
-    """NaN (an undefined metric) becomes null: JSON has no NaN."""
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, float | np.floating):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def format_table(results: dict) -> str:
-    """The headline figures, 95 % CIs and (with TTA) the TTA column, as fixed-width text."""
-    variants = [results] + ([results["tta"]] if "tta" in results else [])
-    header = f"{'Metric':<34}{'Value':>8}  {'95% CI':<17}" + ("  TTA" if len(variants) > 1 else "")
-    rows = [header, "-" * len(header)]
-
-    def cell(value) -> str:
-        return "     n/a" if value is None else f"{value:8.4f}"
-
-    keys = ["accuracy", "qwk", "macro_f1", "macro_auroc", "referable_auroc"]
-    keys += ["referable_sensitivity", "referable_specificity", "ece"]
-    for key in keys:
-        ci = results.get("ci95", {}).get(key)
-        interval = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else ""
-        line = f"{key:<34}{cell(results[key])}  {interval:<17}"
-        rows.append(line + ("  " + cell(variants[1][key]).strip() if len(variants) > 1 else ""))
-    for name, point in results["referable_operating_points"].items():
-        label = f"sensitivity at {round(point['target_specificity'] * 100)}% specificity"
-        threshold = point["threshold"]
-        at = f"P>={threshold:.3f}" if threshold is not None else ""
-        line = f"{label:<34}{cell(point['sensitivity'])}  {at:<17}"
-        if len(variants) > 1:
-            line += (
-                "  " + cell(variants[1]["referable_operating_points"][name]["sensitivity"]).strip()
-            )
-        rows.append(line)
-    return "\n".join(rows)
 
 
 def evaluate_main(argv: list[str]) -> int:

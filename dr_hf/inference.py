@@ -4,33 +4,34 @@ The model is any folder training produced (full model, `best/`, `checkpoint-N`, 
 a model already in memory. Preprocessing is never re-specified: it is read from the
 `dr_hf_preprocessing.json` that training wrote beside the model (or in the run folder, for a
 checkpoint), and applied through the deterministic validation path of `dr_hf.transforms`.
+Gathering the images and writing the grades out live in `dr_hf.prediction_io`.
 """
 
 import argparse
-import csv
-import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
-from dr_hf.data_checks import IMAGE_EXTENSIONS
 from dr_hf.export import read_preprocessing
-from dr_hf.grades import GRADE_NAMES, NUM_GRADES, REFERABLE_MIN_GRADE
-from dr_hf.metrics import referable_scores
+from dr_hf.grades import NUM_GRADES
+from dr_hf.prediction_io import (
+    SAVE_FORMATS,
+    ImageList,
+    PredictionResult,
+    collate_images,
+    collect_inputs,
+)
 from dr_hf.transforms import FundusTransform, get_transforms, resolve_normalization
 
 logger = logging.getLogger(__name__)
 
-PROB_COLUMNS = [f"prob_{grade}" for grade in range(NUM_GRADES)]
 PROGRESS_MIN_IMAGES = 64
-SAVE_FORMATS = ("csv", "jsonl", "json")
 # Views averaged by test-time augmentation; the batch is square, so rot90 keeps its shape.
 TTA_VIEWS = (
     lambda x: x,
@@ -38,7 +39,6 @@ TTA_VIEWS = (
     lambda x: torch.flip(x, dims=[2]),
     lambda x: torch.rot90(x, 1, dims=[2, 3]),
 )
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 @dataclass
@@ -119,130 +119,6 @@ def show_progress(count: int) -> bool:
     return count > PROGRESS_MIN_IMAGES or sys.stderr.isatty()
 
 
-@dataclass
-class PredictionResult:
-    """Grades of the images that could be read, in input order, and why the others could not."""
-
-    names: list[str]
-    probabilities: np.ndarray
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    referable_threshold: float | None = None
-
-    @property
-    def grades(self) -> np.ndarray:
-        return self.probabilities.argmax(axis=1)
-
-    @property
-    def referable(self) -> np.ndarray:
-        """Grade >= 2 predicted, or P(grade >= 2) >= `referable_threshold` when one is set."""
-        if self.referable_threshold is None:
-            return self.grades >= REFERABLE_MIN_GRADE
-        return referable_scores(self.probabilities) >= self.referable_threshold
-
-    def records(self) -> list[dict]:
-        """One dict per input: graded images first, then failures with their `error`."""
-        rows = []
-        grades, referable = self.grades, self.referable
-        scores = referable_scores(self.probabilities)
-        for i, name in enumerate(self.names):
-            grade = int(grades[i])
-            row = {"image": name, "grade": grade, "grade_name": GRADE_NAMES[grade]}
-            row |= {c: round(float(p), 6) for c, p in zip(PROB_COLUMNS, self.probabilities[i])}
-            row |= {"referable_prob": round(float(scores[i]), 6), "referable": bool(referable[i])}
-            rows.append(row | {"error": ""})
-        return rows + [{"image": name, "error": reason} for name, reason in self.failures]
-
-    def save(self, path: str | Path | None = None, fmt: str | None = None) -> None:
-        """CSV, JSON Lines (`.jsonl`) or a JSON array (`.json`), by `fmt` or else the path's
-        suffix; CSV on stdout without a path."""
-        suffix = Path(path).suffix.lower() if path else ""
-        fmt = fmt or {".jsonl": "jsonl", ".json": "json"}.get(suffix, "csv")
-        if fmt not in SAVE_FORMATS:
-            raise ValueError(f"fmt={fmt!r} is not known: choose one of {SAVE_FORMATS}.")
-        handle = open(path, "w", newline="") if path else sys.stdout
-        try:
-            if fmt == "json":
-                json.dump(self.records(), handle, indent=1)
-                handle.write("\n")
-            elif fmt == "jsonl":
-                for row in self.records():
-                    handle.write(json.dumps(row) + "\n")
-            else:
-                columns = ["image", "grade", "grade_name", *PROB_COLUMNS]
-                columns += ["referable_prob", "referable", "error"]
-                writer = csv.DictWriter(handle, fieldnames=columns)
-                writer.writeheader()
-                writer.writerows(self.records())
-        finally:
-            if path:
-                handle.close()
-
-
-def collect_inputs(inputs: Iterable) -> tuple[list, list[str], list[tuple[str, str]]]:
-    """(sources, names, failures): files as given, folders' images (recursively, sorted), PIL
-    images and arrays as `image_<i>`; a missing path or an image-less folder is a failure."""
-    if isinstance(inputs, str | Path | Image.Image | np.ndarray):
-        inputs = [inputs]
-    sources, names, failures = [], [], []
-    for i, item in enumerate(inputs):
-        if isinstance(item, Image.Image | np.ndarray):
-            sources.append(item)
-            names.append(f"image_{i}")
-            continue
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                if not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-            if not found:
-                failures.append((str(path), f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder"))
-            sources += found
-            names += [str(p) for p in found]
-        elif path.is_file():
-            sources.append(path)
-            names.append(str(path))
-        else:
-            failures.append((str(path), "file not found"))
-    return sources, names, failures
-
-
-class _ImageList(torch.utils.data.Dataset):
-    """Transformed images; one that cannot be decoded or preprocessed yields its error instead."""
-
-    def __init__(self, sources: list, transform: FundusTransform):
-        self.sources, self.transform = sources, transform
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __getitem__(self, index: int) -> dict:
-        source = self.sources[index]
-        try:
-            if isinstance(source, np.ndarray):
-                image = Image.fromarray(source)
-            elif isinstance(source, Image.Image):
-                image = source
-            else:
-                with Image.open(source) as opened:
-                    image = ImageOps.exif_transpose(opened).convert("RGB")
-            pixels = self.transform({"image": [image]})["pixel_values"][0]
-        except _DECODE_ERRORS as error:
-            return {"index": index, "error": f"{type(error).__name__}: {error}"}
-        return {"index": index, "pixel_values": pixels}
-
-
-def _collate(items: list[dict]) -> dict:
-    good = [item for item in items if "pixel_values" in item]
-    return {
-        "index": [item["index"] for item in good],
-        "pixel_values": torch.stack([item["pixel_values"] for item in good]) if good else None,
-        "errors": [(item["index"], item["error"]) for item in items if "error" in item],
-    }
-
-
 def progress_batches(loader, total: int, progress: bool | None = None) -> Iterator[dict]:
     """The loader's batches under a tqdm bar counting images (`index` and `errors` of each)."""
     from tqdm.auto import tqdm
@@ -273,10 +149,10 @@ def predict(
     sources, names, failures = collect_inputs(inputs)
     workers = auto_workers(len(sources)) if num_workers is None else num_workers
     loader = torch.utils.data.DataLoader(
-        _ImageList(sources, grader.transform()),
+        ImageList(sources, grader.transform()),
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=collate_images,
         pin_memory=grader.device.type == "cuda",
     )
     indices, chunks = [], []
@@ -363,8 +239,6 @@ def predict_main(argv: list[str]) -> int:
 
 __all__ = [
     "Grader",
-    "PredictionResult",
-    "collect_inputs",
     "grade_batch",
     "load_grader",
     "predict",

@@ -11,15 +11,9 @@ from PIL import Image
 
 from dr_hf.cli import main as cli_main
 from dr_hf.grades import GRADE_NAMES
-from dr_hf.inference import (
-    PROB_COLUMNS,
-    PredictionResult,
-    grade_batch,
-    load_grader,
-    predict,
-    predict_main,
-)
+from dr_hf.inference import grade_batch, load_grader, predict, predict_main
 from dr_hf.models import load_trained_model
+from dr_hf.prediction_io import PROB_COLUMNS, PredictionResult
 
 torch.set_num_threads(1)
 
