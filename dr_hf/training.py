@@ -66,8 +66,8 @@ def build_trainer(
     set_seed(training_args.seed)
 
     # ---- Data -------------------------------------------------------------------------------
+    crop, ben_graham = steps_left_to_apply(data_args)  # refuses contradictions before any I/O
     dataset = load_dr_dataset(data_args)
-    crop, ben_graham = steps_left_to_apply(data_args)
     logger.info("Data: %d training and %d validation images.", *map(len, dataset.values()))
     train_labels = list(dataset["train"]["label"])
 

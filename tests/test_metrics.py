@@ -192,17 +192,21 @@ def test_trainer_logs_survive_nan_metrics(tmp_path):
     assert state["log_history"][-1]["eval_qwk"] == pytest.approx(metrics["eval_qwk"])
 
 
+# Confidences 0.9 (one of two right) and 0.6 (both right).
+TWO_CONFIDENCES = np.array(
+    [
+        [0.9, 0.025, 0.025, 0.025, 0.025],
+        [0.9, 0.025, 0.025, 0.025, 0.025],
+        [0.1, 0.6, 0.1, 0.1, 0.1],
+        [0.1, 0.6, 0.1, 0.1, 0.1],
+    ]
+)
+TWO_CONFIDENCE_LABELS = np.array([0, 3, 1, 1])
+
+
 def test_expected_calibration_error_by_hand():
     # Confidences 0.9, 0.9 (bin (13/15, 14/15]: one right) and 0.6, 0.6 (bin (8/15, 9/15]: both right).
-    probs = np.array(
-        [
-            [0.9, 0.025, 0.025, 0.025, 0.025],
-            [0.9, 0.025, 0.025, 0.025, 0.025],
-            [0.1, 0.6, 0.1, 0.1, 0.1],
-            [0.1, 0.6, 0.1, 0.1, 0.1],
-        ]
-    )
-    labels = np.array([0, 3, 1, 1])
+    probs, labels = TWO_CONFIDENCES, TWO_CONFIDENCE_LABELS
     # |0.5 - 0.9| * 2/4 + |1.0 - 0.6| * 2/4
     assert expected_calibration_error(probs, labels) == pytest.approx(0.4)
     # one bin: |accuracy 3/4 - mean confidence 0.75| = 0
@@ -214,15 +218,7 @@ def test_expected_calibration_error_by_hand():
 def test_calibration_bins_by_hand_and_the_plot_shows_them():
     from dr_hf.plots import reliability_figure
 
-    probs = np.array(
-        [
-            [0.9, 0.025, 0.025, 0.025, 0.025],
-            [0.9, 0.025, 0.025, 0.025, 0.025],
-            [0.1, 0.6, 0.1, 0.1, 0.1],
-            [0.1, 0.6, 0.1, 0.1, 0.1],
-        ]
-    )
-    labels = np.array([0, 3, 1, 1])
+    probs, labels = TWO_CONFIDENCES, TWO_CONFIDENCE_LABELS
     count, accuracy, confidence = calibration_bins(probs, labels, n_bins=10)
     assert count.tolist() == [0, 0, 0, 0, 0, 2, 0, 0, 2, 0]  # 0.6 in (0.5, 0.6], 0.9 in (0.8, 0.9]
     assert accuracy[[5, 8]].tolist() == [1.0, 0.5] and np.isnan(accuracy[0])
