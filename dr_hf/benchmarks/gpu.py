@@ -184,16 +184,22 @@ def main(argv: list[str] | None = None) -> dict:
         "train": {},
         "inference": {},
     }
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        # Written after every case, so a run cut short keeps the cases it finished.
+        (output / "benchmark_gpu.json").write_text(json.dumps(results, indent=2) + "\n")
+        (output / "benchmark_gpu.md").write_text(to_markdown(results))
+
     for label, model_name, lora, precision in TRAIN_CASES:
         print(f"training: {label}", flush=True)
         results["train"][label] = train_case(name(model_name), lora, precision, device, *timing)
+        save()
     for label, model_name, precision in INFER_CASES:
         print(f"inference: {label}", flush=True)
         results["inference"][label] = infer_case(name(model_name), precision, device, *timing)
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "benchmark_gpu.json").write_text(json.dumps(results, indent=2) + "\n")
-    (output / "benchmark_gpu.md").write_text(to_markdown(results))
+        save()
     print(to_markdown(results))
     return results
 
