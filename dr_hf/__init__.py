@@ -14,7 +14,7 @@ __all__ = ["GRADE_NAMES", "NUM_GRADES", "REFERABLE_MIN_GRADE", "__version__", "t
 def __getattr__(name: str):
     # Keep `import dr_hf` light: the training stack loads on first use.
     if name == "train":
-        from dr_hf.training import train
+        from dr_hf.training.run import train
 
         return train
     raise AttributeError(f"module 'dr_hf' has no attribute {name!r}")

@@ -25,7 +25,7 @@ def _setup_logging() -> None:
 
 
 def make_synthetic_main(argv: list[str]) -> int:
-    from dr_hf.synthetic import make_synthetic
+    from dr_hf.data.synthetic import make_synthetic
 
     parser = argparse.ArgumentParser(
         prog="dr-hf make-synthetic",
@@ -56,9 +56,9 @@ def make_synthetic_main(argv: list[str]) -> int:
 def prepare_main(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
-    from dr_hf.config import DataArguments, PrepareArguments
-    from dr_hf.data import load_dr_dataset
-    from dr_hf.prepare import prepare_dataset
+    from dr_hf.config.arguments import DataArguments, PrepareArguments
+    from dr_hf.data.loading import load_dr_dataset
+    from dr_hf.data.prepare import prepare_dataset
 
     parser = HfArgumentParser((DataArguments, PrepareArguments), prog="dr-hf prepare")
     data_args, prepare_args = parser.parse_args_into_dataclasses(argv)
@@ -77,7 +77,7 @@ def prepare_main(argv: list[str]) -> int:
 
 
 def train_main(argv: list[str]) -> int:
-    from dr_hf.cli_args import DRArgumentParser, resolved_config
+    from dr_hf.config.parsing import DRArgumentParser, resolved_config
 
     parser = DRArgumentParser(prog="dr-hf train")
     data_args, model_args, training_args, debug = parser.parse(argv)
@@ -86,7 +86,7 @@ def train_main(argv: list[str]) -> int:
             yaml.safe_dump(resolved_config(data_args, model_args, training_args), sort_keys=False)
         )
         return 0
-    from dr_hf.training import run_training
+    from dr_hf.training.run import run_training
 
     history = run_training(data_args, model_args, training_args)
     if history.get("val_qwk") and training_args.process_index == 0:
@@ -109,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     if command == "train":
         return train_main(rest)
     if command == "evaluate":
-        from dr_hf.evaluation import evaluate_main
+        from dr_hf.evaluation.evaluate import evaluate_main
 
         return evaluate_main(rest)
-    from dr_hf.inference import predict_main
+    from dr_hf.evaluation.predict import predict_main
 
     return predict_main(rest)
 

@@ -31,7 +31,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory):
     """A small synthetic APTOS-layout set shared by the end-to-end tests (60 images, 64 px)."""
-    from dr_hf.synthetic import make_synthetic
+    from dr_hf.data.synthetic import make_synthetic
 
     return make_synthetic(
         tmp_path_factory.mktemp("synthetic") / "aptos", num_images=60, image_size=64, seed=0
@@ -61,8 +61,8 @@ def tiny_config(data_dir, output_dir, **overrides) -> dict:
 @pytest.fixture(scope="session")
 def trained_run(synthetic_dir, tmp_path_factory):
     """A full fine-tune of test_resnet for 3 epochs: (output_dir, history)."""
-    from dr_hf.cli_args import config_from_dict
-    from dr_hf.training import run_training
+    from dr_hf.config.parsing import config_from_dict
+    from dr_hf.training.run import run_training
 
     output_dir = tmp_path_factory.mktemp("run") / "out"
     history = run_training(*config_from_dict(tiny_config(synthetic_dir, output_dir)))
@@ -72,8 +72,8 @@ def trained_run(synthetic_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_lora_run(synthetic_dir, tmp_path_factory):
     """LoRA (r=4) on retfound_tiny for 1 epoch: (output_dir, history)."""
-    from dr_hf.cli_args import config_from_dict
-    from dr_hf.training import run_training
+    from dr_hf.config.parsing import config_from_dict
+    from dr_hf.training.run import run_training
 
     output_dir = tmp_path_factory.mktemp("lora") / "out"
     values = tiny_config(

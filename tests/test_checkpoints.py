@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dr_hf.checkpoints import is_complete, resolve_resume
+from dr_hf.training.resume import is_complete, resolve_resume
 
 
 def make_checkpoint(output_dir, step, state: str | None = "valid"):
@@ -55,7 +55,7 @@ def test_no_resume_over_earlier_checkpoints_and_nothing_to_resume(tmp_path):
 
 
 def test_history_pairs_evaluations_with_training_logs_by_epoch():
-    from dr_hf.history import build_history
+    from dr_hf.training.history import build_history
 
     logs = [
         {"eval_loss": 2.0, "eval_accuracy": 0.1, "epoch": 0.0},  # eval_on_start

@@ -8,8 +8,8 @@ from accelerate.commands.config.config_args import load_config_from_file
 from conftest import tiny_config
 
 from dr_hf.cli import main
-from dr_hf.cli_args import config_from_dict
-from dr_hf.training import build_trainer, run_training
+from dr_hf.config.parsing import config_from_dict
+from dr_hf.training.run import build_trainer, run_training
 
 ACCELERATE_CONFIGS = sorted((Path(__file__).parent.parent / "accelerate_configs").glob("*.yaml"))
 
@@ -95,8 +95,8 @@ def test_reduce_on_plateau_follows_the_best_model_metric(synthetic_dir, tmp_path
 
 
 def test_prepared_steps_must_match_the_run(synthetic_dir, tmp_path):
-    from dr_hf.config import DataArguments
-    from dr_hf.run_settings import steps_left_to_apply
+    from dr_hf.config.arguments import DataArguments
+    from dr_hf.training.settings import steps_left_to_apply
 
     prepared = tmp_path / "bg"
     assert (
@@ -131,8 +131,8 @@ def test_prepared_steps_must_match_the_run(synthetic_dir, tmp_path):
 
 
 def test_model_card_names_a_hub_base_model_but_never_a_local_file():
-    from dr_hf.config import DataArguments, DRTrainingArguments, ModelArguments
-    from dr_hf.model_card import render_model_card
+    from dr_hf.config.arguments import DataArguments, DRTrainingArguments, ModelArguments
+    from dr_hf.training.model_card import render_model_card
 
     training = DRTrainingArguments(output_dir="unused", use_cpu=True)
     results = {"qwk": 0.8, "accuracy": 0.7}

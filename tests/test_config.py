@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from dr_hf.cli import main
-from dr_hf.cli_args import (
+from dr_hf.config.parsing import (
     ConfigError,
     DRArgumentParser,
     config_from_dict,
@@ -14,6 +14,7 @@ from dr_hf.cli_args import (
     load_yaml_config,
     resolved_config,
 )
+from dr_hf.models.retfound import is_retfound
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
@@ -137,7 +138,12 @@ def test_shipped_configs_cover_the_documented_recipes():
         "retfound_full_config.yaml",
     } <= names
     _, model, training = config_from_yaml(Path(CONFIGS[0]).parent / "retfound_lora_config.yaml")
-    assert model.lora and model.lora_r == 8 and model.lora_alpha == 32 and model.is_retfound
+    assert (
+        model.lora
+        and model.lora_r == 8
+        and model.lora_alpha == 32
+        and is_retfound(model.model_name)
+    )
     assert training.layer_decay == 0.65
 
 
@@ -149,7 +155,7 @@ def test_only_the_five_grade_scale(tmp_path):
 def test_push_to_hub_without_a_repository_fails_before_training(synthetic_dir, tmp_path):
     from conftest import tiny_config
 
-    from dr_hf.training import build_trainer
+    from dr_hf.training.run import build_trainer
 
     values = tiny_config(synthetic_dir, tmp_path / "hub", push_to_hub=True)
     with pytest.raises(ValueError, match="hub_model_id"):
@@ -159,18 +165,19 @@ def test_push_to_hub_without_a_repository_fails_before_training(synthetic_dir, t
 def test_wandb_project_flag_then_environment_then_default(tmp_path, monkeypatch):
     import os
 
-    from dr_hf.run_settings import configure_run
+    from dr_hf.training.settings import wandb_environment
 
     monkeypatch.setenv("WANDB_PROJECT", "from-env")
     data, model, training, _ = parse(["--output_dir", str(tmp_path), "--wandb"])
-    configure_run(data, model, training)
-    assert os.environ["WANDB_PROJECT"] == "from-env"
+    with wandb_environment(training):
+        assert os.environ["WANDB_PROJECT"] == "from-env"
     data, model, training, _ = parse(
         ["--output_dir", str(tmp_path), "--wandb", "--wandb-project", "mine"]
     )
-    configure_run(data, model, training)
-    assert os.environ["WANDB_PROJECT"] == "mine"
+    with wandb_environment(training):
+        assert os.environ["WANDB_PROJECT"] == "mine"
+    assert os.environ["WANDB_PROJECT"] == "from-env"  # restored after the run
     monkeypatch.delenv("WANDB_PROJECT")
     data, model, training, _ = parse(["--output_dir", str(tmp_path), "--wandb"])
-    configure_run(data, model, training)
-    assert os.environ["WANDB_PROJECT"] == "diabetic-retinopathy"
+    with wandb_environment(training):
+        assert os.environ["WANDB_PROJECT"] == "diabetic-retinopathy"

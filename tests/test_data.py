@@ -10,9 +10,9 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Image, Value
 from PIL import Image as PILImage
 
-from dr_hf.config import DataArguments
-from dr_hf.data import DataError, load_dr_dataset, stratified_split
-from dr_hf.data_checks import image_problem, parse_grade
+from dr_hf.config.arguments import DataArguments
+from dr_hf.data.checks import image_problem, parse_grade
+from dr_hf.data.loading import DataError, load_dr_dataset, stratified_split
 from dr_hf.grades import GRADE_NAMES
 
 COLOURS = [(200, 40, 30), (40, 200, 30), (30, 40, 200), (200, 200, 30), (30, 200, 200)]
@@ -540,7 +540,7 @@ def test_load_dr_images_keeps_every_image_without_a_split(tmp_path):
     """An evaluation set with one image per grade cannot be split, and need not be."""
     from PIL import Image
 
-    from dr_hf.data import load_dr_images
+    from dr_hf.data.loading import load_dr_images
 
     (tmp_path / "train_images").mkdir()
     rows = ["id_code,diagnosis"]

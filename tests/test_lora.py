@@ -16,15 +16,18 @@ from transformers import (
     TimmWrapperForImageClassification,
 )
 
-from dr_hf.config import ModelArguments
-from dr_hf.lora import (
-    BASE_RECORD,
-    BASE_WEIGHTS,
-    BaseRecordCallback,
-    load_adapter,
-    save_adapter,
-)
-from dr_hf.models import build_model, create_model, load_trained_model
+from dr_hf.config.arguments import ModelArguments
+from dr_hf.models.base_record import BASE_RECORD, BASE_WEIGHTS, write_base_record
+from dr_hf.models.graders import build_model, create_model, load_trained_model
+from dr_hf.models.lora import load_adapter
+from dr_hf.training.trainer import BaseRecordCallback
+
+
+def save_adapter(model: PeftModel, folder) -> None:
+    """An adapter folder as training exports it: the PEFT files and the base record."""
+    model.save_pretrained(str(folder))
+    write_base_record(model, folder)
+
 
 SIZES = {"test_resnet": 32, "retfound_tiny": 32}
 
@@ -129,7 +132,7 @@ def test_adapter_on_another_base_is_refused(tmp_path, caplog):
     other_fingerprint = other.config.dr_hf_base["fingerprint"]
     with pytest.raises(ValueError, match=f"{recorded}.*{other_fingerprint}"):
         load_adapter(tmp_path, other)
-    with caplog.at_level(logging.WARNING, logger="dr_hf.lora"):
+    with caplog.at_level(logging.WARNING, logger="dr_hf.models.lora"):
         forced = load_adapter(tmp_path, other, force=True)
     assert "force=True" in caplog.text and isinstance(forced, PeftModel)
 

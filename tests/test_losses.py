@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from dr_hf.losses import FocalLoss, class_weights, make_loss_fn
+from dr_hf.training.losses import FocalLoss, class_weights, make_loss_fn
 
 SKEWED = [0] * 50 + [1] * 10 + [2] * 25 + [3] * 5 + [4] * 10
 
@@ -35,7 +35,7 @@ def test_class_weights_balanced_data():
 
 def test_class_weights_absent_grade_gets_one(caplog):
     labels = [0] * 30 + [1] * 5 + [2] * 5
-    with caplog.at_level("WARNING", logger="dr_hf.losses"):
+    with caplog.at_level("WARNING", logger="dr_hf.training.losses"):
         weights = class_weights(labels, mode="balanced")
     assert "[3, 4]" in caplog.text
     assert weights[3] == weights[4] == 1.0

@@ -216,7 +216,7 @@ def test_expected_calibration_error_by_hand():
 
 
 def test_calibration_bins_by_hand_and_the_plot_shows_them():
-    from dr_hf.plots import reliability_figure
+    from dr_hf.evaluation.plots import reliability_figure
 
     probs, labels = TWO_CONFIDENCES, TWO_CONFIDENCE_LABELS
     count, accuracy, confidence = calibration_bins(probs, labels, n_bins=10)

@@ -15,10 +15,11 @@ import torch
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
-from dr_hf.config import ModelArguments
+from dr_hf.config.arguments import ModelArguments
+from dr_hf.errors import CheckpointError
 from dr_hf.grades import GRADE_NAMES
-from dr_hf.models import create_model, load_trained_model, parameter_summary
-from dr_hf.retfound import CheckpointError
+from dr_hf.models.graders import create_model, load_trained_model, parameter_summary
+from dr_hf.models.parts import data_config
 
 
 def equal_states(a: dict, b: dict, skip: tuple[str, ...] = ()) -> list[str]:
@@ -260,3 +261,30 @@ def test_saved_models_load_in_plain_transformers_in_a_fresh_process(tmp_path):
     for name in models:
         assert torch.allclose(torch.tensor(out[name]["logits"]), expected[name], atol=1e-6)
         assert out[name]["scores"] == pytest.approx(expected[name + "_scores"], abs=1e-6)
+
+
+def test_data_config_from_timm_wrapper_config():
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+    cfg = {"mean": [0.4, 0.3, 0.2], "std": [0.2, 0.3, 0.4], "input_size": [3, 192, 192]}
+    config = TimmWrapperConfig(architecture="test_resnet", pretrained_cfg=cfg, num_labels=5)
+    expected = ((0.4, 0.3, 0.2), (0.2, 0.3, 0.4), 192)
+    assert data_config(config) == expected
+    model = TimmWrapperForImageClassification(config)
+    assert data_config(model) == expected
+
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=r".*conv2"))
+    assert data_config(peft_model) == expected
+
+
+def test_data_config_from_timm_model_and_fallback():
+    import timm
+
+    model = timm.create_model("test_vit", pretrained=False)
+    mean, std, size = data_config(model)
+    assert mean == tuple(model.pretrained_cfg["mean"]) and std == tuple(model.pretrained_cfg["std"])
+    assert size == model.pretrained_cfg["input_size"][-1]
+    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert data_config(torch.nn.Linear(2, 2)) == (*imagenet, 224)

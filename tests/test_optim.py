@@ -8,7 +8,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import TimmWrapperConfig, TimmWrapperForImageClassification, get_scheduler
 
-from dr_hf.optim import layer_decay_param_groups
+from dr_hf.training.optim import layer_decay_param_groups
 
 LR, WD, DECAY, DEPTH = 1e-3, 0.05, 0.5, 3
 VIT_ARGS = {"img_size": 32, "depth": DEPTH, "global_pool": "avg"}

@@ -20,9 +20,9 @@ from datasets import Image as ImageFeature
 from PIL import Image
 
 import dr_hf
+from dr_hf.data.prepare import PREPARE_INFO, prepare_dataset, read_prepare_info
+from dr_hf.data.transforms import FundusTransform, get_transforms, with_transforms
 from dr_hf.grades import GRADE_NAMES
-from dr_hf.prepare import PREPARE_INFO, prepare_dataset, read_prepare_info
-from dr_hf.transforms import FundusTransform, get_transforms, with_transforms
 
 SIZE = 48
 SHAPES = [(90, 120), (100, 100), (80, 130)]

@@ -2,14 +2,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dr_hf.preprocessing import (
+from dr_hf.data.preprocessing import (
     ben_graham_normalise,
     crop_fov,
     find_fov,
     fov_mask,
     preprocess_fundus,
 )
-from dr_hf.synthetic import FundusGeometry, render_fundus
+from dr_hf.data.synthetic import FundusGeometry, render_fundus
 
 APTOS_W, APTOS_H = 3000, 2000
 

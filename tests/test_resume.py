@@ -25,8 +25,8 @@ import torch
 from conftest import tiny_config
 from safetensors.torch import load_file
 
-from dr_hf.cli_args import config_from_dict
-from dr_hf.training import run_training
+from dr_hf.config.parsing import config_from_dict
+from dr_hf.training.run import run_training
 
 pytestmark = pytest.mark.slow
 

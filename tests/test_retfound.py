@@ -7,9 +7,10 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from dr_hf.config import ModelArguments
-from dr_hf.models import create_model
-from dr_hf.retfound import CheckpointError, load_retfound_weights, retfound_architecture
+from dr_hf.config.arguments import ModelArguments
+from dr_hf.errors import CheckpointError
+from dr_hf.models.graders import create_model
+from dr_hf.models.retfound import load_retfound_weights, retfound_architecture
 
 TINY = {"embed_dim": 64, "depth": 2, "num_heads": 4}
 

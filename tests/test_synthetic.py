@@ -4,14 +4,14 @@ import cv2
 import numpy as np
 import pytest
 
-from dr_hf.grades import NUM_GRADES
-from dr_hf.synthetic import (
+from dr_hf.data.synthetic import (
     APTOS_GRADE_SHARES,
     FundusGeometry,
     grade_counts,
     make_synthetic,
     render_fundus,
 )
+from dr_hf.grades import NUM_GRADES
 
 
 def read_folder(folder):

@@ -13,9 +13,9 @@ import yaml
 from conftest import tiny_config
 from transformers import AutoModelForImageClassification
 
-from dr_hf.cli_args import config_from_dict, config_from_yaml
-from dr_hf.models import load_trained_model
-from dr_hf.training import build_trainer, run_training, train
+from dr_hf.config.parsing import config_from_dict, config_from_yaml
+from dr_hf.models.graders import load_trained_model
+from dr_hf.training.run import build_trainer, run_training, train
 
 HISTORY_KEYS = {"train_loss", "train_acc", "val_loss", "val_acc", "learning_rate", "epoch_time"}
 

@@ -11,18 +11,19 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from datasets import Image as ImageFeature
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 from torch.utils.data import DataLoader
 from transformers import default_data_collator
 
-from dr_hf.grades import GRADE_NAMES, IMAGENET_MEAN, IMAGENET_STD
-from dr_hf.transforms import (
+from dr_hf.data.transforms import (
     FundusTransform,
     get_transforms,
     reseed,
-    resolve_normalization,
     sample_seed,
     with_transforms,
 )
+from dr_hf.grades import GRADE_NAMES
 
 SIZE = 64
 
@@ -311,29 +312,3 @@ def test_dataloader_workers_give_the_same_batches(dataset):
     assert not torch.equal(
         loader_batches(ready["train"], 0)[0]["pixel_values"], single[0]["pixel_values"]
     )
-
-
-def test_resolve_normalization_from_timm_wrapper_config():
-    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
-
-    cfg = {"mean": [0.4, 0.3, 0.2], "std": [0.2, 0.3, 0.4], "input_size": [3, 192, 192]}
-    config = TimmWrapperConfig(architecture="test_resnet", pretrained_cfg=cfg, num_labels=5)
-    expected = ((0.4, 0.3, 0.2), (0.2, 0.3, 0.4), 192)
-    assert resolve_normalization(config) == expected
-    model = TimmWrapperForImageClassification(config)
-    assert resolve_normalization(model) == expected
-
-    from peft import LoraConfig, get_peft_model
-
-    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=r".*conv2"))
-    assert resolve_normalization(peft_model) == expected
-
-
-def test_resolve_normalization_from_timm_model_and_fallback():
-    import timm
-
-    model = timm.create_model("test_vit", pretrained=False)
-    mean, std, size = resolve_normalization(model)
-    assert mean == tuple(model.pretrained_cfg["mean"]) and std == tuple(model.pretrained_cfg["std"])
-    assert size == model.pretrained_cfg["input_size"][-1]
-    assert resolve_normalization(torch.nn.Linear(2, 2)) == (IMAGENET_MEAN, IMAGENET_STD, 224)

@@ -18,12 +18,12 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import default_data_collator
 
 from dr_hf.benchmarks.report import summarize, timed_rate
-from dr_hf.config import DataArguments
-from dr_hf.data import load_dr_dataset
-from dr_hf.prepare import PREPARE_INFO, prepare_dataset, read_prepare_info
-from dr_hf.preprocessing import crop_fov
-from dr_hf.synthetic import make_synthetic
-from dr_hf.transforms import get_transforms, with_transforms
+from dr_hf.config.arguments import DataArguments
+from dr_hf.data.loading import load_dr_dataset
+from dr_hf.data.prepare import PREPARE_INFO, prepare_dataset, read_prepare_info
+from dr_hf.data.preprocessing import crop_fov
+from dr_hf.data.synthetic import make_synthetic
+from dr_hf.data.transforms import get_transforms, with_transforms
 
 FORMATS = ("png", "jpeg")
 _JPEG_QUALITY = 95

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from dr_hf.benchmarks.report import machine_info, summarize
-from dr_hf.config import ModelArguments
+from dr_hf.config.arguments import ModelArguments
+from dr_hf.evaluation.predict import grade_batch, load_grader
 from dr_hf.grades import NUM_GRADES
-from dr_hf.inference import grade_batch, load_grader
-from dr_hf.models import create_model, parameter_summary
+from dr_hf.models.graders import create_model, parameter_summary
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 # (label, model_name, lora, precision)
@@ -106,7 +106,7 @@ def train_case(
 
 
 def infer_case(model_name, precision, device, image_size, batch_size, warmup, steps, repeats):
-    """Images/s of `dr_hf.inference.grade_batch` (predict's forward), without and with TTA."""
+    """Images/s of `dr_hf.evaluation.predict.grade_batch` (predict's forward), without and with TTA."""
     _fresh(device)
     torch.manual_seed(0)
     model = create_model(ModelArguments(model_name=model_name), image_size=image_size)

@@ -1,4 +1,4 @@
-"""Inference throughput of `dr_hf.inference.predict`, with and without test-time augmentation.
+"""Inference throughput of `dr_hf.evaluation.predict.predict`, with and without test-time augmentation.
 
 `predict` runs end to end on photographs (decode, field-of-view crop, resize, batched forward),
 as `dr-hf predict` does. The model's batched forward alone, on in-memory tensors, is timed beside
@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from dr_hf.benchmarks.report import summarize
-from dr_hf.config import ModelArguments
-from dr_hf.inference import TTA_VIEWS, grade_batch, load_grader, predict
-from dr_hf.models import create_model
+from dr_hf.config.arguments import ModelArguments
+from dr_hf.evaluation.predict import TTA_VIEWS, grade_batch, load_grader, predict
+from dr_hf.models.graders import create_model
 
 
 def bench_inference(
@@ -60,7 +60,7 @@ def bench_inference(
         "batch_size": batch_size,
         "repeats": repeats,
         "tta_views": len(TTA_VIEWS),
-        "method": f"dr_hf.inference.predict on {Path(photos[0]).suffix} files, workers 0",
+        "method": f"dr_hf.evaluation.predict.predict on {Path(photos[0]).suffix} files, workers 0",
         "unit": "images/s",
         "rates": {
             f"{name}, {'TTA' if tta else 'no TTA'}": summarize(values, 2)

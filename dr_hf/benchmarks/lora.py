@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from dr_hf.benchmarks.report import summarize
-from dr_hf.config import ModelArguments
+from dr_hf.config.arguments import ModelArguments
 from dr_hf.grades import NUM_GRADES
-from dr_hf.lora import VIT_TARGETS, trained_head
-from dr_hf.models import create_model, parameter_summary
+from dr_hf.models.graders import create_model, parameter_summary
+from dr_hf.models.lora import VIT_TARGETS, trained_head
 
 _FLOAT32 = 4
 _ADAM_STATES = 2  # exp_avg and exp_avg_sq per trainable parameter

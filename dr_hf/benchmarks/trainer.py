@@ -5,8 +5,10 @@ one device for both (the model and every batch on it; CPU unless asked otherwise
 optimizer implementation (`torch.optim.AdamW(fused=True)`: the loop builds it, the Trainer gets
 `optim="adamw_torch_fused"`) and the same gradient clipping (`clip_grad_norm_` at 1.0, dr_hf's
 default, in both). The Trainer keeps what the loop lacks: the cosine schedule with warm-up, the
-weight-decay exemption of biases and norms, and the loss wrapper that counts training accuracy;
-evaluation, saving, logging and progress bars are off. Nothing is subtracted: the Trainer's time
+weight-decay exemption of biases and norms, and the training-accuracy count; evaluation, saving,
+logging and progress bars are off. The Trainer is built by `build_trainer`, as `dr-hf train`
+builds it, then given the same in-memory tensors as the loop (so image decoding, which both would
+share, is not timed). Nothing is subtracted: the Trainer's time
 is its whole `train()` call, the loop's includes building its optimizer and DataLoader. The steady
 rate (from the end of the first step to the end of the last) is reported beside it, to separate
 the Trainer's one-off start-up from its cost per step.
@@ -16,17 +18,19 @@ import copy
 import tempfile
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from datasets import DatasetDict
 from torch.utils.data import DataLoader, Dataset
 from transformers import PrinterCallback, TrainerCallback, default_data_collator
 
 from dr_hf.benchmarks.report import summarize
-from dr_hf.callbacks import DRTrainer, TrainAccuracy
-from dr_hf.config import DRTrainingArguments, ModelArguments
+from dr_hf.config.arguments import DataArguments, DRTrainingArguments, ModelArguments
+from dr_hf.data.sources import build_dataset
 from dr_hf.grades import NUM_GRADES
-from dr_hf.losses import make_loss_fn
-from dr_hf.models import create_model
+from dr_hf.models.graders import create_model
+from dr_hf.training.run import build_trainer
 
 LEARNING_RATE = 1e-4
 WEIGHT_DECAY = 0.05
@@ -107,11 +111,24 @@ def manual_steps_per_second(
     return *_rates(start, ends[-1], ends), _describe(optimizer)
 
 
+def _placeholder_images(image_size: int) -> DatasetDict:
+    """Two tiny image splits for `build_trainer`; the benchmark trains on tensors instead."""
+    images = [np.zeros((image_size, image_size, 3), np.uint8)] * 5
+    split = build_dataset(images, list(range(NUM_GRADES)), [str(i) for i in range(NUM_GRADES)])
+    return DatasetDict(train=split, validation=split)
+
+
 def trainer_steps_per_second(
-    model, data: Dataset, batch_size: int, steps: int, output_dir: str, device: str = "cpu"
+    model_name: str,
+    initial: dict,
+    data: Dataset,
+    batch_size: int,
+    steps: int,
+    output_dir: str,
+    device: str = "cpu",
 ) -> tuple[float, float, str]:
-    """dr_hf's DRTrainer for `steps` optimizer steps, logging, saving and evaluation off.
-    Returns both rates and the optimizer it used."""
+    """dr_hf's DRTrainer, built by `build_trainer` from `initial` weights, for `steps` optimizer
+    steps on `data`, logging, saving and evaluation off. Returns both rates and the optimizer."""
     args = DRTrainingArguments(
         output_dir=output_dir,
         max_steps=steps,
@@ -129,7 +146,7 @@ def trainer_steps_per_second(
         optim="adamw_torch_fused",
         max_grad_norm=MAX_GRAD_NORM,
         use_cpu=device == "cpu",
-        label_names=["labels"],
+        class_weighting="none",
         seed=0,
     )
     if args.device.type != device or args.n_gpu > 1:
@@ -137,17 +154,15 @@ def trainer_steps_per_second(
             f"the Trainer chose {args.device} with {args.n_gpu} GPU(s) for device={device!r}: "
             "on a machine with several GPUs set CUDA_VISIBLE_DEVICES to one of them."
         )
-    accuracy = TrainAccuracy(make_loss_fn("ce"))
     clock = StepClock(device)
-    trainer = DRTrainer(
-        model=model,
-        args=args,
-        train_dataset=data,
-        data_collator=default_data_collator,
-        compute_loss_func=accuracy,
-        train_accuracy=accuracy,
-        callbacks=[clock],
-    )
+    data_args = DataArguments(image_size=data[0]["pixel_values"].shape[-1], augment=False)
+    run = build_trainer(
+        data_args, ModelArguments(model_name=model_name), args, [clock],
+        dataset=_placeholder_images(data_args.image_size),
+    )  # fmt: skip
+    trainer = run.trainer
+    trainer.model.load_state_dict(initial)
+    trainer.train_dataset = data
     trainer.remove_callback(PrinterCallback)  # with disable_tqdm it prints the final metrics
     start = _now(device)
     trainer.train()
@@ -181,9 +196,8 @@ def bench_trainer(
             *manual, optimizers["manual"] = manual_steps_per_second(
                 model, data, batch_size, steps, device
             )
-            model.load_state_dict(initial)
             *trainer, optimizers["trainer"] = trainer_steps_per_second(
-                model, data, batch_size, steps, output_dir, device
+                model_name, initial, data, batch_size, steps, output_dir, device
             )
             if repeat:
                 for key, (total, steady) in (("manual", manual), ("trainer", trainer)):

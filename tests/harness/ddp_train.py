@@ -2,7 +2,7 @@
 
 Usage: torchrun --standalone --nproc_per_node 2 ddp_train.py CONFIG_JSON SCRATCH_DIR
 
-Runs `dr_hf.training.run_training` unchanged and only observes it, through a Trainer callback,
+Runs `dr_hf.training.run.run_training` unchanged and only observes it, through a Trainer callback,
 a forward pre-hook and a CPython audit hook. Each rank writes SCRATCH_DIR/rank-<r>.json:
 - `batches`: per optimizer step, the training-set indices of the images this rank's model was
   fed (matched by their pixels: augmentation must be off, so each image has one tensor);
@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
 
-from dr_hf.cli_args import config_from_dict
-from dr_hf.training import run_training
+from dr_hf.config.parsing import config_from_dict
+from dr_hf.training.run import run_training
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _PATH_EVENTS = {"os.mkdir", "os.rename", "os.remove", "os.rmdir", "shutil.rmtree", "shutil.move"}

@@ -2,7 +2,7 @@
 
 Usage: python resume_run.py CONFIG_JSON [--kill-at-step N] [--record FILE]
 
-CONFIG_JSON holds field values for `dr_hf.cli_args.config_from_dict` (resume_from_checkpoint
+CONFIG_JSON holds field values for `dr_hf.config.parsing.config_from_dict` (resume_from_checkpoint
 included). With `--kill-at-step N` the process kills itself at the end of optimizer step N, before
 that step's logging, evaluation and checkpoint: the way a crash or an OOM killer stops a run.
 `--record FILE` writes the optimizer steps this process ran, which shows where a resume started.
@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from dr_hf.cli_args import config_from_dict
-from dr_hf.training import run_training
+from dr_hf.config.parsing import config_from_dict
+from dr_hf.training.run import run_training
 
 
 class KillAtStep(TrainerCallback):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 
-from dr_hf.config import DataArguments
-from dr_hf.data_checks import (
+from dr_hf.config.arguments import DataArguments
+from dr_hf.data.checks import (
     IMAGE_EXTENSIONS,
     DataError,
     check_unique_ids,
@@ -23,7 +23,7 @@ from dr_hf.data_checks import (
 )
 from dr_hf.grades import GRADE_NAMES, NUM_GRADES
 
-logger = logging.getLogger("dr_hf.data")
+logger = logging.getLogger(__name__)
 
 FEATURES = Features(
     {
@@ -114,7 +114,7 @@ def from_csv(csv_path: Path, image_dir: Path, args: DataArguments) -> Dataset:
     ids = [strip_image_extension(image_id) for image_id in raw_ids]
     check_unique_ids(ids, lines, where)
     paths = resolve_images(raw_ids, lines, image_dir, where)
-    return build(paths, labels, ids)
+    return build_dataset(paths, labels, ids)
 
 
 def from_grade_folders(root: Path, subdirs: list[str]) -> Dataset:
@@ -148,11 +148,12 @@ def from_grade_folders(root: Path, subdirs: list[str]) -> Dataset:
     check_unique_ids(
         ids, [str(Path(path).relative_to(root.resolve())) for path in paths], str(root)
     )
-    return build(paths, labels, ids)
+    return build_dataset(paths, labels, ids)
 
 
-def build(paths: list[str], labels: list[int], ids: list[str]) -> Dataset:
-    return Dataset.from_dict({"image": paths, "label": labels, "image_id": ids}, features=FEATURES)
+def build_dataset(images: list, labels: list[int], ids: list[str]) -> Dataset:
+    """A dataset of `FEATURES` from image paths (or arrays), grades and ids."""
+    return Dataset.from_dict({"image": images, "label": labels, "image_id": ids}, features=FEATURES)
 
 
 def from_saved(

@@ -18,12 +18,7 @@ from timm.models import group_parameters
 from timm.optim import param_groups_layer_decay
 from torch import nn
 
-
-def timm_backbone(model: nn.Module) -> nn.Module:
-    """The timm model inside a (PEFT-wrapped) TimmWrapper, or the model itself."""
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    return getattr(model, "timm_model", model)
+from dr_hf.models.parts import timm_backbone
 
 
 def layer_decay_param_groups(

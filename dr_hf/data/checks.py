@@ -12,25 +12,13 @@ from pathlib import Path
 from datasets import Dataset, Image
 from PIL import Image as PILImage
 
+from dr_hf.errors import DataError, listing
 from dr_hf.grades import NUM_GRADES
 
-logger = logging.getLogger("dr_hf.data")
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-MAX_LISTED = 20
 CHECK_BATCH = 64  # rows of a saved dataset hold their encoded bytes
-
-
-class DataError(ValueError):
-    """Training data that cannot be used as it is; the message says where and how to fix it."""
-
-
-def listing(items: list[str], cap: int = MAX_LISTED) -> str:
-    """One item per line, the first `cap` of them, then how many more there are."""
-    lines = [f"  {item}" for item in items[:cap]]
-    if len(items) > cap:
-        lines.append(f"  ... and {len(items) - cap} more")
-    return "\n".join(lines)
 
 
 def parse_grade(value: object) -> int | None:

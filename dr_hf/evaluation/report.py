@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dr_hf.config import DataArguments
+from dr_hf.config.arguments import DataArguments
+from dr_hf.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
+from dr_hf.evaluation.prediction_io import PROB_COLUMNS
 from dr_hf.metrics import referable_scores
-from dr_hf.plots import plot_confusion_matrix, plot_reliability, plot_roc
-from dr_hf.prediction_io import PROB_COLUMNS
 
 REPORT_FILES = ("metrics.json", "predictions.csv")
 FIGURES = ("confusion_matrix", "roc", "reliability")

@@ -1,6 +1,6 @@
 """Dataclass configuration: data, model (LoRA included) and training arguments.
 
-Every field is a YAML key and a command-line flag of the same name (see `dr_hf.cli_args`).
+Every field is a YAML key and a command-line flag of the same name (see `dr_hf.config.parsing`).
 """
 
 import logging
@@ -10,13 +10,13 @@ import torch
 from transformers import SchedulerType, TrainingArguments
 
 from dr_hf.grades import NUM_GRADES
-from dr_hf.losses import CLASS_WEIGHTINGS, LOSS_KINDS
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_WANDB_PROJECT = "diabetic-retinopathy"
 
-RETFOUND_NAMES = ("retfound", "retfound_mae", "retfound_dinov2", "retfound_tiny")
+LOSS_KINDS = ("ce", "focal")
+CLASS_WEIGHTINGS = ("auto", "balanced", "none")
 
 
 @dataclass
@@ -104,14 +104,15 @@ class ModelArguments:
         default="resnet50",
         metadata={
             "help": "A timm architecture (resnet50, efficientnet_b0, convnext_tiny, vit_base_patch16_224...) "
-            f"or one of {', '.join(RETFOUND_NAMES)}."
+            "or a RETFound variant: retfound (retfound_mae), retfound_dinov2, retfound_tiny."
         },
     )
     pretrained_weights: str | None = field(
         default=None,
         metadata={
             "help": "Initial weights: a local file (.pth/.bin/.safetensors; for RETFound the official "
-            "checkpoint) or a Hub id. None trains from timm's random initialisation."
+            "checkpoint) or a Hub id. None trains from timm's random initialisation.",
+            "aliases": ["--checkpoint_path", "--checkpoint-path"],
         },
     )
     num_labels: int = field(
@@ -146,10 +147,6 @@ class ModelArguments:
         if self.lora and self.lora_r < 1:
             raise ValueError(f"lora_r={self.lora_r} must be a positive rank such as 8 or 16.")
 
-    @property
-    def is_retfound(self) -> bool:
-        return self.model_name.lower() in RETFOUND_NAMES
-
 
 @dataclass
 class DRTrainingArguments(TrainingArguments):
@@ -168,6 +165,23 @@ class DRTrainingArguments(TrainingArguments):
     )
     metric_for_best_model: str | None = field(
         default="qwk", metadata={"help": "Metric that picks the best checkpoint."}
+    )
+    num_train_epochs: float = field(
+        default=3.0, metadata={"help": "Training epochs.", "aliases": ["--epochs"]}
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "A checkpoint folder to resume from, or `last` for the newest complete one.",
+            "aliases": ["--resume"],
+        },
+    )
+    run_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Run name (W&B's too).",
+            "aliases": ["--wandb-run-name", "--wandb_run_name"],
+        },
     )
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate."})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})

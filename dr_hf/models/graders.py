@@ -13,8 +13,8 @@ from pathlib import Path
 import safetensors.torch
 import timm
 import torch
-import yaml
 from peft import PeftModel
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import clean_state_dict, get_pretrained_cfg
 from transformers import (
     AutoModelForImageClassification,
@@ -23,29 +23,23 @@ from transformers import (
     TimmWrapperForImageClassification,
 )
 
-from dr_hf.config import RETFOUND_NAMES, ModelArguments
-from dr_hf.grades import ID2LABEL, IMAGENET_MEAN, IMAGENET_STD, LABEL2ID, NUM_GRADES
-from dr_hf.lora import (
-    BASE_WEIGHTS,
-    apply_lora,
-    base_fingerprint,
-    load_adapter,
-    read_base_record,
-    trained_head,
-)
-from dr_hf.retfound import (
-    CheckpointError,
+from dr_hf.config.arguments import ModelArguments
+from dr_hf.errors import CheckpointError
+from dr_hf.grades import ID2LABEL, LABEL2ID, NUM_GRADES
+from dr_hf.models.base_record import BASE_WEIGHTS, base_fingerprint, read_base_record
+from dr_hf.models.lora import apply_lora, load_adapter
+from dr_hf.models.parts import trained_head
+from dr_hf.models.retfound import is_retfound, load_retfound_weights, retfound_architecture
+from dr_hf.models.weights import (
     adapt_pos_embed,
     load_checked,
-    load_retfound_weights,
+    public_name,
     read_checkpoint,
-    retfound_architecture,
+    resolve_weights,
 )
+from dr_hf.run_folder import read_run_config
 
 logger = logging.getLogger(__name__)
-
-_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-RUN_CONFIG = "config.yaml"
 
 
 def create_model(
@@ -64,10 +58,10 @@ def create_model(
     file = None
     if weights:
         file = resolve_weights(weights)
-        load_base_weights(model, file, retfound=args.is_retfound)
+        load_base_weights(model, file, retfound=is_retfound(args.model_name))
     model.config.dr_hf_base = {  # saved in config.json and beside adapters: no local paths
         "model_name": args.model_name,
-        "pretrained_weights": weights and _public_name(weights),
+        "pretrained_weights": weights and public_name(weights),
         "weights_file": file.name if file else None,
         "fingerprint": base_fingerprint(model),
     }
@@ -87,12 +81,12 @@ def create_model(
 
 def model_config(args: ModelArguments, image_size: int | None = None) -> TimmWrapperConfig:
     """The TimmWrapperConfig: timm architecture and kwargs, grades, preprocessing."""
-    if args.is_retfound:
+    if is_retfound(args.model_name):
         architecture, model_args = retfound_architecture(
             args.model_name, image_size, args.drop_path_rate
         )
         size = model_args["img_size"]
-        mean, std, interpolation = IMAGENET_MEAN, IMAGENET_STD, "bicubic"
+        mean, std, interpolation = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, "bicubic"
     else:
         architecture, model_args = args.model_name, {}
         if not timm.is_model(architecture):
@@ -141,27 +135,6 @@ def build_model(config: TimmWrapperConfig) -> TimmWrapperForImageClassification:
         model = TimmWrapperForImageClassification(config)
     model.timm_model = timm_model
     return model
-
-
-def resolve_weights(weights: str) -> Path:
-    """A local weights file: the path itself, the weights inside a model folder, or a Hub download."""
-    path = Path(weights).expanduser()
-    if path.is_file():
-        return path
-    if path.is_dir():
-        found = [
-            path / name
-            for name in ("model.safetensors", "pytorch_model.bin")
-            if (path / name).is_file()
-        ]
-        if not found:
-            raise FileNotFoundError(f"{path} holds no model.safetensors or pytorch_model.bin.")
-        return found[0]
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", weights) and not path.parent.is_dir():
-        return _download(weights)
-    raise FileNotFoundError(
-        f"Weights file {weights} does not exist: give the path of a local file."
-    )
 
 
 def load_base_weights(model: TimmWrapperForImageClassification, file: Path, retfound: bool) -> None:
@@ -214,7 +187,7 @@ def load_trained_model(
         if record is None:
             raise FileNotFoundError(
                 f"{folder} holds a LoRA adapter without its base record (dr_hf_base.json): build the "
-                "base yourself and use dr_hf.lora.load_adapter(folder, base, force=True)."
+                "base yourself and use dr_hf.models.lora.load_adapter(folder, base, force=True)."
             )
         base = build_model(TimmWrapperConfig.from_dict(record))
         info = record.get("dr_hf_base") or {}
@@ -222,7 +195,7 @@ def load_trained_model(
             base.load_state_dict(safetensors.torch.load_file(folder / BASE_WEIGHTS), strict=True)
         elif info.get("pretrained_weights"):
             file = _base_weights_file(info, retfound_weights, folder)
-            retfound = str(info.get("model_name")).lower() in RETFOUND_NAMES
+            retfound = is_retfound(str(info.get("model_name")))
             load_base_weights(base, file, retfound=retfound)
         else:
             raise FileNotFoundError(
@@ -242,7 +215,7 @@ def _base_weights_file(info: dict, given: str | None, folder: Path) -> Path:
     """The base weights: those given, else those the run's config.yaml names (a local path stays
     on this machine), else the recorded Hub id or file name. The fingerprint checks the result."""
     name = info.get("weights_file") or info["pretrained_weights"]
-    candidates = [given] if given else [run_config(folder).get("pretrained_weights")]
+    candidates = [given] if given else [read_run_config(folder).get("pretrained_weights")]
     candidates.append(info["pretrained_weights"])
     problems = []
     for candidate in filter(None, candidates):
@@ -256,68 +229,3 @@ def _base_weights_file(info: dict, given: str | None, folder: Path) -> Path:
         f"The adapter in {folder} was trained on a base built from {name}, which is not found "
         f"here ({'; '.join(problems)}). Pass retfound_weights='/path/to/{name}'."
     )
-
-
-def run_config(model_path: str | Path) -> dict:
-    """The config.yaml training wrote in its output folder, beside best/ and checkpoint-N (or in
-    the model folder itself); {} without one."""
-    model_path = Path(model_path)
-    for path in (model_path / RUN_CONFIG, model_path.parent / RUN_CONFIG):
-        if path.is_file():
-            try:
-                values = yaml.safe_load(path.read_text())
-            except yaml.YAMLError as error:
-                raise ValueError(f"{path} is not a readable run config: {error}") from error
-            return values if isinstance(values, dict) else {}
-    return {}
-
-
-def _public_name(weights: str) -> str:
-    """A Hub id as it is; a local file or folder by its name only."""
-    path = Path(weights).expanduser()
-    return path.name if path.exists() else weights
-
-
-def _download(repo_id: str) -> Path:
-    """The weights file of a Hub repository: model.safetensors, pytorch_model.bin, or its only
-    weights file. hf_hub_download answers from the HF cache offline, so a cached repository needs
-    no network; only a repository without the usual names is listed (or its cached snapshot)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import RepositoryNotFoundError
-
-    try:
-        for name in ("model.safetensors", "pytorch_model.bin"):
-            try:
-                return Path(hf_hub_download(repo_id, name))
-            except RepositoryNotFoundError:  # gated or missing: no other file will do
-                raise
-            except Exception:  # not in the repository, or offline and not cached
-                continue
-        files = _repo_weights_files(repo_id)
-        if len(files) != 1:
-            raise FileNotFoundError(
-                f"{repo_id} holds {len(files)} weights files ({files}): pass a local path."
-            )
-        return Path(hf_hub_download(repo_id, files[0]))
-    except Exception as error:  # offline, gated, missing: huggingface_hub raises several kinds
-        raise FileNotFoundError(
-            f"Could not fetch weights for Hub id {repo_id!r} ({error}). Offline or gated (RETFound is "
-            "gated): download the file yourself and pass its local path."
-        ) from error
-
-
-def _repo_weights_files(repo_id: str) -> list[str]:
-    """The repository's weights files: the Hub's listing, or offline its cached snapshot's."""
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import RepositoryNotFoundError
-
-    try:
-        files = HfApi().list_repo_files(repo_id)
-    except RepositoryNotFoundError:
-        raise
-    except Exception:  # no network: what the cache holds
-        folder = Path(snapshot_download(repo_id, local_files_only=True))
-        files = [
-            path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()
-        ]
-    return [name for name in files if name.endswith(_WEIGHT_SUFFIXES)]

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from dr_hf.data_checks import IMAGE_EXTENSIONS
+from dr_hf.data.checks import IMAGE_EXTENSIONS
+from dr_hf.data.transforms import FundusTransform
 from dr_hf.grades import GRADE_NAMES, NUM_GRADES, REFERABLE_MIN_GRADE
 from dr_hf.metrics import referable_scores
-from dr_hf.transforms import FundusTransform
 
 PROB_COLUMNS = [f"prob_{grade}" for grade in range(NUM_GRADES)]
 SAVE_FORMATS = ("csv", "jsonl", "json")

@@ -22,10 +22,11 @@ from albumentations.core.composition import BaseCompose  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 from datasets import DatasetDict  # noqa: E402
 
-from dr_hf.grades import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from dr_hf.preprocessing import as_rgb_array, preprocess_fundus  # noqa: E402
+from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # noqa: E402
+from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD  # noqa: E402
 
-DEFAULT_INPUT_SIZE = 224
+from dr_hf.data.preprocessing import as_rgb_array, preprocess_fundus  # noqa: E402
+
 _MASK64 = (1 << 64) - 1
 
 
@@ -69,27 +70,6 @@ def get_transforms(
         ]
     )
     return train, val
-
-
-def resolve_normalization(model: Any) -> tuple[tuple[float, ...], tuple[float, ...], int]:
-    """(mean, std, input_size) from the model's pretrained config, ImageNet's and 224 otherwise.
-
-    Accepts a transformers TimmWrapper model or config (`config.pretrained_cfg`), a bare timm
-    model (`pretrained_cfg`), or a PEFT model wrapping either.
-    """
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    cfg = None
-    for owner in (getattr(model, "config", None), model, getattr(model, "timm_model", None)):
-        cfg = getattr(owner, "pretrained_cfg", None) if owner is not None else None
-        if cfg:
-            break
-    cfg = cfg or {}
-    mean = tuple(float(v) for v in cfg.get("mean") or IMAGENET_MEAN)
-    std = tuple(float(v) for v in cfg.get("std") or IMAGENET_STD)
-    input_size = cfg.get("input_size")
-    size = int(input_size[-2]) if input_size else DEFAULT_INPUT_SIZE
-    return mean, std, size
 
 
 def sample_seed(seed: int, epoch: int, image_id: str) -> int:

@@ -1,77 +1,62 @@
-"""Command-line and YAML parsing of the three argument dataclasses.
+"""Command-line and YAML parsing of the three argument dataclasses, on `HfArgumentParser`.
 
 `--config file.yaml` supplies defaults, flags on the command line override them, and a YAML key that
-is no field of any dataclass is an error naming it. The flags of the original training scripts
-(`--wandb`, `--resume`, `--epochs`...) are rewritten to their dataclass fields before parsing.
+is no field of any dataclass is an error naming it. Dashed spellings (`--wandb-project`) are the
+parser's own; single-field aliases (`--epochs`, `--resume`, `--checkpoint_path`, `--wandb-run-name`)
+are `aliases` in the fields' metadata. Only `--wandb` and `--batch_size`, which set other fields'
+values, and `--debug` are rewritten before parsing.
 """
 
 import dataclasses
-import logging
 import sys
 from pathlib import Path
 
 import yaml
 from transformers import HfArgumentParser
 
-from dr_hf.config import DataArguments, DRTrainingArguments, ModelArguments
-
-logger = logging.getLogger(__name__)
+from dr_hf.config.arguments import DataArguments, DRTrainingArguments, ModelArguments
+from dr_hf.errors import ConfigError
 
 DATACLASSES = (DataArguments, ModelArguments, DRTrainingArguments)
+Configs = tuple[DataArguments, ModelArguments, DRTrainingArguments]
 
-# Original flag -> the dataclass flags it stands for (the value, if any, follows each of them).
-VALUE_ALIASES = {
-    "--wandb-project": ["--wandb_project"],
-    "--wandb-run-name": ["--run_name"],
-    "--wandb-tags": ["--wandb_tags"],
-    "--wandb_run_name": ["--run_name"],
-    "--resume": ["--resume_from_checkpoint"],
-    "--checkpoint_path": ["--pretrained_weights"],
+# Flags that stand for other flags: `--batch_size N` sets both batch sizes, `--wandb` reports to W&B.
+EXPANSIONS = {
     "--batch_size": ["--per_device_train_batch_size", "--per_device_eval_batch_size"],
-    "--epochs": ["--num_train_epochs"],
+    "--batch-size": ["--per_device_train_batch_size", "--per_device_eval_batch_size"],
 }
-FLAG_ALIASES = {"--wandb": ["--report_to", "wandb"]}
+FLAG_EXPANSIONS = {"--wandb": ["--report_to", "wandb"]}
 
 
-class ConfigError(ValueError):
-    """A configuration file or flag that cannot be used as given."""
-
-
-def _rewrite_aliases(argv: list[str]) -> tuple[list[str], bool]:
-    """Expand the original tool's flags; return the new argv and whether `--debug` was given."""
+def _expand(argv: list[str]) -> tuple[list[str], bool]:
+    """Expand `--wandb` and `--batch_size`; return the new argv and whether `--debug` was given."""
     out: list[str] = []
     debug = False
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
+    args = iter(argv)
+    for arg in args:
         name, eq, inline = arg.partition("=")
         if arg == "--debug":
             debug = True
-        elif arg in FLAG_ALIASES:
-            out.extend(FLAG_ALIASES[arg])
-        elif name in VALUE_ALIASES:
-            values = [inline] if eq else []
-            if not eq:
-                # Take every value up to the next flag (--wandb-tags takes several).
-                while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                    values.append(argv[i + 1])
-                    i += 1
-            if not values:
+        elif arg in FLAG_EXPANSIONS:
+            out.extend(FLAG_EXPANSIONS[arg])
+        elif name in EXPANSIONS:
+            value = inline if eq else next(args, None)
+            if value is None:
                 raise ConfigError(f"{name} needs a value.")
-            for target in VALUE_ALIASES[name]:
-                out.extend([target, *values])
+            for target in EXPANSIONS[name]:
+                out.extend([target, value])
         else:
             out.append(arg)
-        i += 1
     return out, debug
 
 
-def _field_names() -> dict[str, type]:
-    return {f.name: cls for cls in DATACLASSES for f in dataclasses.fields(cls) if f.init}
+def _field_names() -> set[str]:
+    return {f.name for cls in DATACLASSES for f in dataclasses.fields(cls) if f.init}
 
 
 def load_yaml_config(path: str | Path) -> dict:
-    """Read a YAML config and check that each key is a known field."""
+    """Read a YAML config and check that each key is a known field (here rather than through
+    `parse_dict`, because the command line uses the values as defaults its flags override)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")
@@ -80,7 +65,7 @@ def load_yaml_config(path: str | Path) -> dict:
         raise ConfigError(
             f"{path} must hold a mapping of field names to values, not {type(values).__name__}."
         )
-    unknown = sorted(set(values) - set(_field_names()))
+    unknown = sorted(set(values) - _field_names())
     if unknown:
         raise ConfigError(
             f"{path}: unknown key(s) {', '.join(unknown)}. Use field names of DataArguments, "
@@ -102,8 +87,7 @@ class DRArgumentParser(HfArgumentParser):
         self, argv: list[str] | None = None
     ) -> tuple[DataArguments, ModelArguments, DRTrainingArguments, bool]:
         """Parse argv (sys.argv[1:] by default); the last item says whether `--debug` was given."""
-        argv = list(sys.argv[1:] if argv is None else argv)
-        argv, debug = _rewrite_aliases(argv)
+        argv, debug = _expand(list(sys.argv[1:] if argv is None else argv))
         pre, _ = self.parse_known_args(argv)
         if pre.config is not None:
             self.set_defaults(**load_yaml_config(pre.config))
@@ -127,23 +111,17 @@ def resolved_config(
     return {**dataclasses.asdict(data_args), **dataclasses.asdict(model_args), **training}
 
 
-def config_from_yaml(
-    path: str | Path, **overrides
-) -> tuple[DataArguments, ModelArguments, DRTrainingArguments]:
+def config_from_yaml(path: str | Path, **overrides) -> Configs:
     """Build the three dataclasses from a YAML file, keyword overrides winning (notebook use)."""
     return config_from_dict({**load_yaml_config(path), **overrides})
 
 
-def config_from_dict(values: dict) -> tuple[DataArguments, ModelArguments, DRTrainingArguments]:
-    unknown = sorted(set(values) - set(_field_names()))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)}.")
-    return _build(values)
-
-
-def _build(values: dict) -> tuple[DataArguments, ModelArguments, DRTrainingArguments]:
-    owners = _field_names()
-    parts = {cls: {} for cls in DATACLASSES}
-    for key, value in values.items():
-        parts[owners[key]][key] = value
-    return tuple(cls(**parts[cls]) for cls in DATACLASSES)
+def config_from_dict(values: dict) -> Configs:
+    """Build the three dataclasses from a dict of field values; an unknown key is an error."""
+    try:
+        return HfArgumentParser(DATACLASSES).parse_dict(values, allow_extra_keys=False)
+    except ValueError as error:
+        if "not used by the HfArgumentParser" not in str(error):
+            raise
+        unknown = sorted(set(values) - _field_names())
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)}.") from None

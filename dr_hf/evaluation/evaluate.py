@@ -3,7 +3,7 @@
 Writes `metrics.json`, `predictions.csv`, `confusion_matrix.png`, `roc.png` and
 `reliability.png` (plus `*_tta.png` with `--tta`) and prints a short table. The data flags are
 those of training (`DataArguments`); the preprocessing is the model's own saved record. The report
-folder and its files are `dr_hf.eval_report`'s.
+folder and its files are `dr_hf.evaluation.report`'s.
 
 A held-out set is evaluated whole (`split="all"`, `load_dr_images`: every image once, no split, so
 even a set with one image per grade works). `split="validation"` evaluates a run's own validation
@@ -23,9 +23,12 @@ import torch
 from datasets import Dataset
 from transformers import default_data_collator
 
-from dr_hf.config import DataArguments
-from dr_hf.data import load_dr_dataset, load_dr_images
-from dr_hf.eval_report import (
+from dr_hf.config.arguments import DataArguments
+from dr_hf.data.loading import load_dr_dataset, load_dr_images
+from dr_hf.data.prepare import read_prepare_info
+from dr_hf.evaluation.predict import auto_workers, grade_batch, load_grader, progress_batches
+from dr_hf.evaluation.prediction_io import PROB_COLUMNS
+from dr_hf.evaluation.report import (
     check_output_dir,
     default_output_dir,
     format_table,
@@ -35,7 +38,6 @@ from dr_hf.eval_report import (
     write_predictions,
 )
 from dr_hf.grades import REFERABLE_MIN_GRADE
-from dr_hf.inference import auto_workers, grade_batch, load_grader, progress_batches
 from dr_hf.metrics import (
     bootstrap_ci,
     compute_dr_metrics,
@@ -43,9 +45,7 @@ from dr_hf.metrics import (
     referable_scores,
     sensitivity_at_specificity,
 )
-from dr_hf.models import RUN_CONFIG, run_config
-from dr_hf.prediction_io import PROB_COLUMNS
-from dr_hf.prepare import read_prepare_info
+from dr_hf.run_folder import RUN_CONFIG, read_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +104,9 @@ def load_eval_split(data_args: DataArguments, split: str = "all") -> Dataset:
 
 def run_data_fields(model_path: str | Path) -> dict:
     """The DataArguments fields of the run that saved `model_path` (its `config.yaml`, see
-    `dr_hf.models.run_config`); {} without one."""
+    `dr_hf.models.graders.run_config`); {} without one."""
     names = {item.name for item in fields(DataArguments) if item.init}
-    return {key: value for key, value in run_config(model_path).items() if key in names}
+    return {key: value for key, value in read_run_config(model_path).items() if key in names}
 
 
 def clinical_metrics(

@@ -6,10 +6,11 @@ from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from dr_hf.config import DataArguments, DRTrainingArguments, ModelArguments
+from dr_hf.config.arguments import DataArguments, DRTrainingArguments, ModelArguments
 from dr_hf.grades import GRADE_NAMES, REFERABLE_MIN_GRADE
+from dr_hf.models.retfound import is_retfound
+from dr_hf.models.weights import WEIGHT_SUFFIXES
 
-_WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 _HEADLINE_METRICS = (
     ("qwk", "Quadratic weighted kappa"),
     ("accuracy", "Accuracy"),
@@ -32,7 +33,7 @@ def _is_hub_id(name: str) -> bool:
         validate_repo_id(name)
     except HFValidationError:
         return False
-    return "/" in name and not Path(name).exists() and not name.endswith(_WEIGHT_SUFFIXES)
+    return "/" in name and not Path(name).exists() and not name.endswith(WEIGHT_SUFFIXES)
 
 
 def _plain(value):
@@ -93,7 +94,11 @@ def render_model_card(
         usage = (
             "```python\nfrom dr_hf.models import load_trained_model\n\n"
             'model = load_trained_model("path/to/this/folder"'
-            + (', retfound_weights="RETFound_cfp_weights.pth"' if model_args.is_retfound else "")
+            + (
+                ', retfound_weights="RETFound_cfp_weights.pth"'
+                if is_retfound(model_args.model_name)
+                else ""
+            )
             + ")\n```\n\nThe adapter records the SHA-256 of the base weights it was trained on; loading it "
             "onto another base is refused."
         )

@@ -25,12 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dr_hf.config.arguments import CLASS_WEIGHTINGS, LOSS_KINDS
 from dr_hf.grades import NUM_GRADES
 
 logger = logging.getLogger(__name__)
 
-LOSS_KINDS = ("ce", "focal")
-CLASS_WEIGHTINGS = ("auto", "balanced", "none")
 IGNORE_INDEX = -100
 
 

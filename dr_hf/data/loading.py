@@ -14,14 +14,14 @@ import datasets
 import numpy as np
 from datasets import Dataset, DatasetDict
 
-from dr_hf.config import DataArguments
-from dr_hf.data_checks import DataError, check_no_shared_images, drop_or_raise_unreadable, listing
-from dr_hf.data_sources import FEATURES, find_image_dir, from_csv, from_grade_folders, from_saved
+from dr_hf.config.arguments import DataArguments
+from dr_hf.data.checks import DataError, check_no_shared_images, drop_or_raise_unreadable, listing
+from dr_hf.data.sources import FEATURES, find_image_dir, from_csv, from_grade_folders, from_saved
 from dr_hf.grades import NUM_GRADES
 
 __all__ = ["FEATURES", "DataError", "load_dr_dataset", "load_dr_images", "stratified_split"]
 
-logger = logging.getLogger("dr_hf.data")
+logger = logging.getLogger(__name__)
 
 # Per role: label CSV names and image folder names looked for, in order; the flags that override.
 CSV_NAMES = {

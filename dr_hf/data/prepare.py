@@ -16,26 +16,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from datasets import DatasetDict
 from PIL import Image
 
-from dr_hf.preprocessing import preprocess_fundus
+from dr_hf.data.preprocessing import preprocess_fundus
 
 PREPARE_INFO = "dr_hf_prepare.json"
 _PNG_COMPRESSION = 1  # ~4x faster to write than the default level 6, files ~25 % larger
 _WRITER_BATCH = 100  # encoded images held in memory between two writes of map's Arrow file
 
 
-def prepare_image(image: Image.Image, size: int, crop: bool, ben_graham: bool) -> np.ndarray:
-    """Field-of-view crop, shorter side to `size`, then Ben Graham (its blur scales with size)."""
-    return preprocess_fundus(image, crop=crop, ben_graham=ben_graham, size=size)
-
-
 def _prepare_batch(batch: dict[str, list], size: int, crop: bool, ben_graham: bool) -> dict:
     images = []
     for image in batch["image"]:
-        array = prepare_image(image, size, crop, ben_graham)
+        array = preprocess_fundus(image, crop=crop, ben_graham=ben_graham, size=size)
         buffer = io.BytesIO()
         Image.fromarray(array).save(buffer, format="PNG", compress_level=_PNG_COMPRESSION)
         images.append({"bytes": buffer.getvalue(), "path": None})
@@ -53,6 +47,14 @@ def read_prepare_info(path: str | Path) -> dict[str, Any] | None:
         raise ValueError(
             f"{info} is not valid JSON ({err}): re-run `dr-hf prepare` into an empty folder."
         ) from err
+
+
+def steps_to_apply(crop: bool, ben_graham: bool, prepared: dict | None) -> tuple[bool, bool]:
+    """(crop, ben_graham) still to do on images of a source whose `dr-hf prepare` record is
+    `prepared` (None: raw images), for a model that wants `crop` and `ben_graham`."""
+    if prepared is None:
+        return crop, ben_graham
+    return crop and not prepared["crop"], ben_graham and not prepared["ben_graham"]
 
 
 def _check_output_dir(dataset: DatasetDict, output_dir: Path) -> None:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
-from dr_hf.config import DRTrainingArguments
-from dr_hf.lora import BASE_WEIGHTS
+from dr_hf.config.arguments import DRTrainingArguments
+from dr_hf.models.lora import BASE_WEIGHTS
 
 logger = logging.getLogger(__name__)
 

@@ -1,34 +1,38 @@
 """The training run: data, model, transforms, loss and metrics handed to the HF Trainer.
 
-`run_training` is the whole job in one screen; `train` is the notebook API of the original tool
-(same signature, same history keys).
+`run_training` is the whole job in one screen; `train` is the notebook API (a YAML path, a dict
+of fields or the three argument dataclasses; it returns the per-epoch history).
 """
 
-import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from datasets import DatasetDict
 from transformers import Trainer, TrainerCallback, default_data_collator, set_seed
 
-from dr_hf.callbacks import AugmentationEpochCallback, DRTrainer, TrainAccuracy
-from dr_hf.checkpoints import resolve_resume
-from dr_hf.cli_args import config_from_dict, config_from_yaml, resolved_config
-from dr_hf.config import DataArguments, DRTrainingArguments, ModelArguments
-from dr_hf.data import load_dr_dataset
-from dr_hf.export import export_best, preprocessing_record, write_preprocessing
-from dr_hf.history import build_history
-from dr_hf.lora import BaseRecordCallback
-from dr_hf.losses import class_weights, make_loss_fn
+from dr_hf.config.arguments import DataArguments, DRTrainingArguments, ModelArguments
+from dr_hf.config.parsing import config_from_dict, config_from_yaml, resolved_config
+from dr_hf.data.loading import load_dr_dataset
+from dr_hf.data.transforms import FundusTransform, with_transforms
 from dr_hf.metrics import compute_dr_metrics, make_compute_metrics, softmax
-from dr_hf.models import create_model, parameter_summary
-from dr_hf.optim import layer_decay_param_groups
-from dr_hf.run_settings import configure_run, finish_wandb, steps_left_to_apply
-from dr_hf.transforms import FundusTransform, resolve_normalization, with_transforms
+from dr_hf.models.graders import create_model, parameter_summary
+from dr_hf.models.parts import data_config
+from dr_hf.run_folder import BEST, write_history, write_preprocessing, write_run_config
+from dr_hf.training.export import export_best, preprocessing_record
+from dr_hf.training.history import build_history
+from dr_hf.training.losses import class_weights, make_loss_fn
+from dr_hf.training.optim import layer_decay_param_groups
+from dr_hf.training.resume import resolve_resume
+from dr_hf.training.settings import (
+    finish_wandb,
+    steps_left_to_apply,
+    trainer_arguments,
+    wandb_environment,
+)
+from dr_hf.training.trainer import AugmentationEpochCallback, BaseRecordCallback, DRTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +48,6 @@ class TrainingRun:
     parameters: dict
     class_weights: torch.Tensor | None
     config: dict
-    push_to_hub: bool = False
-    hub_token: str | None = field(default=None, repr=False)
 
 
 def build_trainer(
@@ -53,83 +55,68 @@ def build_trainer(
     model_args: ModelArguments,
     training_args: DRTrainingArguments,
     callbacks: list[TrainerCallback] | None = None,
+    dataset: DatasetDict | None = None,
 ) -> TrainingRun:
     """Data, model, transforms, loss and metrics, wired into a `DRTrainer` (nothing trained yet).
 
-    The Trainer never sees `push_to_hub` (it would upload every checkpoint; dr_hf uploads `best/`)
-    nor `hub_token` (it pickles its arguments into each checkpoint): both move to the TrainingRun.
+    `dataset` (train and validation splits of `image`, `label`, `image_id`) replaces loading the
+    source `data_args` names. The arguments given are not changed: the Trainer gets a copy
+    (`trainer_arguments`).
     """
-    configure_run(data_args, model_args, training_args)
-    config = resolved_config(data_args, model_args, training_args)
-    push_to_hub, hub_token = training_args.push_to_hub, training_args.hub_token
-    training_args.push_to_hub, training_args.hub_token = False, None
-    set_seed(training_args.seed)
+    args = trainer_arguments(data_args, training_args)
+    set_seed(args.seed)
 
     # ---- Data -------------------------------------------------------------------------------
     crop, ben_graham = steps_left_to_apply(data_args)  # refuses contradictions before any I/O
-    dataset = load_dr_dataset(data_args)
+    dataset = dataset if dataset is not None else load_dr_dataset(data_args)
     logger.info("Data: %d training and %d validation images.", *map(len, dataset.values()))
     train_labels = list(dataset["train"]["label"])
 
     # ---- Model ------------------------------------------------------------------------------
     model = create_model(model_args, image_size=data_args.image_size)
-    parameters = parameter_summary(model)
-    mean, std, input_size = resolve_normalization(model)
+    mean, std, input_size = data_config(model)
     image_size = data_args.image_size or input_size
 
     # ---- On-the-fly preprocessing and augmentation -----------------------------------------
     dataset, train_transform = with_transforms(
-        dataset,
-        image_size=image_size,
-        mean=mean,
-        std=std,
-        crop=crop,
-        ben_graham=ben_graham,
-        augment=data_args.augment,
-        seed=training_args.seed,
-    )
+        dataset, image_size=image_size, mean=mean, std=std, crop=crop, ben_graham=ben_graham,
+        augment=data_args.augment, seed=args.seed,
+    )  # fmt: skip
 
-    # ---- Loss and metrics -------------------------------------------------------------------
-    weights = class_weights(train_labels, model_args.num_labels, training_args.class_weighting)
+    # ---- Loss and optimiser -----------------------------------------------------------------
+    weights = class_weights(train_labels, model_args.num_labels, args.class_weighting)
     loss_fn = make_loss_fn(
-        training_args.loss,
-        weight=weights,
-        label_smoothing=training_args.label_smoothing_factor,
-        focal_gamma=training_args.focal_gamma,
-    )
-    train_accuracy = TrainAccuracy(loss_fn)
+        args.loss, weight=weights, label_smoothing=args.label_smoothing_factor,
+        focal_gamma=args.focal_gamma,
+    )  # fmt: skip
     optimizer_cls_and_kwargs = None
-    if training_args.layer_decay is not None:
+    if args.layer_decay is not None:
         groups = layer_decay_param_groups(
-            model,
-            training_args.learning_rate,
-            training_args.weight_decay,
-            training_args.layer_decay,
+            model, args.learning_rate, args.weight_decay, args.layer_decay
         )
-        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(training_args, model)
+        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
         optimizer_cls_and_kwargs = (optimizer_cls, {**optimizer_kwargs, "params": groups})
 
     # ---- Trainer ----------------------------------------------------------------------------
     trainer = DRTrainer(
         model=model,
-        args=training_args,
+        args=args,
         train_dataset=dataset["train"],
         eval_dataset=dataset["validation"],
         data_collator=default_data_collator,
         compute_metrics=make_compute_metrics(),
-        compute_loss_func=train_accuracy,
+        compute_loss_func=loss_fn,
         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
         callbacks=[
             AugmentationEpochCallback(train_transform),
             BaseRecordCallback(),
             *(callbacks or []),
         ],
-        train_accuracy=train_accuracy,
     )
+    config = resolved_config(data_args, model_args, training_args)
     return TrainingRun(
-        trainer, dataset, train_transform, image_size, parameters, weights, config,
-        push_to_hub, hub_token,
-    )  # fmt: skip
+        trainer, dataset, train_transform, image_size, parameter_summary(model), weights, config
+    )
 
 
 def run_training(
@@ -149,31 +136,38 @@ def run_training(
     if trainer.is_world_process_zero():
         # Written first, so that evaluate/predict on a checkpoint of a running run preprocess right.
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(yaml.safe_dump(run.config, sort_keys=False))
+        write_run_config(output_dir, run.config)
         write_preprocessing(output_dir, preprocessing)
 
-    trainer.train(resume_from_checkpoint=resume)
+    with wandb_environment(training_args):
+        trainer.train(resume_from_checkpoint=resume)
 
-    # ---- Best model, final metrics, history -------------------------------------------------
-    prediction = trainer.predict(run.dataset["validation"], metric_key_prefix="eval")
-    final_metrics = compute_dr_metrics(softmax(prediction.predictions), prediction.label_ids)
-    history = build_history(trainer.state.log_history)
-    results = {
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "image_size": run.image_size,
-        "parameters": run.parameters,
-        "class_weights": None if run.class_weights is None else run.class_weights.tolist(),
-        **final_metrics,
-    }
-    best = export_best(trainer, output_dir / "best", data_args, model_args, preprocessing, results)
-    if trainer.is_world_process_zero():
-        (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
-        (output_dir / "training_history.json").write_text(json.dumps(history, indent=2))
-        if run.push_to_hub:
-            from dr_hf.hub import push_best
+        # ---- Best model, final metrics, history ---------------------------------------------
+        prediction = trainer.predict(run.dataset["validation"], metric_key_prefix="eval")
+        final_metrics = compute_dr_metrics(softmax(prediction.predictions), prediction.label_ids)
+        results = {
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "image_size": run.image_size,
+            "parameters": run.parameters,
+            "class_weights": None if run.class_weights is None else run.class_weights.tolist(),
+            **final_metrics,
+        }
+        best = export_best(
+            trainer, output_dir / BEST, data_args, model_args, preprocessing, results
+        )
+        history = build_history(trainer.state.log_history)
+        # The Trainer's own metrics file (main process only): eval_results.json.
+        trainer.log_metrics(
+            "eval", {k: v for k, v in final_metrics.items() if isinstance(v, float)}
+        )
+        trainer.save_metrics("eval", results, combined=False)
+        if trainer.is_world_process_zero():
+            write_history(output_dir, history)
+            if training_args.push_to_hub:
+                from dr_hf.training.hub import push_best
 
-            push_best(best, training_args, token=run.hub_token)
-    finish_wandb(training_args, final_metrics)
+                push_best(best, training_args, token=training_args.hub_token)
+        finish_wandb(training_args, final_metrics)
     return history
 
 
@@ -187,9 +181,9 @@ def train(
 ) -> dict:
     """Train from a config (YAML path, dict of fields, or a (data, model, training) tuple).
 
-    Returns the per-epoch history with the original tool's keys (`train_loss`, `train_acc`,
-    `val_loss`, `val_acc`, `learning_rate`, `epoch_time`) plus every validation metric as `val_<name>`.
-    The W&B arguments override the config's `wandb_project`, `run_name` and `wandb_tags` when given.
+    Returns the per-epoch history (`train_loss`, `train_acc`, `val_loss`, `val_acc`,
+    `learning_rate`, `epoch_time`) plus every validation metric as `val_<name>`. The W&B
+    arguments override the config's `wandb_project`, `run_name` and `wandb_tags` when given.
     """
     overrides = {} if wandb_project is None else {"wandb_project": wandb_project}
     if resume_checkpoint is not None:

@@ -1,0 +1,245 @@
+"""Grading photographs with a trained model: `predict` for notebooks and `dr-hf predict`.
+
+The model is any folder training produced (full model, `best/`, `checkpoint-N`, LoRA adapter) or
+a model already in memory. Preprocessing is never re-specified: it is read from the
+`dr_hf_preprocessing.json` that training wrote beside the model (or in the run folder, for a
+checkpoint), and applied through the deterministic validation path of `dr_hf.data.transforms`.
+Gathering the images and writing the grades out live in `dr_hf.evaluation.prediction_io`.
+"""
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dr_hf.data.prepare import steps_to_apply
+from dr_hf.data.transforms import FundusTransform, get_transforms
+from dr_hf.evaluation.prediction_io import (
+    SAVE_FORMATS,
+    ImageList,
+    PredictionResult,
+    collate_images,
+    collect_inputs,
+)
+from dr_hf.grades import NUM_GRADES
+from dr_hf.models.parts import data_config
+from dr_hf.run_folder import read_preprocessing
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_MIN_IMAGES = 64
+# Views averaged by test-time augmentation; the batch is square, so rot90 keeps its shape.
+TTA_VIEWS = (
+    lambda x: x,
+    lambda x: torch.flip(x, dims=[3]),
+    lambda x: torch.flip(x, dims=[2]),
+    lambda x: torch.rot90(x, 1, dims=[2, 3]),
+)
+
+
+@dataclass
+class Grader:
+    """A model in eval mode on its device, with the preprocessing it was trained with."""
+
+    model: torch.nn.Module
+    preprocessing: dict
+    device: torch.device
+
+    def transform(self, already_done: dict | None = None) -> FundusTransform:
+        """The deterministic transform; `already_done` is a `dr-hf prepare` record whose crop or
+        Ben Graham step is then not repeated."""
+        record = self.preprocessing
+        _, val = get_transforms(record["image_size"], record["mean"], record["std"])
+        crop, ben_graham = steps_to_apply(record["crop_fov"], record["ben_graham"], already_done)
+        return FundusTransform(
+            val, crop=crop, ben_graham=ben_graham, train=False, size=record["image_size"]
+        )
+
+
+def load_grader(
+    model: str | Path | torch.nn.Module,
+    retfound_weights: str | None = None,
+    device: str | torch.device | None = None,
+    preprocessing: dict | None = None,
+    force: bool = False,
+) -> Grader:
+    """Load `model` (a folder or a loaded model) for inference on `device` (default: CUDA if any).
+
+    A folder's own preprocessing record is used; a model in memory without `preprocessing` gets
+    its config's size and normalisation with the training defaults (crop on, Ben Graham off).
+    """
+    from dr_hf.models.graders import load_trained_model
+
+    if isinstance(model, str | Path):
+        folder = Path(model)
+        record = preprocessing or read_preprocessing(folder)
+        model = load_trained_model(folder, retfound_weights=retfound_weights, force=force)
+        if record is None:
+            logger.warning(
+                "%s has no dr_hf_preprocessing.json (nor has its parent): using the model's "
+                "input size and normalisation with the field-of-view crop and no Ben Graham.",
+                folder,
+            )
+    else:
+        record = preprocessing
+    if record is None:
+        mean, std, size = data_config(model)
+        record = {"image_size": size, "crop_fov": True, "ben_graham": False}
+        record |= {"mean": list(mean), "std": list(std)}
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return Grader(model.to(device).eval(), dict(record), device)
+
+
+@torch.inference_mode()
+def grade_batch(
+    grader: Grader, pixel_values: torch.Tensor, tta: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Softmax probabilities of a normalised batch, and with `tta` their mean over the flips and
+    rot90 (one forward pass over all views)."""
+    pixels = pixel_values.to(grader.device, non_blocking=True)
+    views = [view(pixels) for view in TTA_VIEWS] if tta else [pixels]
+    logits = grader.model(pixel_values=torch.cat(views)).logits.float()
+    probs = torch.softmax(logits, dim=-1).reshape(len(views), len(pixels), -1).cpu()
+    return probs[0], probs.mean(dim=0) if tta else None
+
+
+def auto_workers(count: int) -> int:
+    """DataLoader workers: none for a handful of images, a few for long lists of photographs."""
+    return 0 if count <= PROGRESS_MIN_IMAGES else min(4, os.cpu_count() or 1)
+
+
+def show_progress(count: int) -> bool:
+    return count > PROGRESS_MIN_IMAGES or sys.stderr.isatty()
+
+
+def progress_batches(loader, total: int, progress: bool | None = None) -> Iterator[dict]:
+    """The loader's batches under a tqdm bar counting images (`index` and `errors` of each)."""
+    from tqdm.auto import tqdm
+
+    show = show_progress(total) if progress is None else progress
+    with tqdm(total=total, unit="img", disable=not show, desc="Grading") as bar:
+        for batch in loader:
+            yield batch
+            bar.update(len(batch["index"]) + len(batch["errors"]))
+
+
+def predict(
+    model: str | Path | torch.nn.Module | Grader,
+    inputs,
+    tta: bool = False,
+    batch_size: int = 32,
+    device: str | None = None,
+    retfound_weights: str | None = None,
+    num_workers: int | None = None,
+    progress: bool | None = None,
+    referable_threshold: float | None = None,
+) -> PredictionResult:
+    """Grade image files, folders of images, PIL images or RGB arrays in batches.
+
+    Unreadable files are collected in `failures` (logged one by one); the rest are graded.
+    """
+    grader = model if isinstance(model, Grader) else load_grader(model, retfound_weights, device)
+    sources, names, failures = collect_inputs(inputs)
+    workers = auto_workers(len(sources)) if num_workers is None else num_workers
+    loader = torch.utils.data.DataLoader(
+        ImageList(sources, grader.transform()),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_images,
+        pin_memory=grader.device.type == "cuda",
+    )
+    indices, chunks = [], []
+    for batch in progress_batches(loader, len(sources), progress):
+        failures += [(names[index], error) for index, error in batch["errors"]]
+        if batch["pixel_values"] is not None:
+            plain, averaged = grade_batch(grader, batch["pixel_values"], tta)
+            chunks.append((averaged if tta else plain).numpy())
+            indices += batch["index"]
+    for name, reason in failures:
+        logger.warning("Could not grade %s: %s", name, reason)
+    probabilities = np.concatenate(chunks) if chunks else np.zeros((0, NUM_GRADES), np.float32)
+    return PredictionResult(
+        [names[i] for i in indices], probabilities, failures, referable_threshold
+    )
+
+
+def predict_main(argv: list[str]) -> int:
+    """`dr-hf predict`: 0 when every image was graded, 1 when some failed, 2 on usage errors."""
+    parser = argparse.ArgumentParser(
+        prog="dr-hf predict",
+        description="Grade fundus photographs with a model trained by dr-hf.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    parser.add_argument(
+        "--model", required=True, help="best/, a checkpoint-N or a LoRA adapter folder."
+    )
+    parser.add_argument(
+        "--output",
+        help="preds.csv, preds.jsonl (JSON Lines) or preds.json (one JSON array); default: CSV on "
+        "standard output.",
+    )
+    parser.add_argument("--format", choices=SAVE_FORMATS, help="Overrides the file suffix.")
+    parser.add_argument("--tta", action="store_true", help="Average over flips and rot90.")
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=32)
+    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: CUDA when available).")
+    parser.add_argument("--num-workers", "--num_workers", type=int, help="Decoding workers.")
+    parser.add_argument(
+        "--retfound-weights",
+        "--retfound_weights",
+        help="Base weights of a RETFound adapter, when the recorded path is not found here.",
+    )
+    parser.add_argument(
+        "--referable-threshold",
+        "--referable_threshold",
+        type=float,
+        help="Refer when P(grade >= 2) reaches this (e.g. the threshold `dr-hf evaluate` reports "
+        "at 90%% specificity); default: predicted grade >= 2.",
+    )
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    if args.batch_size < 1:
+        print(f"--batch-size must be at least 1, got {args.batch_size}.", file=sys.stderr)
+        return 2
+    try:
+        grader = load_grader(args.model, args.retfound_weights, args.device)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"dr-hf predict: cannot load the model: {error}", file=sys.stderr)
+        return 2
+    result = predict(
+        grader,
+        args.inputs,
+        tta=args.tta,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        referable_threshold=args.referable_threshold,
+    )
+    if not result.names and not result.failures:
+        print("dr-hf predict: no images given.", file=sys.stderr)
+        return 2
+    result.save(args.output, args.format)
+    for name, reason in result.failures:
+        print(f"FAILED {name}: {reason}", file=sys.stderr)
+    summary = f"Graded {len(result.names)} image(s)"
+    summary += f" into {args.output}" if args.output else ""
+    if result.failures:
+        print(f"{summary}; {len(result.failures)} could not be graded.", file=sys.stderr)
+        return 1
+    print(f"{summary}.", file=sys.stderr)
+    return 0
+
+
+__all__ = [
+    "Grader",
+    "grade_batch",
+    "load_grader",
+    "predict",
+    "predict_main",
+]

@@ -1,0 +1,64 @@
+"""What a training run's `output_dir` holds, and the one place its file names are written down.
+
+    output_dir/
+      config.yaml               the resolved configuration (RUN_CONFIG), Hub token removed
+      dr_hf_preprocessing.json  how the model wants its input (PREPROCESSING_FILE)
+      checkpoint-N/             Trainer checkpoints (model or adapter, optimizer, trainer_state.json)
+      eval_results.json         the best model's validation metrics (EVAL_RESULTS, written by
+                                Trainer.save_metrics)
+      training_history.json     per-epoch history (HISTORY)
+      best/                     the exported model or adapter, with its model card (BEST)
+
+A model folder (`best/`, `checkpoint-N/`) finds the run's files in itself or in its parent.
+"""
+
+import json
+from pathlib import Path
+
+import yaml
+
+RUN_CONFIG = "config.yaml"
+PREPROCESSING_FILE = "dr_hf_preprocessing.json"
+EVAL_RESULTS = "eval_results.json"
+HISTORY = "training_history.json"
+BEST = "best"
+
+
+def _in_run(model_path: str | Path, name: str) -> Path | None:
+    """`name` in the model folder itself, else in the run folder above it."""
+    model_path = Path(model_path)
+    for path in (model_path / name, model_path.parent / name):
+        if path.is_file():
+            return path
+    return None
+
+
+def read_run_config(model_path: str | Path) -> dict:
+    """The config.yaml training wrote in its output folder, beside best/ and checkpoint-N (or in
+    the model folder itself); {} without one."""
+    path = _in_run(model_path, RUN_CONFIG)
+    if path is None:
+        return {}
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not a readable run config: {error}") from error
+    return values if isinstance(values, dict) else {}
+
+
+def write_run_config(output_dir: str | Path, config: dict) -> None:
+    (Path(output_dir) / RUN_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def read_preprocessing(model_path: str | Path) -> dict | None:
+    """The preprocessing record of a `best/` folder, or of the run a checkpoint-N belongs to."""
+    path = _in_run(model_path, PREPROCESSING_FILE)
+    return json.loads(path.read_text()) if path else None
+
+
+def write_preprocessing(folder: str | Path, record: dict) -> None:
+    (Path(folder) / PREPROCESSING_FILE).write_text(json.dumps(record, indent=2))
+
+
+def write_history(output_dir: str | Path, history: dict) -> None:
+    (Path(output_dir) / HISTORY).write_text(json.dumps(history, indent=2))

@@ -1,0 +1,12 @@
+"""The training run on the HF Trainer.
+
+`run` wires data, model, loss, optimiser and metrics into the `DRTrainer` (`trainer`, with its
+callbacks) and holds the notebook API `train`. Around it: losses for skewed grades (`losses`),
+layer-wise learning-rate decay (`optim`), settings derived before training (`settings`),
+resuming (`resume`), the history rebuilt from the Trainer's logs (`history`), and what a finished
+run exports: `best/` with its model card (`export`, `model_card`) and the Hub upload (`hub`).
+"""
+
+from dr_hf.training.run import TrainingRun, build_trainer, run_training, train
+
+__all__ = ["TrainingRun", "build_trainer", "run_training", "train"]

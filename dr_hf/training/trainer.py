@@ -1,0 +1,99 @@
+"""`DRTrainer`, the HF Trainer with the training accuracy and epoch time in its logs, and the
+callbacks a dr_hf run adds to the training loop."""
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from dr_hf.models.base_record import write_base_record
+
+
+class AugmentationEpochCallback(TrainerCallback):
+    """Tells the training transform which epoch starts, so augmentation is a function of
+    (seed, epoch, image id): a resumed run, any worker count and any rank see the same images."""
+
+    def __init__(self, train_transform):
+        self.train_transform = train_transform
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.train_transform.set_epoch(math.floor(state.epoch + 1e-6))
+
+
+class EpochTimer(TrainerCallback):
+    """Wall time of each epoch's training pass (evaluation and saving, which follow, excluded)."""
+
+    def __init__(self):
+        self.start: float | None = None
+        self.last: float | None = None
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.start is not None:
+            self.last = time.perf_counter() - self.start
+
+    def pop(self) -> float | None:
+        last, self.last = self.last, None
+        return last
+
+
+class BaseRecordCallback(TrainerCallback):
+    """Writes the base record into each `checkpoint-N` the Trainer saves of a LoRA model (main
+    process only), so that a checkpoint loads on its own as `best/` does."""
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if isinstance(model, PeftModel) and args.should_save and folder.is_dir():
+            write_base_record(model, folder)
+
+
+class DRTrainer(Trainer):
+    """The HF Trainer, adding the training accuracy and the epoch's time to each training-loss log,
+    so they reach W&B and the checkpointed log history (`training_history.json` is built from it).
+
+    Correct predictions are counted in `compute_loss`, the one place that sees the training
+    logits (evaluation runs under no_grad and is not counted); the counts stay on the logits'
+    device until a log sums them over all ranks with `accelerator.reduce`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._train_counts: torch.Tensor | None = None  # (correct, seen) since the last log
+        self.epoch_timer = EpochTimer()
+        self.add_callback(self.epoch_timer)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.get("labels")
+        loss, outputs = super().compute_loss(
+            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
+        if torch.is_grad_enabled() and labels is not None:
+            correct = (outputs["logits"].detach().argmax(-1) == labels).sum()
+            counts = torch.stack([correct, correct.new_tensor(labels.numel())])
+            self._train_counts = (
+                counts if self._train_counts is None else self._train_counts + counts
+            )
+        return (loss, outputs) if return_outputs else loss
+
+    def pop_train_accuracy(self) -> float | None:
+        """Training accuracy in percent over all ranks since the last call, then reset."""
+        counts = self._train_counts
+        if counts is None:
+            counts = torch.zeros(2, dtype=torch.long, device=self.args.device)
+        self._train_counts = None
+        correct, seen = self.accelerator.reduce(counts, reduction="sum").tolist()
+        return 100.0 * correct / seen if seen else None
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs:
+            if (epoch_time := self.epoch_timer.pop()) is not None:
+                logs["epoch_time"] = round(epoch_time, 3)
+            if (accuracy := self.pop_train_accuracy()) is not None:
+                logs["train_acc"] = accuracy
+        super().log(logs, *args, **kwargs)
