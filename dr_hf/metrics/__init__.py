@@ -8,6 +8,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import scipy.special
 
 from dr_hf.metrics.bootstrap import METRIC_FNS, BootstrapCI, bootstrap_ci
 from dr_hf.metrics.functional import (
@@ -55,19 +56,15 @@ def load_dr_grading():
 
 
 def compute_dr_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
-    """All grading metrics (see `grading_metrics`), confusion matrix included, through the
-    `dr_grading` evaluate module. `probabilities` are softmax vectors [N, 5]."""
-    from dr_hf.metrics.functional import check_inputs
-
-    probs, y = check_inputs(probabilities, labels)
-    return load_dr_grading().compute(predictions=probs, references=y)
+    """All grading metrics (see `grading_metrics`), confusion matrix included. `probabilities`
+    are softmax vectors [N, 5]. The same function the `dr_grading` evaluate module computes, called
+    directly: the Trainer's evaluation needs no round trip through Arrow."""
+    return grading_metrics(probabilities, labels)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float64."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
+    return scipy.special.softmax(np.asarray(logits, dtype=np.float64), axis=1)
 
 
 def make_compute_metrics():
@@ -76,7 +73,6 @@ def make_compute_metrics():
     The confusion matrix is dropped so that the Trainer's logs stay scalar; undefined metrics
     (e.g. the recall of a grade missing from the evaluation split) are logged as nan.
     """
-    load_dr_grading()
 
     def compute_metrics(eval_pred) -> dict[str, float]:
         logits = eval_pred.predictions

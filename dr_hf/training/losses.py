@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
 from dr_hf.config.arguments import CLASS_WEIGHTINGS, LOSS_KINDS
@@ -36,7 +37,8 @@ IGNORE_INDEX = -100
 def class_weights(
     labels: Sequence[int], num_classes: int = NUM_GRADES, mode: str = "auto"
 ) -> torch.Tensor | None:
-    """Inverse-frequency weights `n / (k * count)` (sklearn's "balanced"), k = grades present.
+    """Inverse-frequency weights `n / (k * count)`, k = grades present: scikit-learn's
+    `compute_class_weight("balanced")` over the grades present.
 
     Their mean over the training images is 1, so a weighted loss keeps the unweighted scale.
     mode "balanced": always; "none": never (returns None); "auto": only when the largest grade
@@ -64,7 +66,8 @@ def class_weights(
             np.flatnonzero(~present).tolist(),
         )
     weights = np.ones(num_classes)
-    weights[present] = len(y) / (present.sum() * counts[present])
+    grades = np.flatnonzero(present)
+    weights[grades] = compute_class_weight("balanced", classes=grades, y=y.astype(np.int64))
     logger.info("Class weights for counts %s: %s", counts.tolist(), np.round(weights, 3).tolist())
     return torch.tensor(weights, dtype=torch.float32)
 

@@ -11,6 +11,7 @@ from dr_hf.grades import GRADE_NAMES, REFERABLE_MIN_GRADE
 from dr_hf.models.retfound import is_retfound
 from dr_hf.models.weights import WEIGHT_SUFFIXES
 
+TEMPLATE = Path(__file__).with_name("model_card_template.md")
 _HEADLINE_METRICS = (
     ("qwk", "Quadratic weighted kappa"),
     ("accuracy", "Accuracy"),
@@ -51,6 +52,26 @@ def _data_description(data_args: DataArguments) -> str:
     return f"`{name}`; validation: {validation}"
 
 
+def _usage(model_args: ModelArguments) -> str:
+    if not model_args.lora:
+        return (
+            "```python\nfrom transformers import pipeline\n\n"
+            'grader = pipeline("image-classification", model="path/to/this/folder")\n'
+            'grader("fundus.png")\n```'
+        )
+    weights = (
+        ', retfound_weights="RETFound_cfp_weights.pth"'
+        if is_retfound(model_args.model_name)
+        else ""
+    )
+    return (
+        "```python\nfrom dr_hf.models import load_trained_model\n\n"
+        f'model = load_trained_model("path/to/this/folder"{weights})\n```\n\n'
+        "The adapter records the SHA-256 of the base weights it was trained on; loading it onto "
+        "another base is refused."
+    )
+
+
 def render_model_card(
     data_args: DataArguments,
     model_args: ModelArguments,
@@ -59,7 +80,8 @@ def render_model_card(
     base_model: str,
     image_size: int,
 ) -> ModelCard:
-    """A card stating base model, data, label map, best metrics, configuration, usage and limits."""
+    """A card stating base model, data, label map, best metrics, configuration, usage and limits
+    (`model_card_template.md`, filled by huggingface_hub's `ModelCard.from_template`)."""
     is_adapter = model_args.lora
     card_data = ModelCardData(
         library_name="peft" if is_adapter else "transformers",
@@ -68,90 +90,30 @@ def render_model_card(
         + (["lora"] if is_adapter else []),
         base_model=base_model if _is_hub_id(base_model) else None,
     )
-    metrics = "\n".join(
-        f"| {label} | {results[key]:.4f} |"
-        for key, label in _HEADLINE_METRICS
-        if isinstance(results.get(key), float)
-    )
-    labels = "\n".join(f"| {grade} | {name} |" for grade, name in enumerate(GRADE_NAMES))
-    config = "\n".join(
-        f"| `{name}` | `{_plain(getattr(training_args, name))}` |"
-        for name in _TRAINING_FIELDS
-        if hasattr(training_args, name)
-    )
     lora = (
         f"LoRA adapters (r={model_args.lora_r}, alpha={model_args.lora_alpha}, dropout={model_args.lora_dropout}, "
         f"targets: {model_args.lora_target_modules or 'default'}); the base weights are not included."
-        if is_adapter
-        else "All weights fine-tuned."
     )
-    weights = (
-        Path(model_args.pretrained_weights).name
-        if model_args.pretrained_weights
-        else "random initialisation"
+    weights = model_args.pretrained_weights
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        model_name=model_args.model_name,
+        image_size=image_size,
+        weights=Path(weights).name if weights else "random initialisation",
+        training=lora if is_adapter else "All weights fine-tuned.",
+        data=_data_description(data_args),
+        grade_names=GRADE_NAMES,
+        referable_min_grade=REFERABLE_MIN_GRADE,
+        metrics=[
+            (label, results[key])
+            for key, label in _HEADLINE_METRICS
+            if isinstance(results.get(key), float)
+        ],
+        settings=[
+            (name, _plain(getattr(training_args, name)))
+            for name in _TRAINING_FIELDS
+            if hasattr(training_args, name)
+        ],
+        usage=_usage(model_args),
     )
-    if is_adapter:
-        usage = (
-            "```python\nfrom dr_hf.models import load_trained_model\n\n"
-            'model = load_trained_model("path/to/this/folder"'
-            + (
-                ', retfound_weights="RETFound_cfp_weights.pth"'
-                if is_retfound(model_args.model_name)
-                else ""
-            )
-            + ")\n```\n\nThe adapter records the SHA-256 of the base weights it was trained on; loading it "
-            "onto another base is refused."
-        )
-    else:
-        usage = (
-            "```python\nfrom transformers import pipeline\n\n"
-            'grader = pipeline("image-classification", model="path/to/this/folder")\n'
-            'grader("fundus.png")\n```'
-        )
-    content = f"""---
-{card_data.to_yaml()}
----
-
-# Diabetic retinopathy grader ({model_args.model_name})
-
-Grades colour fundus photographs on the 5-point international scale; trained with dr_hf.
-
-**Not a medical device.** This model is a research artefact. It has not been cleared or approved by
-any regulator and must not be used to diagnose, screen or treat patients.
-
-## Model
-
-- Architecture: `{model_args.model_name}` (timm), input {image_size}x{image_size}
-- Initial weights: {weights}
-- Training: {lora}
-
-## Data
-
-{_data_description(data_args)}
-
-| Grade | Label |
-| --- | --- |
-{labels}
-
-Referable diabetic retinopathy: grade >= {REFERABLE_MIN_GRADE}.
-
-## Validation metrics (best checkpoint)
-
-| Metric | Value |
-| --- | --- |
-{metrics}
-
-## Training configuration
-
-| Setting | Value |
-| --- | --- |
-{config}
-
-## How to use
-
-{usage}
-
-The model applies the same field-of-view crop it was trained with only through dr_hf
-(`dr-hf predict`); plain transformers resizes and normalises the photograph as given.
-"""
-    return ModelCard(content)

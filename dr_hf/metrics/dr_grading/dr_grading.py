@@ -1,7 +1,7 @@
 """Diabetic retinopathy grading metrics as a local `evaluate` module.
 
 Load it offline by path, `evaluate.load("<dr_hf>/metrics/dr_grading")`, or instantiate
-`DRGrading()`; `dr_hf.metrics.compute_dr_metrics` does the latter. The arithmetic lives in
+`DRGrading()`; `dr_hf.metrics.compute_dr_metrics` calls the same arithmetic directly. It lives in
 `dr_hf.metrics.functional`, which the tests check against scikit-learn.
 """
 
