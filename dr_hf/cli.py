@@ -5,11 +5,16 @@ dr-hf prepare --data_dir data/aptos --output data/aptos_prepared --size 280
 dr-hf train --config configs/quickstart.yaml [--flags that override it]
 dr-hf evaluate --model outputs/run/best --data_dir data/test
 dr-hf predict --model outputs/run/best image.png folder/
+
+Each `*_main` parses its flags, calls the library (`dr_hf.data`, `dr_hf.training`,
+`dr_hf.evaluation`), prints the outcome and returns the exit code; the heavy imports happen only
+inside the subcommand that needs them, so `dr-hf --help` answers at once.
 """
 
 import argparse
 import logging
 import sys
+from dataclasses import asdict
 
 import yaml
 
@@ -95,6 +100,120 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
+def evaluate_main(argv: list[str]) -> int:
+    """`dr-hf evaluate --model PATH --data DIR [--output DIR] [--tta] [--bootstrap N]`: 0 once the
+    report is written, 2 on usage errors and on data or files that cannot be used."""
+    from transformers import HfArgumentParser
+
+    from dr_hf.config.arguments import DataArguments
+    from dr_hf.evaluation.evaluate import EvaluateArguments, evaluate_model, run_data_fields
+    from dr_hf.evaluation.report import default_output_dir, format_table
+
+    argv = ["--data_dir" if arg == "--data" else arg for arg in argv]
+    argv = [f"--data_dir={arg[7:]}" if arg.startswith("--data=") else arg for arg in argv]
+    parser = HfArgumentParser((EvaluateArguments, DataArguments), prog="dr-hf evaluate")
+    try:
+        eval_args, data_args = parser.parse_args_into_dataclasses(argv)
+        run_fields = run_data_fields(eval_args.model) if eval_args.split != "all" else {}
+        if run_fields:  # the run's data as defaults: flags given here still win
+            parser.set_defaults(**run_fields)
+            eval_args, data_args = parser.parse_args_into_dataclasses(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    except ValueError as error:
+        print(f"dr-hf evaluate: {error}", file=sys.stderr)
+        return 2
+    options = asdict(eval_args)
+    try:
+        results = evaluate_model(options.pop("model"), data_args, options.pop("output"), **options)
+    except (OSError, ValueError) as error:  # missing files, an earlier report, DataError...
+        print(f"dr-hf evaluate: {error}", file=sys.stderr)
+        return 2
+    output = eval_args.output or default_output_dir(eval_args.model, data_args, eval_args.split)
+    print(f"\n{results['num_images']} images ({results['split']}), model {results['model']}")
+    print(format_table(results))
+    print(
+        f"\nReport: {output} (metrics.json, predictions.csv, confusion_matrix/roc/reliability.png)"
+    )
+    return 0
+
+
+def _predict_parser() -> argparse.ArgumentParser:
+    """The flags of `dr-hf predict`; the output format's choices are `PredictionResult.save`'s."""
+    from dr_hf.evaluation.prediction_io import SAVE_FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="dr-hf predict",
+        description="Grade fundus photographs with a model trained by dr-hf.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    parser.add_argument(
+        "--model", required=True, help="best/, a checkpoint-N or a LoRA adapter folder."
+    )
+    parser.add_argument(
+        "--output",
+        help="preds.csv, preds.jsonl (JSON Lines) or preds.json (one JSON array); default: CSV on "
+        "standard output.",
+    )
+    parser.add_argument("--format", choices=SAVE_FORMATS, help="Overrides the file suffix.")
+    parser.add_argument("--tta", action="store_true", help="Average over flips and rot90.")
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=32)
+    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: CUDA when available).")
+    parser.add_argument("--num-workers", "--num_workers", type=int, help="Decoding workers.")
+    parser.add_argument(
+        "--retfound-weights",
+        "--retfound_weights",
+        help="Base weights of a RETFound adapter, when the recorded path is not found here.",
+    )
+    parser.add_argument(
+        "--referable-threshold",
+        "--referable_threshold",
+        type=float,
+        help="Refer when P(grade >= 2) reaches this (e.g. the threshold `dr-hf evaluate` reports "
+        "at 90%% specificity); default: predicted grade >= 2.",
+    )
+    return parser
+
+
+def predict_main(argv: list[str]) -> int:
+    """`dr-hf predict`: 0 when every image was graded, 1 when some failed, 2 on usage errors."""
+    from dr_hf.evaluation.predict import load_grader, predict
+
+    try:
+        args = _predict_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    if args.batch_size < 1:
+        print(f"--batch-size must be at least 1, got {args.batch_size}.", file=sys.stderr)
+        return 2
+    try:
+        grader = load_grader(args.model, args.retfound_weights, args.device)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"dr-hf predict: cannot load the model: {error}", file=sys.stderr)
+        return 2
+    result = predict(
+        grader,
+        args.inputs,
+        tta=args.tta,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        referable_threshold=args.referable_threshold,
+    )
+    if not result.names and not result.failures:
+        print("dr-hf predict: no images given.", file=sys.stderr)
+        return 2
+    result.save(args.output, args.format)
+    for name, reason in result.failures:
+        print(f"FAILED {name}: {reason}", file=sys.stderr)
+    summary = f"Graded {len(result.names)} image(s)"
+    summary += f" into {args.output}" if args.output else ""
+    if result.failures:
+        print(f"{summary}; {len(result.failures)} could not be graded.", file=sys.stderr)
+        return 1
+    print(f"{summary}.", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -109,11 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "train":
         return train_main(rest)
     if command == "evaluate":
-        from dr_hf.evaluation.evaluate import evaluate_main
-
         return evaluate_main(rest)
-    from dr_hf.evaluation.predict import predict_main
-
     return predict_main(rest)
 
 

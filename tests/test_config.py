@@ -1,4 +1,4 @@
-"""Configuration: YAML defaults, command-line overrides, the original tool's flags, shipped configs."""
+"""Configuration: YAML defaults, command-line overrides, the short flags (--epochs, --resume, --wandb...), shipped configs."""
 
 from pathlib import Path
 

@@ -13,9 +13,10 @@ import yaml
 from PIL import Image
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
 
+from dr_hf.cli import evaluate_main
 from dr_hf.config.arguments import DataArguments
 from dr_hf.data.loading import load_dr_dataset
-from dr_hf.evaluation.evaluate import evaluate_main, evaluate_model
+from dr_hf.evaluation.evaluate import evaluate_model
 from dr_hf.models.lora import BASE_WEIGHTS
 
 torch.set_num_threads(1)

@@ -31,7 +31,7 @@ _SPEC = "benchmark_photos.json"
 
 
 class ReferenceDataset(Dataset):
-    """The Dataset a user writes by hand (the original tool's `RetinalDataset`): OpenCV reads
+    """The Dataset a user writes by hand (a `RetinalDataset` as DR training scripts commonly write it): OpenCV reads
     the file, the field of view is cropped, then the Albumentations pipeline runs."""
 
     def __init__(self, paths: list[str], labels: list[int], transform, crop: bool = True):

@@ -251,7 +251,7 @@ class DRTrainingArguments(TrainingArguments):
                 self.use_cpu = True
         super().__post_init__()
         if self.lr_scheduler_type == SchedulerType.REDUCE_ON_PLATEAU:
-            # The earlier tool's schedule: halve the rate after 3 evaluations without improvement,
+            # A plateau schedule: halve the rate after 3 evaluations without improvement,
             # watching the metric that picks the best checkpoint in its own direction.
             kwargs = dict(self.lr_scheduler_kwargs or {})
             kwargs.setdefault("mode", "max" if self.greater_is_better else "min")

@@ -12,12 +12,12 @@ from pathlib import Path
 from datasets import Dataset, Image
 from PIL import Image as PILImage
 
+from dr_hf.data.files import DECODE_ERRORS
 from dr_hf.errors import DataError, listing
 from dr_hf.grades import NUM_GRADES
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 CHECK_BATCH = 64  # rows of a saved dataset hold their encoded bytes
 
 
@@ -126,7 +126,7 @@ def image_problem(source: str | bytes) -> str | None:
             elif image.format != "JPEG" or not _ends_with_jpeg_eoi(source):
                 image.draft("RGB", (max(image.width // 8, 1), max(image.height // 8, 1)))
                 image.load()
-    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as err:
+    except DECODE_ERRORS as err:
         return f"{type(err).__name__}: {err}"
     return None
 
@@ -180,58 +180,3 @@ def drop_or_raise_unreadable(ds: Dataset, where: str, skip: bool) -> Dataset:
     if not keep:
         raise DataError(f"{where}: no decodable image is left; check the image files.")
     return ds.select(keep)
-
-
-def index_images(folder: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
-    """Images directly in `folder`, by lower-case file name and by lower-case stem."""
-    by_name: dict[str, list[Path]] = {}
-    by_stem: dict[str, list[Path]] = {}
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            path = Path(entry.path)
-            if path.suffix.lower() in IMAGE_EXTENSIONS and entry.is_file():
-                by_name.setdefault(path.name.lower(), []).append(path)
-                by_stem.setdefault(path.stem.lower(), []).append(path)
-    return by_name, by_stem
-
-
-def holds_images(folder: Path) -> bool:
-    """Whether `folder` directly holds an image; stops at the first, unlike `index_images`."""
-    with os.scandir(folder) as entries:
-        return any(
-            Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS and entry.is_file()
-            for entry in entries
-        )
-
-
-def strip_image_extension(image_id: str) -> str:
-    """`abc.png` -> `abc`; ids without an image extension stay as they are."""
-    stem, extension = os.path.splitext(image_id)
-    return stem if extension.lower() in IMAGE_EXTENSIONS else image_id
-
-
-def resolve_images(ids: list[str], rows: list[str], folder: Path, where: str) -> list[str]:
-    """Absolute path of each id's image in `folder` (extension found on disk, any case)."""
-    by_name, by_stem = index_images(folder)
-    paths, missing, ambiguous = [], [], []
-    for image_id, row in zip(ids, rows):
-        has_extension = strip_image_extension(image_id) != image_id
-        found = (by_name if has_extension else by_stem).get(image_id.lower(), [])
-        if len(found) == 1:
-            paths.append(str(found[0].resolve()))
-        elif found:
-            ambiguous.append(f"{row}: {image_id!r} -> {', '.join(sorted(p.name for p in found))}")
-        else:
-            missing.append(f"{row}: {image_id!r}")
-    if missing:
-        raise DataError(
-            f"{where}: {len(missing)} of {len(ids)} image(s) not found in {folder} "
-            f"(extensions tried: {', '.join(IMAGE_EXTENSIONS)}):\n{listing(missing)}\n"
-            "Add the files, remove these rows, or pass the right image_dir / validation_image_dir."
-        )
-    if ambiguous:
-        raise DataError(
-            f"{where}: {len(ambiguous)} id(s) match several files in {folder}:\n"
-            f"{listing(ambiguous)}\nKeep one file per id or write the extension in the CSV."
-        )
-    return paths

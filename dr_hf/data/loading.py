@@ -15,8 +15,9 @@ import numpy as np
 from datasets import Dataset, DatasetDict
 
 from dr_hf.config.arguments import DataArguments
-from dr_hf.data.checks import DataError, check_no_shared_images, drop_or_raise_unreadable, listing
+from dr_hf.data.checks import check_no_shared_images, drop_or_raise_unreadable
 from dr_hf.data.sources import FEATURES, find_image_dir, from_csv, from_grade_folders, from_saved
+from dr_hf.errors import DataError, listing
 from dr_hf.grades import NUM_GRADES
 
 __all__ = ["FEATURES", "DataError", "load_dr_dataset", "load_dr_images", "stratified_split"]

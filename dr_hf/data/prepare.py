@@ -13,6 +13,7 @@ import io
 import json
 import shutil
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +88,6 @@ def prepare_dataset(
 
     An earlier prepare output in `output_dir` is replaced; any other non-empty folder is refused.
     """
-    from dr_hf import __version__
-
     if size < 1:
         raise ValueError(
             f"size={size} must be a positive number of pixels, e.g. 1.25x the training size."
@@ -118,6 +117,6 @@ def prepare_dataset(
         prepared.save_to_disk(str(output_dir))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    info = {"crop": crop, "ben_graham": ben_graham, "size": size, "dr_hf_version": __version__}
+    info = {"crop": crop, "ben_graham": ben_graham, "size": size, "dr_hf_version": version("dr-hf")}
     (output_dir / PREPARE_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return output_dir

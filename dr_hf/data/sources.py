@@ -12,15 +12,14 @@ import pyarrow as pa
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 
 from dr_hf.config.arguments import DataArguments
-from dr_hf.data.checks import (
+from dr_hf.data.checks import check_unique_ids, parse_grades
+from dr_hf.data.files import (
     IMAGE_EXTENSIONS,
-    DataError,
-    check_unique_ids,
     holds_images,
-    parse_grades,
     resolve_images,
     strip_image_extension,
 )
+from dr_hf.errors import DataError
 from dr_hf.grades import GRADE_NAMES, NUM_GRADES
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ import numpy as np  # noqa: E402
 from albumentations.core.composition import BaseCompose  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 from datasets import DatasetDict  # noqa: E402
-
 from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # noqa: E402
 from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD  # noqa: E402
 

@@ -1,9 +1,10 @@
-"""`dr-hf evaluate`: how good a trained grader is on a held-out set, and where it fails.
+"""What `dr-hf evaluate` does: how good a trained grader is on a held-out set, and where it fails.
 
-Writes `metrics.json`, `predictions.csv`, `confusion_matrix.png`, `roc.png` and
-`reliability.png` (plus `*_tta.png` with `--tta`) and prints a short table. The data flags are
-those of training (`DataArguments`); the preprocessing is the model's own saved record. The report
-folder and its files are `dr_hf.evaluation.report`'s.
+`evaluate_model` writes `metrics.json`, `predictions.csv`, `confusion_matrix.png`, `roc.png` and
+`reliability.png` (plus `*_tta.png` with `tta`); the command line that parses the flags and prints
+the table is `dr_hf.cli`'s. The data flags are those of training (`DataArguments`); the
+preprocessing is the model's own saved record. The report folder and its files are
+`dr_hf.evaluation.report`'s.
 
 A held-out set is evaluated whole (`split="all"`, `load_dr_images`: every image once, no split, so
 even a set with one image per grade works). `split="validation"` evaluates a run's own validation
@@ -14,24 +15,20 @@ command line's data flags override only what they name.
 
 import logging
 import math
-import sys
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from datasets import Dataset
-from transformers import default_data_collator
 
 from dr_hf.config.arguments import DataArguments
 from dr_hf.data.loading import load_dr_dataset, load_dr_images
 from dr_hf.data.prepare import read_prepare_info
-from dr_hf.evaluation.predict import auto_workers, grade_batch, load_grader, progress_batches
+from dr_hf.evaluation.predict import grade_dataset, load_grader
 from dr_hf.evaluation.prediction_io import PROB_COLUMNS
 from dr_hf.evaluation.report import (
     check_output_dir,
     default_output_dir,
-    format_table,
     prepare_output_dir,
     write_figures,
     write_metrics,
@@ -72,7 +69,7 @@ class EvaluateArguments:
     )
     tta: bool = field(default=False, metadata={"help": "Also report flip/rot90-averaged figures."})
     bootstrap: int = field(
-        default=1000, metadata={"help": "Bootstrap resamples of the 95% CIs (0: none)."}
+        default=1000, metadata={"help": "Bootstrap resamples of the 95%% CIs (0: none)."}
     )
     split: str = field(
         default="all",
@@ -156,64 +153,71 @@ def evaluate_model(
 
     Without `data_args`, a run's split (`train`/`validation`) is rebuilt from the run's
     config.yaml (see `run_data_fields`); given `data_args` are used as they are. A folder that
-    already holds a report is refused unless `overwrite`. Returns what `metrics.json` holds: the
-    plain metrics, and under "tta" the TTA ones.
+    already holds a report is refused unless `overwrite`, before the model or data are loaded.
+    Returns what `metrics.json` holds: the plain metrics, and under "tta" the TTA ones.
     """
     model_path = Path(model_path)
-    if data_args is None:
-        run_fields = run_data_fields(model_path) if split != "all" else {}
-        if not run_fields:
-            raise ValueError(
-                f"No data to evaluate {model_path} on: give the data flags (--data DIR), or "
-                f"--split validation for a model whose run folder holds its {RUN_CONFIG}."
-            )
-        data_args = DataArguments(**run_fields)
+    data_args = resolve_data_args(model_path, data_args, split)
     output_dir = Path(output_dir or default_output_dir(model_path, data_args, split))
     check_output_dir(output_dir, overwrite)
 
-    # ---- Model and the preprocessing it was trained with ------------------------------------
     grader = load_grader(model_path, retfound_weights, device)
-    record = grader.preprocessing
-    if data_args.image_size and data_args.image_size != record["image_size"]:
+    if data_args.image_size and data_args.image_size != grader.preprocessing["image_size"]:
         logger.warning(
             "image_size=%d is ignored: the model was trained at %d pixels.",
             data_args.image_size,
-            record["image_size"],
+            grader.preprocessing["image_size"],
         )
-
-    # ---- Data -------------------------------------------------------------------------------
     dataset = load_eval_split(data_args, split)
-    labels = np.asarray(dataset["label"], dtype=np.int64)
-    ids = list(dataset["image_id"])
     prepared = read_prepare_info(data_args.data_dir) if data_args.data_dir else None
-    loader = torch.utils.data.DataLoader(
-        dataset.with_transform(grader.transform(prepared)),
-        batch_size=batch_size,
-        num_workers=auto_workers(len(dataset)) if num_workers is None else num_workers,
-        collate_fn=_collate,
-        pin_memory=grader.device.type == "cuda",
-    )
+    variants = grade_dataset(grader, dataset, prepared, tta, batch_size, num_workers)
 
-    # ---- Predictions ------------------------------------------------------------------------
-    plain_chunks, tta_chunks = [], []
-    for batch in progress_batches(loader, len(dataset)):
-        plain, averaged = grade_batch(grader, batch["pixel_values"], tta)
-        plain_chunks.append(plain.double().numpy())
-        if tta:
-            tta_chunks.append(averaged.double().numpy())
-    variants = {"plain": np.concatenate(plain_chunks)}
-    if tta:
-        variants["tta"] = np.concatenate(tta_chunks)
-
-    # ---- Metrics, predictions, figures ------------------------------------------------------
-    prepare_output_dir(output_dir)
-    results = {
+    header = {
         "model": str(model_path),
         "data": data_args.data_dir or data_args.train_csv or data_args.dataset_name,
         "split": split,
+    }
+    return write_report(
+        output_dir, header, grader.preprocessing, dataset, variants, bootstrap, seed
+    )
+
+
+def resolve_data_args(
+    model_path: Path, data_args: DataArguments | None, split: str
+) -> DataArguments:
+    """`data_args` as given, or else the data of the run that saved the model (for a run's
+    split): a held-out set (`all`) has no run record to fall back on."""
+    if data_args is not None:
+        return data_args
+    run_fields = run_data_fields(model_path) if split != "all" else {}
+    if not run_fields:
+        raise ValueError(
+            f"No data to evaluate {model_path} on: give the data flags (--data DIR), or "
+            f"--split validation for a model whose run folder holds its {RUN_CONFIG}."
+        )
+    return DataArguments(**run_fields)
+
+
+def write_report(
+    output_dir: Path,
+    header: dict,
+    preprocessing: dict,
+    dataset: Dataset,
+    variants: dict[str, np.ndarray],
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Score each variant against the dataset's labels and write metrics, predictions and
+    figures; `header` (model, data, split) opens `metrics.json`. Returns what it holds.
+
+    The plain metrics sit at the top level of `metrics.json`, another variant's under its name.
+    """
+    labels = np.asarray(dataset["label"], dtype=np.int64)
+    prepare_output_dir(output_dir)
+    results = header | {
         "num_images": len(labels),
         "grade_counts": np.bincount(labels, minlength=len(PROB_COLUMNS)).tolist(),
-        "preprocessing": record,
+        "preprocessing": preprocessing,
         "bootstrap": bootstrap,
     }
     for name, probabilities in variants.items():
@@ -223,54 +227,18 @@ def evaluate_model(
             results |= metrics
         else:
             results[name] = metrics
-    write_predictions(output_dir / "predictions.csv", ids, labels, variants)
+    write_predictions(output_dir / "predictions.csv", list(dataset["image_id"]), labels, variants)
     results = write_metrics(output_dir / "metrics.json", results)
     logger.info("Evaluation report written to %s", output_dir)
     return results
 
 
-def _collate(items: list[dict]) -> dict:
-    return default_data_collator(items) | {"index": list(range(len(items))), "errors": []}
-
-
-def evaluate_main(argv: list[str]) -> int:
-    """`dr-hf evaluate --model PATH --data DIR [--output DIR] [--tta] [--bootstrap N]`."""
-    from transformers import HfArgumentParser
-
-    argv = ["--data_dir" if arg == "--data" else arg for arg in argv]
-    argv = [f"--data_dir={arg[7:]}" if arg.startswith("--data=") else arg for arg in argv]
-    parser = HfArgumentParser((EvaluateArguments, DataArguments), prog="dr-hf evaluate")
-    try:
-        eval_args, data_args = parser.parse_args_into_dataclasses(argv)
-        run_fields = run_data_fields(eval_args.model) if eval_args.split != "all" else {}
-        if run_fields:  # the run's data as defaults: flags given here still win
-            parser.set_defaults(**run_fields)
-            eval_args, data_args = parser.parse_args_into_dataclasses(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    except ValueError as error:
-        print(f"dr-hf evaluate: {error}", file=sys.stderr)
-        return 2
-    options = asdict(eval_args)
-    try:
-        results = evaluate_model(options.pop("model"), data_args, options.pop("output"), **options)
-    except (OSError, ValueError) as error:  # missing files, an earlier report, DataError...
-        print(f"dr-hf evaluate: {error}", file=sys.stderr)
-        return 2
-    output = eval_args.output or default_output_dir(eval_args.model, data_args, eval_args.split)
-    print(f"\n{results['num_images']} images ({results['split']}), model {results['model']}")
-    print(format_table(results))
-    print(
-        f"\nReport: {output} (metrics.json, predictions.csv, confusion_matrix/roc/reliability.png)"
-    )
-    return 0
-
-
 __all__ = [
     "EvaluateArguments",
     "clinical_metrics",
-    "evaluate_main",
     "evaluate_model",
     "load_eval_split",
+    "resolve_data_args",
     "run_data_fields",
+    "write_report",
 ]

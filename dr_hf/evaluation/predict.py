@@ -1,13 +1,14 @@
-"""Grading photographs with a trained model: `predict` for notebooks and `dr-hf predict`.
+"""Grading photographs with a trained model: `predict`, for notebooks and `dr-hf predict`, and
+`grade_dataset`, the forward passes of `dr-hf evaluate`.
 
 The model is any folder training produced (full model, `best/`, `checkpoint-N`, LoRA adapter) or
 a model already in memory. Preprocessing is never re-specified: it is read from the
 `dr_hf_preprocessing.json` that training wrote beside the model (or in the run folder, for a
 checkpoint), and applied through the deterministic validation path of `dr_hf.data.transforms`.
-Gathering the images and writing the grades out live in `dr_hf.evaluation.prediction_io`.
+Gathering the images and writing the grades out live in `dr_hf.evaluation.prediction_io`; the
+command line (flags, messages, exit codes) in `dr_hf.cli`.
 """
 
-import argparse
 import logging
 import os
 import sys
@@ -17,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from datasets import Dataset
+from transformers import default_data_collator
 
 from dr_hf.data.prepare import steps_to_apply
 from dr_hf.data.transforms import FundusTransform, get_transforms
 from dr_hf.evaluation.prediction_io import (
-    SAVE_FORMATS,
     ImageList,
     PredictionResult,
     collate_images,
@@ -169,77 +171,48 @@ def predict(
     )
 
 
-def predict_main(argv: list[str]) -> int:
-    """`dr-hf predict`: 0 when every image was graded, 1 when some failed, 2 on usage errors."""
-    parser = argparse.ArgumentParser(
-        prog="dr-hf predict",
-        description="Grade fundus photographs with a model trained by dr-hf.",
+def grade_dataset(
+    grader: Grader,
+    dataset: Dataset,
+    prepared: dict | None = None,
+    tta: bool = False,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Float64 probabilities of every row of a labelled `dataset`, in order: {"plain": ...}, and
+    with `tta` also {"tta": ...}; one forward pass per batch serves both.
+
+    The grader's deterministic transform is applied on the fly; `prepared` is the `dr-hf prepare`
+    record of the data folder, whose crop / Ben Graham step is then not repeated.
+    """
+    loader = torch.utils.data.DataLoader(
+        dataset.with_transform(grader.transform(prepared)),
+        batch_size=batch_size,
+        num_workers=auto_workers(len(dataset)) if num_workers is None else num_workers,
+        collate_fn=_collate_rows,
+        pin_memory=grader.device.type == "cuda",
     )
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    parser.add_argument(
-        "--model", required=True, help="best/, a checkpoint-N or a LoRA adapter folder."
-    )
-    parser.add_argument(
-        "--output",
-        help="preds.csv, preds.jsonl (JSON Lines) or preds.json (one JSON array); default: CSV on "
-        "standard output.",
-    )
-    parser.add_argument("--format", choices=SAVE_FORMATS, help="Overrides the file suffix.")
-    parser.add_argument("--tta", action="store_true", help="Average over flips and rot90.")
-    parser.add_argument("--batch-size", "--batch_size", type=int, default=32)
-    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: CUDA when available).")
-    parser.add_argument("--num-workers", "--num_workers", type=int, help="Decoding workers.")
-    parser.add_argument(
-        "--retfound-weights",
-        "--retfound_weights",
-        help="Base weights of a RETFound adapter, when the recorded path is not found here.",
-    )
-    parser.add_argument(
-        "--referable-threshold",
-        "--referable_threshold",
-        type=float,
-        help="Refer when P(grade >= 2) reaches this (e.g. the threshold `dr-hf evaluate` reports "
-        "at 90%% specificity); default: predicted grade >= 2.",
-    )
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    if args.batch_size < 1:
-        print(f"--batch-size must be at least 1, got {args.batch_size}.", file=sys.stderr)
-        return 2
-    try:
-        grader = load_grader(args.model, args.retfound_weights, args.device)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"dr-hf predict: cannot load the model: {error}", file=sys.stderr)
-        return 2
-    result = predict(
-        grader,
-        args.inputs,
-        tta=args.tta,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        referable_threshold=args.referable_threshold,
-    )
-    if not result.names and not result.failures:
-        print("dr-hf predict: no images given.", file=sys.stderr)
-        return 2
-    result.save(args.output, args.format)
-    for name, reason in result.failures:
-        print(f"FAILED {name}: {reason}", file=sys.stderr)
-    summary = f"Graded {len(result.names)} image(s)"
-    summary += f" into {args.output}" if args.output else ""
-    if result.failures:
-        print(f"{summary}; {len(result.failures)} could not be graded.", file=sys.stderr)
-        return 1
-    print(f"{summary}.", file=sys.stderr)
-    return 0
+    plain_chunks, tta_chunks = [], []
+    for batch in progress_batches(loader, len(dataset)):
+        plain, averaged = grade_batch(grader, batch["pixel_values"], tta)
+        plain_chunks.append(plain.double().numpy())
+        if tta:
+            tta_chunks.append(averaged.double().numpy())
+    variants = {"plain": np.concatenate(plain_chunks)}
+    if tta:
+        variants["tta"] = np.concatenate(tta_chunks)
+    return variants
+
+
+def _collate_rows(items: list[dict]) -> dict:
+    """A dataset batch with the `index` and (no) `errors` that `progress_batches` counts."""
+    return default_data_collator(items) | {"index": list(range(len(items))), "errors": []}
 
 
 __all__ = [
     "Grader",
     "grade_batch",
+    "grade_dataset",
     "load_grader",
     "predict",
-    "predict_main",
 ]

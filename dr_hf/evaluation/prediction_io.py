@@ -16,14 +16,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from dr_hf.data.checks import IMAGE_EXTENSIONS
+from dr_hf.data.files import DECODE_ERRORS, IMAGE_EXTENSIONS
 from dr_hf.data.transforms import FundusTransform
 from dr_hf.grades import GRADE_NAMES, NUM_GRADES, REFERABLE_MIN_GRADE
 from dr_hf.metrics import referable_scores
 
 PROB_COLUMNS = [f"prob_{grade}" for grade in range(NUM_GRADES)]
 SAVE_FORMATS = ("csv", "jsonl", "json")
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def collect_inputs(inputs: Iterable) -> tuple[list, list[str], list[tuple[str, str]]]:
@@ -77,7 +76,7 @@ class ImageList(torch.utils.data.Dataset):
                 with Image.open(source) as opened:
                     image = ImageOps.exif_transpose(opened).convert("RGB")
             pixels = self.transform({"image": [image]})["pixel_values"][0]
-        except _DECODE_ERRORS as error:
+        except DECODE_ERRORS as error:
             return {"index": index, "error": f"{type(error).__name__}: {error}"}
         return {"index": index, "pixel_values": pixels}
 

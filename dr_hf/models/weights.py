@@ -153,15 +153,13 @@ def _download(repo_id: str) -> Path:
     weights file. hf_hub_download answers from the HF cache offline, so a cached repository needs
     no network; only a repository without the usual names is listed (or its cached snapshot)."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import RepositoryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError
 
     try:
         for name in ("model.safetensors", "pytorch_model.bin"):
             try:
                 return Path(hf_hub_download(repo_id, name))
-            except RepositoryNotFoundError:  # gated or missing: no other file will do
-                raise
-            except Exception:  # not in the repository, or offline and not cached
+            except EntryNotFoundError:  # not in the repository, or offline and not cached
                 continue
         files = _repo_weights_files(repo_id)
         if len(files) != 1:
@@ -169,7 +167,7 @@ def _download(repo_id: str) -> Path:
                 f"{repo_id} holds {len(files)} weights files ({files}): pass a local path."
             )
         return Path(hf_hub_download(repo_id, files[0]))
-    except Exception as error:  # offline, gated, missing: huggingface_hub raises several kinds
+    except Exception as error:  # Hub errors, and its HTTP client's own connection errors
         raise FileNotFoundError(
             f"Could not fetch weights for Hub id {repo_id!r} ({error}). Offline or gated (RETFound is "
             "gated): download the file yourself and pass its local path."
@@ -179,13 +177,10 @@ def _download(repo_id: str) -> Path:
 def _repo_weights_files(repo_id: str) -> list[str]:
     """The repository's weights files: the Hub's listing, or offline its cached snapshot's."""
     from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import RepositoryNotFoundError
 
     try:
         files = HfApi().list_repo_files(repo_id)
-    except RepositoryNotFoundError:
-        raise
-    except Exception:  # no network: what the cache holds
+    except Exception:  # no network (its HTTP client's own error types): what the cache holds
         folder = Path(snapshot_download(repo_id, local_files_only=True))
         files = [
             path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()

@@ -1,12 +1,13 @@
-"""The per-epoch history of the original tool, rebuilt from the Trainer's log history."""
+"""The per-epoch training history (`training_history.json`, `train()`'s return value), rebuilt
+from the Trainer's log history."""
 
-# Accuracies stay in percent, as the original tool reported them; other metrics are fractions.
+# Accuracies in the history are percentages (`train_acc`, `val_acc`); other metrics are fractions.
 _PERCENT = ("accuracy",)
 _TRAIN_KEYS = {"train_loss": "loss", "train_acc": "train_acc", "learning_rate": "learning_rate"}
 
 
 def build_history(log_history: list[dict]) -> dict[str, list]:
-    """One entry per logged epoch value (per epoch by default), in lists keyed as the original tool's.
+    """One entry per logged epoch value (per epoch by default), in lists keyed by name.
 
     Keys: `epoch`, `train_loss`, `train_acc`, `learning_rate`, `epoch_time`, `val_loss`, `val_acc`
     and `val_<metric>` for every evaluation metric. Training and evaluation logs are matched by

@@ -17,6 +17,7 @@ import torch
 from timm.models import group_parameters
 from timm.optim import param_groups_layer_decay
 from torch import nn
+from transformers import Trainer, TrainingArguments
 
 from dr_hf.models.parts import timm_backbone
 
@@ -71,3 +72,15 @@ def _group(params: list[torch.Tensor], names: dict, learning_rate: float, settin
         "weight_decay": settings["weight_decay"],
         "layer_id": layer_id,
     }
+
+
+def layer_decay_optimizer(model: nn.Module, args: TrainingArguments) -> tuple | None:
+    """The Trainer's `optimizer_cls_and_kwargs` for `args.layer_decay` (None without it): the
+    optimizer `args.optim` names, over `layer_decay_param_groups`."""
+    if getattr(args, "layer_decay", None) is None:
+        return None
+    groups = layer_decay_param_groups(
+        model, args.learning_rate, args.weight_decay, args.layer_decay
+    )
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    return optimizer_cls, {**optimizer_kwargs, "params": groups}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 from datasets import DatasetDict
-from transformers import Trainer, TrainerCallback, default_data_collator, set_seed
+from transformers import TrainerCallback, default_data_collator, set_seed
 
 from dr_hf.config.arguments import DataArguments, DRTrainingArguments, ModelArguments
 from dr_hf.config.parsing import config_from_dict, config_from_yaml, resolved_config
@@ -24,7 +24,7 @@ from dr_hf.run_folder import BEST, write_history, write_preprocessing, write_run
 from dr_hf.training.export import export_best, preprocessing_record
 from dr_hf.training.history import build_history
 from dr_hf.training.losses import class_weights, make_loss_fn
-from dr_hf.training.optim import layer_decay_param_groups
+from dr_hf.training.optim import layer_decay_optimizer
 from dr_hf.training.resume import resolve_resume
 from dr_hf.training.settings import (
     finish_wandb,
@@ -83,19 +83,12 @@ def build_trainer(
         augment=data_args.augment, seed=args.seed,
     )  # fmt: skip
 
-    # ---- Loss and optimiser -----------------------------------------------------------------
+    # ---- Loss ------------------------------------------------------------------------------
     weights = class_weights(train_labels, model_args.num_labels, args.class_weighting)
     loss_fn = make_loss_fn(
         args.loss, weight=weights, label_smoothing=args.label_smoothing_factor,
         focal_gamma=args.focal_gamma,
     )  # fmt: skip
-    optimizer_cls_and_kwargs = None
-    if args.layer_decay is not None:
-        groups = layer_decay_param_groups(
-            model, args.learning_rate, args.weight_decay, args.layer_decay
-        )
-        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
-        optimizer_cls_and_kwargs = (optimizer_cls, {**optimizer_kwargs, "params": groups})
 
     # ---- Trainer ----------------------------------------------------------------------------
     trainer = DRTrainer(
@@ -106,7 +99,7 @@ def build_trainer(
         data_collator=default_data_collator,
         compute_metrics=make_compute_metrics(),
         compute_loss_func=loss_fn,
-        optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+        optimizer_cls_and_kwargs=layer_decay_optimizer(model, args),
         callbacks=[
             AugmentationEpochCallback(train_transform),
             BaseRecordCallback(),
