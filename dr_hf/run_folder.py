@@ -2,7 +2,9 @@
 
     output_dir/
       config.yaml               the resolved configuration (RUN_CONFIG), Hub token removed
-      dr_hf_preprocessing.json  how the model wants its input (PREPROCESSING_FILE)
+      preprocessor_config.json  how the model wants its input: the FundusImageProcessor, with
+      fundus_processor.py,      its code (also in every checkpoint-N/ and in best/); runs made
+      preprocessing.py          before it have dr_hf_preprocessing.json (LEGACY_PREPROCESSING)
       checkpoint-N/             Trainer checkpoints (model or adapter, optimizer, trainer_state.json)
       eval_results.json         the best model's validation metrics (EVAL_RESULTS, written by
                                 Trainer.save_metrics)
@@ -18,7 +20,7 @@ from pathlib import Path
 import yaml
 
 RUN_CONFIG = "config.yaml"
-PREPROCESSING_FILE = "dr_hf_preprocessing.json"
+LEGACY_PREPROCESSING = "dr_hf_preprocessing.json"
 EVAL_RESULTS = "eval_results.json"
 HISTORY = "training_history.json"
 BEST = "best"
@@ -51,13 +53,10 @@ def write_run_config(output_dir: str | Path, config: dict) -> None:
 
 
 def read_preprocessing(model_path: str | Path) -> dict | None:
-    """The preprocessing record of a `best/` folder, or of the run a checkpoint-N belongs to."""
-    path = _in_run(model_path, PREPROCESSING_FILE)
+    """The preprocessing record of a folder saved before preprocessor_config.json existed (a
+    `best/` folder, or the run a checkpoint-N belongs to); None without one."""
+    path = _in_run(model_path, LEGACY_PREPROCESSING)
     return json.loads(path.read_text()) if path else None
-
-
-def write_preprocessing(folder: str | Path, record: dict) -> None:
-    (Path(folder) / PREPROCESSING_FILE).write_text(json.dumps(record, indent=2))
 
 
 def write_history(output_dir: str | Path, history: dict) -> None:

@@ -20,10 +20,12 @@ CHECKPOINT_FILES = {
     "config.json", "model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json",
     "training_args.bin", "rng_state_0.pth", "rng_state_1.pth",  # each rank's RNG, for resuming
 }  # fmt: skip
+PROCESSOR_FILES = {"preprocessor_config.json", "fundus_processor.py", "preprocessing.py"}
 RUN_FILES = {
-    "config.yaml", "eval_results.json", "training_history.json", "dr_hf_preprocessing.json",
-    "best/config.json", "best/model.safetensors", "best/dr_hf_preprocessing.json", "best/README.md",
-    *(f"checkpoint-{step}/{name}" for step in (4, 8) for name in CHECKPOINT_FILES),
+    "config.yaml", "eval_results.json", "training_history.json", *PROCESSOR_FILES,
+    "best/config.json", "best/model.safetensors", "best/README.md",
+    *(f"best/{name}" for name in PROCESSOR_FILES),
+    *(f"checkpoint-{step}/{name}" for step in (4, 8) for name in CHECKPOINT_FILES | PROCESSOR_FILES),
 }  # fmt: skip
 
 

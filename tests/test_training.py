@@ -47,8 +47,10 @@ def test_run_leaves_config_metrics_checkpoints_and_a_loadable_best_model(
     best = output_dir / "best"
     model = AutoModelForImageClassification.from_pretrained(best).eval()
     assert model.config.id2label[4] == "Proliferative DR"
-    preprocessing = json.loads((best / "dr_hf_preprocessing.json").read_text())
-    assert preprocessing["image_size"] == 32 and preprocessing["crop_fov"] is True
+    preprocessing = json.loads((best / "preprocessor_config.json").read_text())
+    assert (
+        preprocessing["size"] == {"height": 32, "width": 32} and preprocessing["crop_fov"] is True
+    )
     card = (best / "README.md").read_text()
     assert (
         "Not a medical device" in card
@@ -191,7 +193,7 @@ def test_push_to_hub_uploads_exactly_the_export_without_token(synthetic_dir, tmp
     assert calls["repo"] == "someone/dr-grader"
     assert set(calls["files"]) == {
         "adapter_config.json", "adapter_model.safetensors", "dr_hf_base.json",
-        "dr_hf_preprocessing.json", "README.md",
+        "preprocessor_config.json", "fundus_processor.py", "preprocessing.py", "README.md",
     }  # fmt: skip
     assert all(path.parent == best for path in calls["files"].values())
     assert "Not a medical device" in calls["card"] and "library_name: peft" in calls["card"]

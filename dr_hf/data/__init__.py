@@ -3,12 +3,27 @@
 Owns everything between the files on disk and the `pixel_values` a model sees: reading the
 layouts (`sources`: APTOS, EyePACS, IDRiD CSVs, grade folders, saved datasets), the checks that
 stop bad input before training (`checks`, `files`), the train/validation split (`loading`), the
-field-of-view crop and Ben Graham normalisation (`preprocessing`), Albumentations augmentation
-applied on the fly (`transforms`), the `dr-hf prepare` cache (`prepare`) and the synthetic
-fundus set (`synthetic`, drawn by `fundus_render`). Nothing here knows about models.
+field-of-view crop and Ben Graham normalisation (`preprocessing`) and the image processor that
+saves them with a model (`fundus_processor`), Albumentations augmentation applied on the fly
+(`transforms`), the `dr-hf prepare` cache (`prepare`) and the synthetic fundus set (`synthetic`,
+drawn by `fundus_render`). Nothing here knows about models.
 """
 
-from dr_hf.data.loading import FEATURES, load_dr_dataset, load_dr_images, stratified_split
-from dr_hf.errors import DataError
+import importlib
 
-__all__ = ["FEATURES", "DataError", "load_dr_dataset", "load_dr_images", "stratified_split"]
+_EXPORTS = {
+    "FEATURES": "dr_hf.data.sources",
+    "load_dr_dataset": "dr_hf.data.loading",
+    "load_dr_images": "dr_hf.data.loading",
+    "stratified_split": "dr_hf.data.loading",
+    "DataError": "dr_hf.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    # Lazy, so that importing one module of the package (the processor) does not load datasets.
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'dr_hf.data' has no attribute {name!r}")

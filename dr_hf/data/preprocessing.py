@@ -2,13 +2,25 @@
 
 Images are RGB uint8 arrays of shape (H, W, 3), in and out; `preprocess_fundus`, the pipeline
 that `dr-hf prepare` and the on-the-fly transform share, also takes PIL images.
+`dr_hf.data.fundus_processor` builds a model's `pixel_values` from these steps.
+
+This file is copied into every saved model folder beside the processor (`fundus_processor.py`),
+so that plain transformers can preprocess as dr_hf does: it imports only NumPy, Pillow and OpenCV.
 """
 
 from typing import Any
 
-import cv2
 import numpy as np
 from PIL import Image
+
+try:
+    import cv2
+except ImportError as error:  # a model folder used without dr_hf's dependencies
+    raise ImportError(
+        "Fundus preprocessing (the field-of-view crop) needs OpenCV: pip install "
+        "opencv-python-headless"
+    ) from error
+
 
 _WORK_SIDE = 512  # the field of view is located on a copy this long, then refined at full size
 _MIN_CONTRAST = 4  # grey levels between background and disc below which no disc is assumed

@@ -18,12 +18,14 @@ from typing import Any  # noqa: E402
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from albumentations.core.composition import BaseCompose  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 from datasets import DatasetDict  # noqa: E402
 from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # noqa: E402
 from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD  # noqa: E402
 
+from dr_hf.data.fundus_processor import model_input, normalize  # noqa: E402
 from dr_hf.data.preprocessing import as_rgb_array, preprocess_fundus  # noqa: E402
 
 _MASK64 = (1 << 64) - 1
@@ -104,11 +106,13 @@ def reseed(transform: Any, seed: int) -> None:
 class FundusTransform:
     """Batch transform for `Dataset.with_transform`: PIL image -> preprocessed, augmented tensor.
 
-    Training mode reseeds the pipeline before every image from (seed, epoch, image_id); call
-    `set_epoch` at each epoch start. Validation mode uses the pipeline as it is (deterministic).
-    `size` is the pipeline's output side: when given, images shrink toward twice that before the
-    field-of-view crop and Ben Graham runs at that size, as in `dr-hf prepare`, so neither runs
-    on full-size pixels.
+    Training mode reseeds the Albumentations pipeline before every image from (seed, epoch,
+    image_id), between the crop and the normalisation; call `set_epoch` at each epoch start.
+    Validation mode (deterministic) calls `preprocessing.model_input` and `normalize`, the
+    functions `FundusImageProcessor`, `dr-hf evaluate` and `dr-hf predict` call, with `mean` and
+    `std`; `compose` is not used there. `size` is the output side: images shrink toward twice
+    that before the field-of-view crop and Ben Graham runs at that size, as in `dr-hf prepare`, so
+    neither runs on full-size pixels.
     """
 
     def __init__(
@@ -119,8 +123,13 @@ class FundusTransform:
         seed: int = 0,
         train: bool = True,
         size: int | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
     ):
+        if not train and size is None:
+            raise ValueError("a validation FundusTransform needs the model's input side: size=N.")
         self.compose = compose
+        self.mean, self.std = tuple(mean), tuple(std)
         self.crop = crop
         self.ben_graham = ben_graham
         self.seed = seed
@@ -150,7 +159,10 @@ class FundusTransform:
         for index, image in enumerate(images):
             if self.train:
                 reseed(self.compose, sample_seed(self.seed, self.epoch, ids[index]))
-            pixel_values.append(self.compose(image=self.preprocess(image))["image"])
+                pixel_values.append(self.compose(image=self.preprocess(image))["image"])
+            else:
+                array = model_input(image, self.size, self.crop, self.ben_graham)
+                pixel_values.append(torch.from_numpy(normalize(array, self.mean, self.std)))
         out = {"pixel_values": pixel_values}
         if "label" in batch:
             out["labels"] = list(batch["label"])
@@ -173,6 +185,7 @@ def with_transforms(
     """
     train_compose, val_compose = get_transforms(image_size, mean, std)
     options = {"crop": crop, "ben_graham": ben_graham, "seed": seed, "size": image_size}
+    options |= {"mean": mean, "std": std}
     train_tf = FundusTransform(train_compose if augment else val_compose, train=augment, **options)
     val_tf = FundusTransform(val_compose, train=False, **options)
     splits = {

@@ -2,9 +2,11 @@
 `grade_dataset`, the forward passes of `dr-hf evaluate`.
 
 The model is any folder training produced (full model, `best/`, `checkpoint-N`, LoRA adapter) or
-a model already in memory. Preprocessing is never re-specified: it is read from the
-`dr_hf_preprocessing.json` that training wrote beside the model (or in the run folder, for a
-checkpoint), and applied through the deterministic validation path of `dr_hf.data.transforms`.
+a model already in memory. Preprocessing is never re-specified: it is the model folder's
+`FundusImageProcessor` (its `preprocessor_config.json`, which `pipeline()` reads too), applied
+through the deterministic validation path of `dr_hf.data.transforms`, which calls the same
+functions. Folders saved before the processor existed carry `dr_hf_preprocessing.json` instead,
+which is read in its place.
 Gathering the images and writing the grades out live in `dr_hf.evaluation.prediction_io`; the
 command line (flags, messages, exit codes) in `dr_hf.cli`.
 """
@@ -20,9 +22,11 @@ import numpy as np
 import torch
 from datasets import Dataset
 from transformers import default_data_collator
+from transformers.utils import IMAGE_PROCESSOR_NAME
 
+from dr_hf.data.fundus_processor import FundusImageProcessor
 from dr_hf.data.prepare import steps_to_apply
-from dr_hf.data.transforms import FundusTransform, get_transforms
+from dr_hf.data.transforms import FundusTransform
 from dr_hf.evaluation.prediction_io import (
     ImageList,
     PredictionResult,
@@ -47,55 +51,81 @@ TTA_VIEWS = (
 
 @dataclass
 class Grader:
-    """A model in eval mode on its device, with the preprocessing it was trained with."""
+    """A model in eval mode on its device, with the processor it was validated with."""
 
     model: torch.nn.Module
-    preprocessing: dict
+    processor: FundusImageProcessor
     device: torch.device
+
+    @property
+    def preprocessing(self) -> dict:
+        """The processor's settings, as evaluation reports record them."""
+        p = self.processor
+        return {
+            "image_size": p.input_side, "crop_fov": p.crop_fov, "ben_graham": p.ben_graham,
+            "mean": list(p.image_mean), "std": list(p.image_std),
+        }  # fmt: skip
 
     def transform(self, already_done: dict | None = None) -> FundusTransform:
         """The deterministic transform; `already_done` is a `dr-hf prepare` record whose crop or
         Ben Graham step is then not repeated."""
-        record = self.preprocessing
-        _, val = get_transforms(record["image_size"], record["mean"], record["std"])
-        crop, ben_graham = steps_to_apply(record["crop_fov"], record["ben_graham"], already_done)
+        p = self.processor
+        crop, ben_graham = steps_to_apply(p.crop_fov, p.ben_graham, already_done)
         return FundusTransform(
-            val, crop=crop, ben_graham=ben_graham, train=False, size=record["image_size"]
-        )
+            None, crop=crop, ben_graham=ben_graham, train=False, size=p.input_side,
+            mean=p.image_mean, std=p.image_std,
+        )  # fmt: skip
+
+
+def load_processor(folder: str | Path) -> FundusImageProcessor | None:
+    """The processor saved in a model folder (or, for a checkpoint of a run still going, in the
+    run folder); for a folder saved before processors were, one built from its
+    `dr_hf_preprocessing.json`; None when there is neither."""
+    folder = Path(folder)
+    for candidate in (folder, folder.parent):
+        if (candidate / IMAGE_PROCESSOR_NAME).is_file():
+            config = FundusImageProcessor.get_image_processor_dict(str(candidate))[0]
+            if config.get("image_processor_type") == FundusImageProcessor.__name__:
+                return FundusImageProcessor.from_pretrained(str(candidate))
+    record = read_preprocessing(folder)
+    if record is None:
+        return None
+    logger.info("%s predates preprocessor_config.json: using its dr_hf_preprocessing.json.", folder)
+    return FundusImageProcessor(
+        size=record["image_size"], crop_fov=record["crop_fov"], ben_graham=record["ben_graham"],
+        image_mean=record["mean"], image_std=record["std"],
+    )  # fmt: skip
 
 
 def load_grader(
     model: str | Path | torch.nn.Module,
     retfound_weights: str | None = None,
     device: str | torch.device | None = None,
-    preprocessing: dict | None = None,
+    processor: FundusImageProcessor | None = None,
     force: bool = False,
 ) -> Grader:
     """Load `model` (a folder or a loaded model) for inference on `device` (default: CUDA if any).
 
-    A folder's own preprocessing record is used; a model in memory without `preprocessing` gets
-    its config's size and normalisation with the training defaults (crop on, Ben Graham off).
+    A folder's own processor is used (see `load_processor`); a model without one gets its
+    config's size and normalisation with the training defaults (crop on, Ben Graham off).
     """
     from dr_hf.models.graders import load_trained_model
 
     if isinstance(model, str | Path):
         folder = Path(model)
-        record = preprocessing or read_preprocessing(folder)
+        processor = processor or load_processor(folder)
         model = load_trained_model(folder, retfound_weights=retfound_weights, force=force)
-        if record is None:
+        if processor is None:
             logger.warning(
-                "%s has no dr_hf_preprocessing.json (nor has its parent): using the model's "
+                "%s has no preprocessor_config.json (nor has its parent): using the model's "
                 "input size and normalisation with the field-of-view crop and no Ben Graham.",
                 folder,
             )
-    else:
-        record = preprocessing
-    if record is None:
+    if processor is None:
         mean, std, size = data_config(model)
-        record = {"image_size": size, "crop_fov": True, "ben_graham": False}
-        record |= {"mean": list(mean), "std": list(std)}
+        processor = FundusImageProcessor(size=size, image_mean=list(mean), image_std=list(std))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return Grader(model.to(device).eval(), dict(record), device)
+    return Grader(model.to(device).eval(), processor, device)
 
 
 @torch.inference_mode()

@@ -52,12 +52,12 @@ def _data_description(data_args: DataArguments) -> str:
     return f"`{name}`; validation: {validation}"
 
 
-def _usage(model_args: ModelArguments) -> str:
+def _usage(model_args: ModelArguments, model_id: str) -> str:
     if not model_args.lora:
         return (
             "```python\nfrom transformers import pipeline\n\n"
-            'grader = pipeline("image-classification", model="path/to/this/folder")\n'
-            'grader("fundus.png")\n```'
+            f'grader = pipeline("image-classification", model="{model_id}", trust_remote_code=True)\n'
+            'print(grader("fundus.png"))\n```'
         )
     weights = (
         ', retfound_weights="RETFound_cfp_weights.pth"'
@@ -65,8 +65,12 @@ def _usage(model_args: ModelArguments) -> str:
         else ""
     )
     return (
-        "```python\nfrom dr_hf.models import load_trained_model\n\n"
-        f'model = load_trained_model("path/to/this/folder"{weights})\n```\n\n'
+        "```python\nfrom transformers import AutoImageProcessor, pipeline\n\n"
+        "from dr_hf.models import load_trained_model\n\n"
+        f'model = load_trained_model("{model_id}"{weights}).merge_and_unload()\n'
+        f'processor = AutoImageProcessor.from_pretrained("{model_id}", trust_remote_code=True)\n'
+        'grader = pipeline("image-classification", model=model, image_processor=processor)\n'
+        'print(grader("fundus.png"))\n```\n\n'
         "The adapter records the SHA-256 of the base weights it was trained on; loading it onto "
         "another base is refused."
     )
@@ -79,6 +83,7 @@ def render_model_card(
     results: dict,
     base_model: str,
     image_size: int,
+    model_id: str = "path/to/this/folder",
 ) -> ModelCard:
     """A card stating base model, data, label map, best metrics, configuration, usage and limits
     (`model_card_template.md`, filled by huggingface_hub's `ModelCard.from_template`)."""
@@ -115,5 +120,6 @@ def render_model_card(
             for name in _TRAINING_FIELDS
             if hasattr(training_args, name)
         ],
-        usage=_usage(model_args),
+        usage=_usage(model_args, model_id),
+        ben_graham=data_args.ben_graham,
     )

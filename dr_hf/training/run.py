@@ -15,15 +15,16 @@ from transformers import TrainerCallback, default_data_collator, set_seed
 
 from dr_hf.config.arguments import DataArguments, DRTrainingArguments, ModelArguments
 from dr_hf.config.parsing import config_from_dict, config_from_yaml, resolved_config
+from dr_hf.data.fundus_processor import FundusImageProcessor
 from dr_hf.data.loading import load_dr_dataset
 from dr_hf.data.transforms import FundusTransform, with_transforms
 from dr_hf.metrics import compute_dr_metrics, make_compute_metrics, softmax
 from dr_hf.models.graders import create_model, parameter_summary
 from dr_hf.models.parts import data_config
-from dr_hf.run_folder import BEST, write_history, write_preprocessing, write_run_config
-from dr_hf.training.export import export_best, preprocessing_record
+from dr_hf.run_folder import BEST, write_history, write_run_config
+from dr_hf.training.export import export_best
 from dr_hf.training.history import build_history
-from dr_hf.training.losses import class_weights, make_loss_fn
+from dr_hf.training.losses import training_loss
 from dr_hf.training.optim import layer_decay_optimizer
 from dr_hf.training.resume import resolve_resume
 from dr_hf.training.settings import (
@@ -45,6 +46,7 @@ class TrainingRun:
     dataset: DatasetDict
     train_transform: FundusTransform
     image_size: int
+    processor: FundusImageProcessor
     parameters: dict
     class_weights: torch.Tensor | None
     config: dict
@@ -76,6 +78,10 @@ def build_trainer(
     model = create_model(model_args, image_size=data_args.image_size)
     mean, std, input_size = data_config(model)
     image_size = data_args.image_size or input_size
+    processor = FundusImageProcessor(
+        size=image_size, crop_fov=data_args.crop_fov, ben_graham=data_args.ben_graham,
+        image_mean=list(mean), image_std=list(std),
+    )  # fmt: skip
 
     # ---- On-the-fly preprocessing and augmentation -----------------------------------------
     dataset, train_transform = with_transforms(
@@ -83,20 +89,15 @@ def build_trainer(
         augment=data_args.augment, seed=args.seed,
     )  # fmt: skip
 
-    # ---- Loss ------------------------------------------------------------------------------
-    weights = class_weights(train_labels, model_args.num_labels, args.class_weighting)
-    loss_fn = make_loss_fn(
-        args.loss, weight=weights, label_smoothing=args.label_smoothing_factor,
-        focal_gamma=args.focal_gamma,
-    )  # fmt: skip
-
-    # ---- Trainer ----------------------------------------------------------------------------
+    # ---- Loss and Trainer -------------------------------------------------------------------
+    loss_fn, weights = training_loss(args, train_labels, model_args.num_labels)
     trainer = DRTrainer(
         model=model,
         args=args,
         train_dataset=dataset["train"],
         eval_dataset=dataset["validation"],
         data_collator=default_data_collator,
+        processing_class=processor,  # saved in every checkpoint and in best/
         compute_metrics=make_compute_metrics(),
         compute_loss_func=loss_fn,
         optimizer_cls_and_kwargs=layer_decay_optimizer(model, args),
@@ -106,10 +107,10 @@ def build_trainer(
             *(callbacks or []),
         ],
     )
-    config = resolved_config(data_args, model_args, training_args)
     return TrainingRun(
-        trainer, dataset, train_transform, image_size, parameter_summary(model), weights, config
-    )
+        trainer, dataset, train_transform, image_size, processor, parameter_summary(model),
+        weights, resolved_config(data_args, model_args, training_args),
+    )  # fmt: skip
 
 
 def run_training(
@@ -125,12 +126,11 @@ def run_training(
     )
     run = build_trainer(data_args, model_args, training_args, callbacks)
     trainer = run.trainer
-    preprocessing = preprocessing_record(trainer.model, data_args, run.image_size)
     if trainer.is_world_process_zero():
         # Written first, so that evaluate/predict on a checkpoint of a running run preprocess right.
         output_dir.mkdir(parents=True, exist_ok=True)
         write_run_config(output_dir, run.config)
-        write_preprocessing(output_dir, preprocessing)
+        run.processor.save_pretrained(output_dir)
 
     with wandb_environment(training_args):
         trainer.train(resume_from_checkpoint=resume)
@@ -145,9 +145,8 @@ def run_training(
             "class_weights": None if run.class_weights is None else run.class_weights.tolist(),
             **final_metrics,
         }
-        best = export_best(
-            trainer, output_dir / BEST, data_args, model_args, preprocessing, results
-        )
+        model_id = training_args.hub_model_id if training_args.push_to_hub else None
+        best = export_best(trainer, output_dir / BEST, data_args, model_args, results, model_id)
         history = build_history(trainer.state.log_history)
         # The Trainer's own metrics file (main process only): eval_results.json.
         trainer.log_metrics(
