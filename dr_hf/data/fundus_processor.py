@@ -81,6 +81,18 @@ class FundusImageProcessor(BaseImageProcessor):
         before normalisation: uint8 (size, size, 3)."""
         return model_input(image, self.input_side, self.crop_fov, self.ben_graham)
 
+    def name_in(self, config) -> None:
+        """Name this processor in a model's config (`image_processor_type`, `auto_map`): for a
+        local timm checkpoint transformers reads the processor's type from config.json, not from
+        preprocessor_config.json, and would otherwise fall back to timm's plain resize."""
+        name = type(self).__name__
+        config.image_processor_type = name
+        module = __name__.rsplit(".", 1)[-1]
+        config.auto_map = {
+            **(getattr(config, "auto_map", None) or {}),
+            "AutoImageProcessor": f"{module}.{name}",
+        }
+
     def preprocess(self, images, return_tensors: str | None = None, **kwargs) -> BatchFeature:
         """`pixel_values` of one photograph or a list of them (PIL images or RGB uint8 arrays)."""
         if not isinstance(images, list | tuple):

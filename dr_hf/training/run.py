@@ -20,7 +20,7 @@ from dr_hf.data.loading import load_dr_dataset
 from dr_hf.data.transforms import FundusTransform, with_transforms
 from dr_hf.metrics import compute_dr_metrics, make_compute_metrics, softmax
 from dr_hf.models.graders import create_model, parameter_summary
-from dr_hf.models.parts import data_config
+from dr_hf.models.parts import base_model, data_config
 from dr_hf.run_folder import BEST, write_history, write_run_config
 from dr_hf.training.export import export_best
 from dr_hf.training.history import build_history
@@ -82,6 +82,7 @@ def build_trainer(
         size=image_size, crop_fov=data_args.crop_fov, ben_graham=data_args.ben_graham,
         image_mean=list(mean), image_std=list(std),
     )  # fmt: skip
+    processor.name_in(base_model(model).config)  # so that pipeline() finds it in config.json
 
     # ---- On-the-fly preprocessing and augmentation -----------------------------------------
     dataset, train_transform = with_transforms(
