@@ -169,8 +169,15 @@ def _predict_parser() -> argparse.ArgumentParser:
         "--referable-threshold",
         "--referable_threshold",
         type=float,
-        help="Refer when P(grade >= 2) reaches this (e.g. the threshold `dr-hf evaluate` reports "
-        "at 90%% specificity); default: predicted grade >= 2.",
+        help="Refer when P(grade >= 2) reaches this threshold (overrides --operating-point).",
+    )
+    parser.add_argument(
+        "--operating-point",
+        "--operating_point",
+        choices=("spec90", "spec95", "argmax"),
+        help="Referable decision: the threshold saved with the model for 90%% or 95%% "
+        "specificity on its validation split, or the predicted grade >= 2 (argmax); default: "
+        "spec90 where the model has it, else argmax.",
     )
     return parser
 
@@ -191,14 +198,15 @@ def predict_main(argv: list[str]) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"dr-hf predict: cannot load the model: {error}", file=sys.stderr)
         return 2
-    result = predict(
-        grader,
-        args.inputs,
-        tta=args.tta,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        referable_threshold=args.referable_threshold,
-    )
+    try:
+        result = predict(
+            grader, args.inputs, tta=args.tta, batch_size=args.batch_size,
+            num_workers=args.num_workers, referable_threshold=args.referable_threshold,
+            operating_point=args.operating_point,
+        )  # fmt: skip
+    except ValueError as error:
+        print(f"dr-hf predict: {error}", file=sys.stderr)
+        return 2
     if not result.names and not result.failures:
         print("dr-hf predict: no images given.", file=sys.stderr)
         return 2

@@ -41,7 +41,8 @@ def image_folder(synthetic_dir, tmp_path):
 
 @pytest.mark.parametrize("kind", ["full", "checkpoint", "lora"])
 def test_every_model_kind_grades_a_folder(kind, trained_run, trained_lora_run, image_folder):
-    result = predict(model_folder(kind, trained_run, trained_lora_run), [image_folder])
+    folder = model_folder(kind, trained_run, trained_lora_run)
+    result = predict(folder, [image_folder], operating_point="argmax")
     assert len(result.names) == 6 and not result.failures
     assert result.probabilities.shape == (6, 5)
     assert np.allclose(result.probabilities.sum(axis=1), 1.0, atol=1e-5)

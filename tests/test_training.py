@@ -93,7 +93,9 @@ def test_lora_run_trains_only_the_adapter_and_exports_it(synthetic_dir, trained_
         with torch.no_grad():
             logits.append(load_trained_model(folder).eval()(pixel_values=pixels).logits)
     assert logits[0].shape == (2, 5) and torch.isfinite(logits[0]).all()
-    assert torch.allclose(logits[0], logits[-1])  # one epoch: best/ is the last checkpoint
+    # One epoch: best/ is the last checkpoint, with the calibrating temperature folded in.
+    temperature = json.loads((output_dir / "eval_results.json").read_text())["calibration"]
+    assert torch.allclose(logits[0], logits[-1] / temperature["temperature"], atol=1e-6)
 
 
 def test_python_api_matches_the_original_signature(synthetic_dir, tmp_path):

@@ -215,6 +215,13 @@ class DRTrainingArguments(TrainingArguments):
     layer_decay: float | None = field(
         default=None, metadata={"help": "Layer-wise learning-rate decay for ViTs (RETFound: 0.65)."}
     )
+    calibrate: bool = field(
+        default=True,
+        metadata={
+            "help": "At the end, fit a temperature on the validation split and fold it into the "
+            "classifier, so that the saved model's probabilities are calibrated."
+        },
+    )
     wandb_project: str | None = field(
         default=None,
         metadata={

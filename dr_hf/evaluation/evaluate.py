@@ -14,7 +14,6 @@ command line's data flags override only what they name.
 """
 
 import logging
-import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -34,20 +33,17 @@ from dr_hf.evaluation.report import (
     write_metrics,
     write_predictions,
 )
-from dr_hf.grades import REFERABLE_MIN_GRADE
 from dr_hf.metrics import (
     bootstrap_ci,
     compute_dr_metrics,
     expected_calibration_error,
-    referable_scores,
-    sensitivity_at_specificity,
+    referable_operating_points,
 )
 from dr_hf.run_folder import RUN_CONFIG, read_run_config
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("all", "train", "validation")
-SCREENING_SPECIFICITIES = (0.90, 0.95)
 CI_METRICS = ("qwk", "macro_auroc", "referable_auroc")
 
 
@@ -113,20 +109,7 @@ def clinical_metrics(
     their thresholds on P(grade >= 2), and percentile-bootstrap 95 % CIs of QWK and AUROCs."""
     metrics = compute_dr_metrics(probabilities, labels)
     metrics["ece"] = expected_calibration_error(probabilities, labels)
-    scores, referable = referable_scores(probabilities), np.asarray(labels) >= REFERABLE_MIN_GRADE
-    points = {}
-    for target in SCREENING_SPECIFICITIES:
-        sensitivity, threshold = sensitivity_at_specificity(scores, referable, target)
-        specificity = (
-            float(np.mean(scores[~referable] < threshold)) if not math.isnan(threshold) else None
-        )
-        points[f"spec_{round(target * 100)}"] = {
-            "target_specificity": target,
-            "sensitivity": sensitivity,
-            "specificity": specificity,
-            "threshold": threshold,
-        }
-    metrics["referable_operating_points"] = points
+    metrics["referable_operating_points"] = referable_operating_points(probabilities, labels)
     if bootstrap:
         metrics["ci95"] = {
             name: list(bootstrap_ci(name, probabilities, labels, n=bootstrap, seed=seed))

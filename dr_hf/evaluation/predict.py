@@ -34,7 +34,7 @@ from dr_hf.evaluation.prediction_io import (
     collect_inputs,
 )
 from dr_hf.grades import NUM_GRADES
-from dr_hf.models.parts import data_config
+from dr_hf.models.parts import data_config, operating_points
 from dr_hf.run_folder import read_preprocessing
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,37 @@ class Grader:
             None, crop=crop, ben_graham=ben_graham, train=False, size=p.input_side,
             mean=p.image_mean, std=p.image_std,
         )  # fmt: skip
+
+
+OPERATING_POINTS = ("spec90", "spec95", "argmax")
+
+
+def decision_rule(
+    grader: Grader, operating_point: str | None = None, threshold: float | None = None
+) -> tuple[str, float | None]:
+    """(rule, threshold on P(grade >= 2)) deciding referable DR for `grader`'s predictions.
+
+    A given `threshold` wins (rule `threshold`); `argmax` refers on the predicted grade (no
+    threshold); `spec90` / `spec95` use the threshold training saved in the model's config for
+    that specificity. By default `spec90` where the model has it, else `argmax`.
+    """
+    if threshold is not None:
+        return "threshold", float(threshold)
+    if operating_point not in (None, *OPERATING_POINTS):
+        raise ValueError(f"operating_point={operating_point!r}: choose one of {OPERATING_POINTS}.")
+    if operating_point == "argmax":
+        return "argmax", None
+    name = operating_point or "spec90"
+    saved = operating_points(grader.model).get(f"spec_{name.removeprefix('spec')}") or {}
+    if saved.get("threshold") is not None:
+        return name, float(saved["threshold"])
+    if operating_point is not None:
+        raise ValueError(
+            f"The model has no saved {name} operating point (it was trained without one, or its "
+            "validation split lacked a grade): use --operating-point argmax or "
+            "--referable-threshold P."
+        )
+    return "argmax", None
 
 
 def load_processor(folder: str | Path) -> FundusImageProcessor | None:
@@ -171,12 +202,15 @@ def predict(
     num_workers: int | None = None,
     progress: bool | None = None,
     referable_threshold: float | None = None,
+    operating_point: str | None = None,
 ) -> PredictionResult:
     """Grade image files, folders of images, PIL images or RGB arrays in batches.
 
-    Unreadable files are collected in `failures` (logged one by one); the rest are graded.
+    Unreadable files are collected in `failures` (logged one by one); the rest are graded. The
+    referable decision follows `decision_rule(grader, operating_point, referable_threshold)`.
     """
     grader = model if isinstance(model, Grader) else load_grader(model, retfound_weights, device)
+    rule, threshold = decision_rule(grader, operating_point, referable_threshold)
     sources, names, failures = collect_inputs(inputs)
     workers = auto_workers(len(sources)) if num_workers is None else num_workers
     loader = torch.utils.data.DataLoader(
@@ -197,7 +231,7 @@ def predict(
         logger.warning("Could not grade %s: %s", name, reason)
     probabilities = np.concatenate(chunks) if chunks else np.zeros((0, NUM_GRADES), np.float32)
     return PredictionResult(
-        [names[i] for i in indices], probabilities, failures, referable_threshold
+        [names[i] for i in indices], probabilities, failures, threshold, operating_point=rule
     )
 
 

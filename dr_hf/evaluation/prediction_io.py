@@ -93,12 +93,27 @@ def collate_images(items: list[dict]) -> dict:
 
 @dataclass
 class PredictionResult:
-    """Grades of the images that could be read, in input order, and why the others could not."""
+    """Grades of the images that could be read, in input order, and why the others could not.
+
+    The referable decision is `operating_point`'s: `argmax` (predicted grade >= 2), or a saved
+    operating point (`spec90`, `spec95`) or a given threshold (`threshold`), which refer when
+    P(grade >= 2) >= `referable_threshold`; every row names the rule and the threshold that
+    decided it. `quality` holds each graded image's gradeability verdict (`gradable`, `issues`),
+    when it was assessed; with `only_gradable`, ungradable images keep their verdict and
+    probabilities but no grade or referable decision.
+    """
 
     names: list[str]
     probabilities: np.ndarray
     failures: list[tuple[str, str]] = field(default_factory=list)
     referable_threshold: float | None = None
+    operating_point: str | None = None
+    quality: list | None = None
+    only_gradable: bool = False
+
+    def __post_init__(self):
+        if self.operating_point is None:
+            self.operating_point = "argmax" if self.referable_threshold is None else "threshold"
 
     @property
     def grades(self) -> np.ndarray:
@@ -116,13 +131,27 @@ class PredictionResult:
         rows = []
         grades, referable = self.grades, self.referable
         scores = referable_scores(self.probabilities)
+        threshold = "" if self.referable_threshold is None else round(self.referable_threshold, 6)
         for i, name in enumerate(self.names):
-            grade = int(grades[i])
-            row = {"image": name, "grade": grade, "grade_name": GRADE_NAMES[grade]}
+            grade, verdict = int(grades[i]), self.quality[i] if self.quality else None
+            graded = verdict is None or verdict.gradable or not self.only_gradable
+            row = {"image": name, "grade": grade if graded else ""}
+            row["grade_name"] = GRADE_NAMES[grade] if graded else ""
             row |= {c: round(float(p), 6) for c, p in zip(PROB_COLUMNS, self.probabilities[i])}
-            row |= {"referable_prob": round(float(scores[i]), 6), "referable": bool(referable[i])}
+            row |= {"referable_prob": round(float(scores[i]), 6)}
+            row |= {"referable": bool(referable[i]) if graded else ""}
+            row |= {"operating_point": self.operating_point, "referable_threshold": threshold}
+            if verdict is not None:
+                row |= {"gradable": verdict.gradable, "quality_issues": ";".join(verdict.issues)}
             rows.append(row | {"error": ""})
         return rows + [{"image": name, "error": reason} for name, reason in self.failures]
+
+    @property
+    def columns(self) -> list[str]:
+        columns = ["image", "grade", "grade_name", *PROB_COLUMNS, "referable_prob", "referable"]
+        columns += ["operating_point", "referable_threshold"]
+        columns += ["gradable", "quality_issues"] if self.quality is not None else []
+        return columns + ["error"]
 
     def save(self, path: str | Path | None = None, fmt: str | None = None) -> None:
         """CSV, JSON Lines (`.jsonl`) or a JSON array (`.json`), by `fmt` or else the path's
@@ -140,9 +169,7 @@ class PredictionResult:
                 for row in self.records():
                     handle.write(json.dumps(row) + "\n")
             else:
-                columns = ["image", "grade", "grade_name", *PROB_COLUMNS]
-                columns += ["referable_prob", "referable", "error"]
-                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer = csv.DictWriter(handle, fieldnames=self.columns)
                 writer.writeheader()
                 writer.writerows(self.records())
         finally:

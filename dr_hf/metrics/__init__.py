@@ -19,6 +19,7 @@ from dr_hf.metrics.functional import (
     macro_auroc,
     quadratic_weighted_kappa,
     referable_auroc,
+    referable_operating_points,
     referable_scores,
     sensitivity_at_specificity,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "make_compute_metrics",
     "quadratic_weighted_kappa",
     "referable_auroc",
+    "referable_operating_points",
     "referable_scores",
     "sensitivity_at_specificity",
     "softmax",

@@ -188,3 +188,27 @@ def sensitivity_at_specificity(scores, y_true_binary, specificity: float) -> tup
     ok = (1.0 - fpr) >= specificity - 1e-12
     best = np.flatnonzero(ok)[np.argmax(tpr[ok])]
     return float(tpr[best]), float(thresholds[best])
+
+
+SCREENING_SPECIFICITIES = (0.90, 0.95)
+
+
+def referable_operating_points(
+    probabilities, labels, specificities=SCREENING_SPECIFICITIES
+) -> dict[str, dict]:
+    """Per target specificity (`spec_90`, `spec_95`): the threshold on P(grade >= 2) that gives
+    the highest referable-DR sensitivity at that specificity or more, with the sensitivity and
+    specificity it reaches on these images. Thresholds are None where a class is missing."""
+    probs, y = check_inputs(probabilities, labels)
+    scores, referable = referable_scores(probs), y >= REFERABLE_MIN_GRADE
+    points = {}
+    for target in specificities:
+        sensitivity, threshold = sensitivity_at_specificity(scores, referable, target)
+        found = np.isfinite(threshold)
+        points[f"spec_{round(target * 100)}"] = {
+            "target_specificity": target,
+            "sensitivity": sensitivity,
+            "specificity": float(np.mean(scores[~referable] < threshold)) if found else None,
+            "threshold": threshold if found else None,
+        }
+    return points

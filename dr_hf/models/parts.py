@@ -43,3 +43,14 @@ def data_config(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...],
     }
     cfg = resolve_data_config(pretrained_cfg=pretrained_cfg)  # ImageNet's mean and std by default
     return tuple(cfg["mean"]), tuple(cfg["std"]), int(cfg["input_size"][-1])
+
+
+OPERATING_POINTS_KEY = "dr_hf_operating_points"
+
+
+def operating_points(model: nn.Module) -> dict:
+    """The referable-DR thresholds training saved in the grader's config (`spec_90`, `spec_95`:
+    threshold on P(grade >= 2), sensitivity and specificity on the validation split); {} for a
+    model trained without them."""
+    config = getattr(base_model(model), "config", None)
+    return dict(getattr(config, OPERATING_POINTS_KEY, None) or {})

@@ -52,6 +52,17 @@ def _data_description(data_args: DataArguments) -> str:
     return f"`{name}`; validation: {validation}"
 
 
+def _operating_points(points: dict | None) -> list[tuple[str, dict]]:
+    """(name as `dr-hf predict --operating-point` spells it, figures rounded) per saved point."""
+    rows = []
+    for key, point in (points or {}).items():
+        if point.get("threshold") is None:
+            continue
+        figures = {k: round(point[k], 4) for k in ("threshold", "sensitivity", "specificity")}
+        rows.append((key.replace("_", ""), figures))
+    return rows
+
+
 def _usage(model_args: ModelArguments, model_id: str) -> str:
     if not model_args.lora:
         return (
@@ -121,5 +132,7 @@ def render_model_card(
             if hasattr(training_args, name)
         ],
         usage=_usage(model_args, model_id),
+        calibration=results.get("calibration"),
+        operating_points=_operating_points(results.get("operating_points")),
         ben_graham=data_args.ben_graham,
     )

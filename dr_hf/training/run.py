@@ -22,6 +22,7 @@ from dr_hf.metrics import compute_dr_metrics, make_compute_metrics, softmax
 from dr_hf.models.graders import create_model, parameter_summary
 from dr_hf.models.parts import base_model, data_config
 from dr_hf.run_folder import BEST, write_history, write_run_config
+from dr_hf.training.calibration import calibrate, save_operating_points
 from dr_hf.training.export import export_best
 from dr_hf.training.history import build_history
 from dr_hf.training.losses import training_loss
@@ -138,8 +139,14 @@ def run_training(
 
         # ---- Best model, final metrics, history ---------------------------------------------
         prediction = trainer.predict(run.dataset["validation"], metric_key_prefix="eval")
-        final_metrics = compute_dr_metrics(softmax(prediction.predictions), prediction.label_ids)
+        logits, labels, calibration = prediction.predictions, prediction.label_ids, None
+        if training_args.calibrate:
+            logits, calibration = calibrate(trainer.model, logits, labels)
+        probabilities = softmax(logits)
+        final_metrics = compute_dr_metrics(probabilities, labels)
         results = {
+            "calibration": calibration,
+            "operating_points": save_operating_points(trainer.model, probabilities, labels),
             "best_checkpoint": trainer.state.best_model_checkpoint,
             "image_size": run.image_size,
             "parameters": run.parameters,
