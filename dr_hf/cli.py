@@ -5,6 +5,7 @@ dr-hf prepare --data_dir data/aptos --output data/aptos_prepared --size 280
 dr-hf train --config configs/quickstart.yaml [--flags that override it]
 dr-hf evaluate --model outputs/run/best --data_dir data/test
 dr-hf predict --model outputs/run/best image.png folder/
+dr-hf demo --model outputs/run/best [--port 7860] [--export-space space/]
 
 Each `*_main` parses its flags, calls the library (`dr_hf.data`, `dr_hf.training`,
 `dr_hf.evaluation`), prints the outcome and returns the exit code; the heavy imports happen only
@@ -18,7 +19,7 @@ from dataclasses import asdict
 
 import yaml
 
-COMMANDS = ("make-synthetic", "prepare", "train", "evaluate", "predict")
+COMMANDS = ("make-synthetic", "prepare", "train", "evaluate", "predict", "demo")
 
 
 def _setup_logging() -> None:
@@ -172,6 +173,13 @@ def _predict_parser() -> argparse.ArgumentParser:
         help="Refer when P(grade >= 2) reaches this threshold (overrides --operating-point).",
     )
     parser.add_argument(
+        "--only-gradable",
+        "--only_gradable",
+        action="store_true",
+        help="Leave the grade empty for photographs judged ungradable (they keep their row, "
+        "probabilities and quality_issues).",
+    )
+    parser.add_argument(
         "--operating-point",
         "--operating_point",
         choices=("spec90", "spec95", "argmax"),
@@ -202,7 +210,7 @@ def predict_main(argv: list[str]) -> int:
         result = predict(
             grader, args.inputs, tta=args.tta, batch_size=args.batch_size,
             num_workers=args.num_workers, referable_threshold=args.referable_threshold,
-            operating_point=args.operating_point,
+            operating_point=args.operating_point, only_gradable=args.only_gradable,
         )  # fmt: skip
     except ValueError as error:
         print(f"dr-hf predict: {error}", file=sys.stderr)
@@ -222,6 +230,14 @@ def predict_main(argv: list[str]) -> int:
     return 0
 
 
+def demo_main(argv: list[str]) -> int:
+    """`dr-hf demo`: a Gradio page grading photographs with one model (the `demo` extra); its
+    flags live in `dr_hf.demo.cli`. 0 after serving or exporting a Space, 2 on errors."""
+    from dr_hf.demo.cli import main as run_demo
+
+    return run_demo(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -237,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         return train_main(rest)
     if command == "evaluate":
         return evaluate_main(rest)
+    if command == "demo":
+        return demo_main(rest)
     return predict_main(rest)
 
 

@@ -4,8 +4,9 @@ Each photograph is an orange-red disc on black with an optic disc, branching ves
 uneven illumination and noise. Lesions follow the grade: microaneurysms (1+), blot haemorrhages
 and hard exudates (2+), haemorrhages in every quadrant, cotton-wool spots and venous beading (3),
 new vessels and pre-retinal haemorrhage (4). Counts are drawn from overlapping ranges, so
-neighbouring grades overlap the way real gradings do. Writing a whole data set of these
-photographs is `dr_hf.data.synthetic`'s job.
+neighbouring grades overlap the way real gradings do. With `return_mask=True` the renderer also
+gives the lesion mask, read from the same lesion layers, so the photograph does not change.
+Writing a whole data set of these photographs is `dr_hf.data.synthetic`'s job.
 """
 
 import math
@@ -229,6 +230,23 @@ def _composite_lesions(image: np.ndarray, layers: dict[str, np.ndarray]) -> None
         image += alpha * (np.array(colour, np.float32) - image)
 
 
+# Alpha at or above which a lesion layer's pixel counts as lesion in the mask: the inside of a
+# shape drawn at 1.0 (anti-aliased edges are about 0.5) and of a blurred cotton-wool spot (0.8).
+_MASK_ALPHA = 0.4
+
+
+def _lesion_mask(layers: dict[str, np.ndarray], geo: FundusGeometry) -> np.ndarray:
+    """uint8 mask, 255 where a lesion layer is drawn, cut to the field of view the camera keeps.
+
+    Venous beading is not in it: it is drawn into the veins, and lesion segmentation sets
+    (IDRiD) mark microaneurysms, haemorrhages, exudates and cotton-wool spots, not vessels.
+    """
+    alpha = np.maximum.reduce([layers[name] for name, _ in _LESION_COLOURS])
+    fov = np.zeros(alpha.shape, np.uint8)
+    cv2.circle(fov, (geo.cx, geo.cy), geo.radius, 1, -1)
+    return ((alpha >= _MASK_ALPHA) & (fov > 0)).astype(np.uint8) * 255
+
+
 def _photograph(image, geo: FundusGeometry, xs, ys, camera: np.random.Generator) -> np.ndarray:
     """Camera: vignetting, uneven illumination, exposure, blur, noise and the black surround."""
     r, shape = geo.radius, image.shape[:2]
@@ -255,11 +273,14 @@ def render_fundus(
     height: int,
     rng: np.random.Generator,
     geometry: FundusGeometry | None = None,
-) -> tuple[np.ndarray, FundusGeometry]:
+    return_mask: bool = False,
+) -> tuple[np.ndarray, FundusGeometry] | tuple[np.ndarray, FundusGeometry, np.ndarray]:
     """One synthetic fundus photograph (RGB uint8, height x width) of a DR grade, and its disc.
 
     Anatomy, lesions and noise come from three generators seeded from `rng`, so the same seed
     with another grade gives the same eye with other lesions. `geometry` fixes the disc.
+    `return_mask` adds a third item, the lesion mask (uint8, height x width, 255 on lesions,
+    all 0 for grade 0); it only reads the lesion layers, so the photograph is the same.
     """
     _check_request(grade, width, height)
     anatomy, lesions, camera = (np.random.default_rng(s) for s in rng.integers(0, 2**63, 3))
@@ -269,6 +290,7 @@ def render_fundus(
     image, od, macula = _draw_retina(geo, xs, ys, anatomy)
     _draw_optic_disc(image, od)
     _draw_vessels(image, grade, geo, od, macula, anatomy, lesions)
-    _composite_lesions(image, _draw_lesions(grade, (height, width), geo, od, lesions))
-    image = _photograph(image, geo, xs, ys, camera)
-    return np.clip(image, 0, 255).astype(np.uint8), geo
+    layers = _draw_lesions(grade, (height, width), geo, od, lesions)
+    _composite_lesions(image, layers)
+    image = np.clip(_photograph(image, geo, xs, ys, camera), 0, 255).astype(np.uint8)
+    return (image, geo, _lesion_mask(layers, geo)) if return_mask else (image, geo)

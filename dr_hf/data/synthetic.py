@@ -49,13 +49,16 @@ def make_synthetic(
     seed: int = 0,
     height: int | None = None,
     overwrite: bool = False,
+    lesion_masks: bool = False,
 ) -> Path:
     """Write `num_images` synthetic photographs in the APTOS layout and return the folder.
 
     `output_dir/train.csv` (id_code, diagnosis) lists `train_images/<id_code>.png`; grades are
     skewed like APTOS 2019. `image_size` is the width, `height` defaults to it (APTOS frames are
     about 3:2). Each image has its own generator seeded from (seed, index), so a seed always
-    gives the same files.
+    gives the same files. `lesion_masks` also writes `lesion_masks/<id_code>.png` (uint8, the
+    photo's size, 255 where a lesion was drawn), for checking where a grader looks; the
+    photographs are the same with or without it.
     """
     if num_images < 1:
         raise ValueError(f"num_images={num_images}: ask for at least one image.")
@@ -67,22 +70,31 @@ def make_synthetic(
             f"{csv_path} already exists: choose an empty folder or pass overwrite=True "
             "(--overwrite) to replace it."
         )
-    image_dir = output_dir / "train_images"
+    image_dir, mask_dir = output_dir / "train_images", output_dir / "lesion_masks"
     image_dir.mkdir(parents=True, exist_ok=True)
-    for stale in image_dir.glob("synth_*.png"):  # left by an earlier, possibly larger, set
-        stale.unlink()
+    if lesion_masks:
+        mask_dir.mkdir(exist_ok=True)
+    for folder in (image_dir, mask_dir):  # left by an earlier, possibly larger, set
+        for stale in folder.glob("synth_*.png"):
+            stale.unlink()
     grades = np.repeat(np.arange(NUM_GRADES), grade_counts(num_images))
     np.random.default_rng([seed, num_images]).shuffle(grades)
     rows = []
     for index, grade in enumerate(grades.tolist()):
         id_code = f"synth_{index:05d}"
-        rgb, _ = render_fundus(grade, image_size, height, np.random.default_rng([seed, index]))
-        path = image_dir / f"{id_code}.png"
-        if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"Could not write {path}: check the folder is writable.")
+        rng = np.random.default_rng([seed, index])
+        rgb, _, mask = render_fundus(grade, image_size, height, rng, return_mask=True)
+        _write_png(image_dir / f"{id_code}.png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if lesion_masks:
+            _write_png(mask_dir / f"{id_code}.png", mask)
         rows.append((id_code, grade))
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["id_code", "diagnosis"])
         writer.writerows(rows)
     return output_dir
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), array):
+        raise OSError(f"Could not write {path}: check the folder is writable.")

@@ -27,6 +27,7 @@ from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD  # noqa: E402
 
 from dr_hf.data.fundus_processor import model_input, normalize  # noqa: E402
 from dr_hf.data.preprocessing import as_rgb_array, preprocess_fundus  # noqa: E402
+from dr_hf.data.quality import assess_quality  # noqa: E402
 
 _MASK64 = (1 << 64) - 1
 
@@ -110,7 +111,8 @@ class FundusTransform:
     image_id), between the crop and the normalisation; call `set_epoch` at each epoch start.
     Validation mode (deterministic) calls `preprocessing.model_input` and `normalize`, the
     functions `FundusImageProcessor`, `dr-hf evaluate` and `dr-hf predict` call, with `mean` and
-    `std`; `compose` is not used there. `size` is the output side: images shrink toward twice
+    `std`; `compose` is not used there. With `quality`, each image's gradeability verdict
+    (`dr_hf.data.quality.assess_quality`) comes out beside it as `quality`. `size` is the output side: images shrink toward twice
     that before the field-of-view crop and Ben Graham runs at that size, as in `dr-hf prepare`, so
     neither runs on full-size pixels.
     """
@@ -125,11 +127,13 @@ class FundusTransform:
         size: int | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        quality: bool = False,
     ):
         if not train and size is None:
             raise ValueError("a validation FundusTransform needs the model's input side: size=N.")
         self.compose = compose
         self.mean, self.std = tuple(mean), tuple(std)
+        self.quality = quality
         self.crop = crop
         self.ben_graham = ben_graham
         self.seed = seed
@@ -164,6 +168,8 @@ class FundusTransform:
                 array = model_input(image, self.size, self.crop, self.ben_graham)
                 pixel_values.append(torch.from_numpy(normalize(array, self.mean, self.std)))
         out = {"pixel_values": pixel_values}
+        if self.quality:  # judged on the photograph as given, at the model's input side
+            out["quality"] = [assess_quality(image, self.size or 224) for image in images]
         if "label" in batch:
             out["labels"] = list(batch["label"])
         return out

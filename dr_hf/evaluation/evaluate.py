@@ -153,7 +153,7 @@ def evaluate_model(
         )
     dataset = load_eval_split(data_args, split)
     prepared = read_prepare_info(data_args.data_dir) if data_args.data_dir else None
-    variants = grade_dataset(grader, dataset, prepared, tta, batch_size, num_workers)
+    variants, quality = grade_dataset(grader, dataset, prepared, tta, batch_size, num_workers)
 
     header = {
         "model": str(model_path),
@@ -161,7 +161,7 @@ def evaluate_model(
         "split": split,
     }
     return write_report(
-        output_dir, header, grader.preprocessing, dataset, variants, bootstrap, seed
+        output_dir, header, grader.preprocessing, dataset, variants, bootstrap, seed, quality
     )
 
 
@@ -181,6 +181,26 @@ def resolve_data_args(
     return DataArguments(**run_fields)
 
 
+def gradeability_report(ids: list, labels: np.ndarray, probabilities: np.ndarray, quality: list):
+    """Counts of gradable and ungradable images, the ungradable ones with their issues, and the
+    metrics on the gradable ones (no bootstrap; None when fewer than two are gradable)."""
+    gradable = np.array([verdict.gradable for verdict in quality], bool)
+    ungradable = [
+        {"image_id": image_id, "issues": list(verdict.issues)}
+        for image_id, verdict in zip(ids, quality)
+        if not verdict.gradable
+    ]
+    metrics = None
+    if gradable.sum() >= 2:
+        metrics = clinical_metrics(probabilities[gradable], labels[gradable], bootstrap=0)
+    return {
+        "num_gradable": int(gradable.sum()),
+        "num_ungradable": int((~gradable).sum()),
+        "ungradable": ungradable,
+        "gradable_metrics": metrics,
+    }
+
+
 def write_report(
     output_dir: Path,
     header: dict,
@@ -189,11 +209,14 @@ def write_report(
     variants: dict[str, np.ndarray],
     bootstrap: int = 1000,
     seed: int = 0,
+    quality: list | None = None,
 ) -> dict:
     """Score each variant against the dataset's labels and write metrics, predictions and
     figures; `header` (model, data, split) opens `metrics.json`. Returns what it holds.
 
     The plain metrics sit at the top level of `metrics.json`, another variant's under its name.
+    With the images' gradeability verdicts (`quality`), `gradeability` holds the counts, the
+    ungradable images and their issues, and the plain metrics on the gradable images alone.
     """
     labels = np.asarray(dataset["label"], dtype=np.int64)
     prepare_output_dir(output_dir)
@@ -210,7 +233,10 @@ def write_report(
             results |= metrics
         else:
             results[name] = metrics
-    write_predictions(output_dir / "predictions.csv", list(dataset["image_id"]), labels, variants)
+    ids = list(dataset["image_id"])
+    if quality is not None:
+        results["gradeability"] = gradeability_report(ids, labels, variants["plain"], quality)
+    write_predictions(output_dir / "predictions.csv", ids, labels, variants, quality)
     results = write_metrics(output_dir / "metrics.json", results)
     logger.info("Evaluation report written to %s", output_dir)
     return results

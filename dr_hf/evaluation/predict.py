@@ -66,14 +66,14 @@ class Grader:
             "mean": list(p.image_mean), "std": list(p.image_std),
         }  # fmt: skip
 
-    def transform(self, already_done: dict | None = None) -> FundusTransform:
+    def transform(self, already_done: dict | None = None, quality: bool = False) -> FundusTransform:
         """The deterministic transform; `already_done` is a `dr-hf prepare` record whose crop or
-        Ben Graham step is then not repeated."""
+        Ben Graham step is then not repeated; `quality` adds each image's gradeability verdict."""
         p = self.processor
         crop, ben_graham = steps_to_apply(p.crop_fov, p.ben_graham, already_done)
         return FundusTransform(
             None, crop=crop, ben_graham=ben_graham, train=False, size=p.input_side,
-            mean=p.image_mean, std=p.image_std,
+            mean=p.image_mean, std=p.image_std, quality=quality,
         )  # fmt: skip
 
 
@@ -203,36 +203,42 @@ def predict(
     progress: bool | None = None,
     referable_threshold: float | None = None,
     operating_point: str | None = None,
+    quality: bool = True,
+    only_gradable: bool = False,
 ) -> PredictionResult:
     """Grade image files, folders of images, PIL images or RGB arrays in batches.
 
-    Unreadable files are collected in `failures` (logged one by one); the rest are graded. The
-    referable decision follows `decision_rule(grader, operating_point, referable_threshold)`.
+    Unreadable files are collected in `failures` (logged one by one); every other image is
+    graded, and with `quality` (the default) gets its gradeability verdict; `only_gradable`
+    leaves the grade of ungradable images empty. The referable decision follows
+    `decision_rule(grader, operating_point, referable_threshold)`.
     """
     grader = model if isinstance(model, Grader) else load_grader(model, retfound_weights, device)
     rule, threshold = decision_rule(grader, operating_point, referable_threshold)
     sources, names, failures = collect_inputs(inputs)
     workers = auto_workers(len(sources)) if num_workers is None else num_workers
     loader = torch.utils.data.DataLoader(
-        ImageList(sources, grader.transform()),
+        ImageList(sources, grader.transform(quality=quality)),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=collate_images,
         pin_memory=grader.device.type == "cuda",
     )
-    indices, chunks = [], []
+    indices, chunks, verdicts = [], [], []
     for batch in progress_batches(loader, len(sources), progress):
         failures += [(names[index], error) for index, error in batch["errors"]]
         if batch["pixel_values"] is not None:
             plain, averaged = grade_batch(grader, batch["pixel_values"], tta)
             chunks.append((averaged if tta else plain).numpy())
             indices += batch["index"]
+            verdicts += batch["quality"]
     for name, reason in failures:
         logger.warning("Could not grade %s: %s", name, reason)
     probabilities = np.concatenate(chunks) if chunks else np.zeros((0, NUM_GRADES), np.float32)
     return PredictionResult(
-        [names[i] for i in indices], probabilities, failures, threshold, operating_point=rule
-    )
+        [names[i] for i in indices], probabilities, failures, threshold, operating_point=rule,
+        quality=verdicts if quality else None, only_gradable=only_gradable,
+    )  # fmt: skip
 
 
 def grade_dataset(
@@ -242,22 +248,24 @@ def grade_dataset(
     tta: bool = False,
     batch_size: int = 32,
     num_workers: int | None = None,
-) -> dict[str, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], list]:
     """Float64 probabilities of every row of a labelled `dataset`, in order: {"plain": ...}, and
-    with `tta` also {"tta": ...}; one forward pass per batch serves both.
+    with `tta` also {"tta": ...}; one forward pass per batch serves both. Also each row's
+    gradeability verdict, judged as the rows are decoded.
 
     The grader's deterministic transform is applied on the fly; `prepared` is the `dr-hf prepare`
     record of the data folder, whose crop / Ben Graham step is then not repeated.
     """
     loader = torch.utils.data.DataLoader(
-        dataset.with_transform(grader.transform(prepared)),
+        dataset.with_transform(grader.transform(prepared, quality=True)),
         batch_size=batch_size,
         num_workers=auto_workers(len(dataset)) if num_workers is None else num_workers,
         collate_fn=_collate_rows,
         pin_memory=grader.device.type == "cuda",
     )
-    plain_chunks, tta_chunks = [], []
+    plain_chunks, tta_chunks, verdicts = [], [], []
     for batch in progress_batches(loader, len(dataset)):
+        verdicts += batch["quality"]
         plain, averaged = grade_batch(grader, batch["pixel_values"], tta)
         plain_chunks.append(plain.double().numpy())
         if tta:
@@ -265,12 +273,15 @@ def grade_dataset(
     variants = {"plain": np.concatenate(plain_chunks)}
     if tta:
         variants["tta"] = np.concatenate(tta_chunks)
-    return variants
+    return variants, verdicts
 
 
 def _collate_rows(items: list[dict]) -> dict:
-    """A dataset batch with the `index` and (no) `errors` that `progress_batches` counts."""
-    return default_data_collator(items) | {"index": list(range(len(items))), "errors": []}
+    """A dataset batch with the `index` and (no) `errors` that `progress_batches` counts, and
+    the rows' gradeability verdicts."""
+    verdicts = [item.pop("quality") for item in items]
+    batch = default_data_collator(items)
+    return batch | {"quality": verdicts, "index": list(range(len(items))), "errors": []}
 
 
 __all__ = [

@@ -75,10 +75,11 @@ class ImageList(torch.utils.data.Dataset):
             else:
                 with Image.open(source) as opened:
                     image = ImageOps.exif_transpose(opened).convert("RGB")
-            pixels = self.transform({"image": [image]})["pixel_values"][0]
+            out = self.transform({"image": [image]})
         except DECODE_ERRORS as error:
             return {"index": index, "error": f"{type(error).__name__}: {error}"}
-        return {"index": index, "pixel_values": pixels}
+        item = {"index": index, "pixel_values": out["pixel_values"][0]}
+        return item | ({"quality": out["quality"][0]} if "quality" in out else {})
 
 
 def collate_images(items: list[dict]) -> dict:
@@ -87,6 +88,7 @@ def collate_images(items: list[dict]) -> dict:
     return {
         "index": [item["index"] for item in good],
         "pixel_values": torch.stack([item["pixel_values"] for item in good]) if good else None,
+        "quality": [item.get("quality") for item in good],
         "errors": [(item["index"], item["error"]) for item in items if "error" in item],
     }
 

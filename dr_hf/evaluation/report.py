@@ -92,9 +92,11 @@ def write_figures(
     )
 
 
-def write_predictions(path: Path, ids: list, labels: np.ndarray, variants: dict) -> None:
+def write_predictions(
+    path: Path, ids: list, labels: np.ndarray, variants: dict, quality: list | None = None
+) -> None:
     """One row per image: its true grade, then each variant's grade, probabilities and
-    P(grade >= 2), rounded to 6 decimals."""
+    P(grade >= 2), rounded to 6 decimals, then its gradeability verdict when given."""
     columns = ["image_id", "true_grade", "predicted_grade", *PROB_COLUMNS, "referable_prob"]
     if "tta" in variants:
         columns += [
@@ -102,6 +104,7 @@ def write_predictions(path: Path, ids: list, labels: np.ndarray, variants: dict)
             *(f"tta_{c}" for c in PROB_COLUMNS),
             "tta_referable_prob",
         ]
+    columns += ["gradable", "quality_issues"] if quality is not None else []
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -113,6 +116,8 @@ def write_predictions(path: Path, ids: list, labels: np.ndarray, variants: dict)
             cells = [image_id, int(label)]
             for grades, probs, referable in per_variant:
                 cells += [int(grades[row]), *probs[row].tolist(), float(referable[row])]
+            if quality is not None:
+                cells += [quality[row].gradable, ";".join(quality[row].issues)]
             writer.writerow(cells)
 
 
@@ -162,7 +167,22 @@ def format_table(results: dict) -> str:
                 "  " + cell(variants[1]["referable_operating_points"][name]["sensitivity"]).strip()
             )
         rows.append(line)
-    return "\n".join(rows)
+    return "\n".join(rows + _gradeability_lines(results.get("gradeability")))
+
+
+def _gradeability_lines(report: dict | None) -> list[str]:
+    if not report:
+        return []
+    total = report["num_gradable"] + report["num_ungradable"]
+    lines = ["", f"Gradable: {report['num_gradable']} of {total} images"]
+    metrics = report["gradable_metrics"] or {}
+    for key in ("qwk", "referable_auroc"):
+        if metrics.get(key) is not None:
+            lines.append(f"{key + ' on gradable images':<34}{metrics[key]:8.4f}")
+    shown = [f"{item['image_id']} ({', '.join(item['issues'])})" for item in report["ungradable"]]
+    if shown:
+        lines.append("Ungradable: " + "; ".join(shown[:10]) + (" ..." if len(shown) > 10 else ""))
+    return lines
 
 
 __all__ = [
