@@ -16,6 +16,7 @@ import argparse
 import logging
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import yaml
 
@@ -173,6 +174,12 @@ def _predict_parser() -> argparse.ArgumentParser:
         help="Refer when P(grade >= 2) reaches this threshold (overrides --operating-point).",
     )
     parser.add_argument(
+        "--heatmaps",
+        metavar="DIR",
+        help="Also write each graded photograph with a Grad-CAM overlay for its predicted grade, "
+        "beside the grade and probabilities, as DIR/<name>.png.",
+    )
+    parser.add_argument(
         "--only-gradable",
         "--only_gradable",
         action="store_true",
@@ -219,6 +226,12 @@ def predict_main(argv: list[str]) -> int:
         print("dr-hf predict: no images given.", file=sys.stderr)
         return 2
     result.save(args.output, args.format)
+    if args.heatmaps:
+        from dr_hf.evaluation.explain import file_heatmaps
+
+        files = [name for name in result.names if Path(name).is_file()]
+        written = file_heatmaps(grader, files, args.heatmaps)
+        print(f"Wrote {len(written)} heatmap(s) into {args.heatmaps}.", file=sys.stderr)
     for name, reason in result.failures:
         print(f"FAILED {name}: {reason}", file=sys.stderr)
     summary = f"Graded {len(result.names)} image(s)"

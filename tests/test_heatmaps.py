@@ -1,6 +1,8 @@
 """Grad-CAM heatmaps: maps and figures for a CNN, a ViT and a LoRA adapter, the model left as it
 was, determinism, and the pointing game on hand-made maps and masks."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -190,3 +192,40 @@ def test_pointing_game_resizes_masks_with_nearest_neighbour():
     assert pointing_game(peak_at(4, 4, (8, 8))[None], mask) == 1.0
     assert pointing_game(peak_at(3, 4, (8, 8))[None], mask) == 0.0
     assert random_point_baseline(mask, shape=(8, 8)) == pytest.approx(0.25)
+
+
+def test_select_cases_picks_confident_errors_and_referrals():
+    from dr_hf.evaluation.explain import select_cases
+
+    probabilities = np.array(
+        [
+            [0.9, 0.1, 0.0, 0.0, 0.0],  # 0: right (grade 0)
+            [0.1, 0.0, 0.8, 0.1, 0.0],  # 1: wrong, confident (true 0)
+            [0.5, 0.4, 0.1, 0.0, 0.0],  # 2: wrong, less so (true 1)
+            [0.0, 0.1, 0.2, 0.7, 0.0],  # 3: right referral (true 3), P(>=2) 0.9
+            [0.0, 0.0, 0.3, 0.0, 0.7],  # 4: right referral (true 4), P(>=2) 1.0
+            [0.0, 0.6, 0.4, 0.0, 0.0],  # 5: referable, missed (true 2)
+        ]
+    )
+    labels = np.array([0, 0, 1, 3, 4, 2])
+    assert select_cases(probabilities, labels, 2) == {"errors": [1, 5], "referable": [4, 3]}
+    assert select_cases(probabilities, labels, 1) == {"errors": [1], "referable": [4]}
+
+
+def test_predict_and_evaluate_write_heatmaps(trained_run, synthetic_dir, tmp_path):
+    from dr_hf.cli import evaluate_main, predict_main
+
+    best = trained_run[0] / "best"
+    photos = sorted((synthetic_dir / "train_images").glob("*.png"))[:3]
+    figures = tmp_path / "figures"
+    argv = [*map(str, photos), "--model", str(best), "--output", str(tmp_path / "p.csv")]
+    assert predict_main([*argv, "--heatmaps", str(figures)]) == 0
+    assert sorted(p.name for p in figures.iterdir()) == sorted(p.name for p in photos)
+    report = tmp_path / "report"
+    argv = ["--model", str(best), "--data", str(synthetic_dir), "--output", str(report)]
+    assert evaluate_main([*argv, "--bootstrap", "0", "--heatmaps", "2"]) == 0
+    listed = json.loads((report / "metrics.json").read_text())["heatmaps"]
+    for group in ("errors", "referable"):
+        written = sorted(p.stem for p in (report / "heatmaps" / group).glob("*.png"))
+        assert written == sorted(listed[group]) and len(written) <= 2
+    assert listed["errors"]  # a 3-epoch tiny model makes mistakes on 60 images

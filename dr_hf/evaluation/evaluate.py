@@ -23,6 +23,7 @@ from datasets import Dataset
 from dr_hf.config.arguments import DataArguments
 from dr_hf.data.loading import load_dr_dataset, load_dr_images
 from dr_hf.data.prepare import read_prepare_info
+from dr_hf.evaluation.explain import case_heatmaps
 from dr_hf.evaluation.predict import grade_dataset, load_grader
 from dr_hf.evaluation.prediction_io import PROB_COLUMNS
 from dr_hf.evaluation.report import (
@@ -78,6 +79,13 @@ class EvaluateArguments:
         default=None, metadata={"help": "Base weights of a RETFound adapter, if not found."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
+    heatmaps: int = field(
+        default=0,
+        metadata={
+            "help": "Write Grad-CAM figures of the N most confident errors and the N most "
+            "confident correct referrals into <output>/heatmaps/."
+        },
+    )
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -131,8 +139,10 @@ def evaluate_model(
     retfound_weights: str | None = None,
     seed: int = 0,
     overwrite: bool = False,
+    heatmaps: int = 0,
 ) -> dict:
-    """Evaluate a trained model on `data_args`' images and write the report to `output_dir`.
+    """Evaluate a trained model on `data_args`' images and write the report to `output_dir`,
+    with Grad-CAM figures of the `heatmaps` most confident errors and correct referrals.
 
     Without `data_args`, a run's split (`train`/`validation`) is rebuilt from the run's
     config.yaml (see `run_data_fields`); given `data_args` are used as they are. A folder that
@@ -160,6 +170,9 @@ def evaluate_model(
         "data": data_args.data_dir or data_args.train_csv or data_args.dataset_name,
         "split": split,
     }
+    if heatmaps:
+        figures = output_dir / "heatmaps"
+        header["heatmaps"] = case_heatmaps(grader, dataset, variants["plain"], heatmaps, figures)
     return write_report(
         output_dir, header, grader.preprocessing, dataset, variants, bootstrap, seed, quality
     )
