@@ -28,6 +28,11 @@ def main() -> None:
         default="cpu",
         help="Where the trainer section runs both loops (model and batches).",
     )
+    parser.add_argument(
+        "--pointing-model",
+        default="outputs/quickstart/best",
+        help="Trained model folder the pointing-game section scores (the quick start's by default).",
+    )
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("dr_hf.models").setLevel(logging.WARNING)
@@ -39,6 +44,7 @@ def main() -> None:
         num_images=args.num_images,
         tiny=args.tiny,
         device=args.device,
+        pointing_model=args.pointing_model,
     )
     print(open(f"{args.output}/benchmark.md").read())
 

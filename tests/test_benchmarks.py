@@ -62,12 +62,24 @@ def test_trainer_and_inference_sections(tiny_run):
     assert trainer["device"] == "cpu" and trainer["max_grad_norm"] == 1.0
     assert trainer["optimizer"] == {"manual": "AdamW (fused)", "trainer": "AdamW (fused)"}
     rates = results["inference"]["rates"]
-    assert set(rates) == {
-        f"{case}, {tta}"
-        for case in ("predict on files", "model forward on tensors")
-        for tta in ("TTA", "no TTA")
+    with_tta = ("predict on files (gradeability checked)", "model forward on tensors")
+    without = (
+        "predict on files, no gradeability check",
+        "gradeability check alone (decode + verdict)",
+        "predict + Grad-CAM figure per image",
+    )
+    assert set(rates) == {f"{case}, {tta}" for case in with_tta for tta in ("TTA", "no TTA")} | {
+        f"{case}, no TTA" for case in without
     }
     assert all(_is_summary(stats) for stats in rates.values())
+
+
+def test_pointing_section_scores_heatmaps_against_a_random_point(tiny_run):
+    folder, results = tiny_run
+    pointing = results["pointing"]
+    assert pointing["referable_images"] >= 1 and pointing["with_lesions_in_view"] >= 1
+    assert 0.0 <= pointing["pointing_game"] <= 1.0 and 0.0 < pointing["random_point"] < 1.0
+    assert "pointing game" in (folder / "benchmark.md").read_text()
 
 
 def test_lora_section_compares_against_full_tuning(tiny_run):

@@ -5,13 +5,17 @@ as `dr-hf predict` does. The model's batched forward alone, on in-memory tensors
 it, to show how much of the cost is the model and how much the photographs.
 """
 
+import tempfile
 import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from dr_hf.benchmarks.report import summarize
 from dr_hf.config.arguments import ModelArguments
+from dr_hf.data.quality import assess_quality
+from dr_hf.evaluation.explain import file_heatmaps
 from dr_hf.evaluation.predict import TTA_VIEWS, grade_batch, load_grader, predict
 from dr_hf.models.graders import create_model
 
@@ -23,8 +27,9 @@ def bench_inference(
     batch_size: int = 16,
     repeats: int = 3,
 ) -> dict:
-    """Images/s of `predict` on `photos` and of the forward on tensors, each with and without
-    TTA, interleaved, after one warm-up round."""
+    """Images/s of `predict` on `photos` (with and without its gradeability check), of the check
+    alone, of `predict` with a Grad-CAM figure per photograph, and of the forward on tensors,
+    with and without TTA where it applies, interleaved, after one warm-up round."""
     torch.manual_seed(0)
     model = create_model(ModelArguments(model_name=model_name), image_size=image_size)
     grader = load_grader(model, device="cpu")
@@ -42,15 +47,35 @@ def bench_inference(
             grade_batch(grader, pixels[start : start + batch_size], tta)
         return len(pixels)
 
-    cases = {
-        "predict on files": run_predict,
-        "model forward on tensors": run_forward,
+    def run_unchecked(tta: bool) -> int:
+        predict(grader, photos, tta=tta, batch_size=batch_size, num_workers=0, quality=False)
+        return len(photos)
+
+    def run_quality(_: bool) -> int:
+        for photo in photos:
+            with Image.open(photo) as opened:
+                assess_quality(opened.convert("RGB"), image_size)
+        return len(photos)
+
+    def run_heatmaps(_: bool) -> int:
+        with tempfile.TemporaryDirectory() as folder:
+            run_predict(False)
+            return len(file_heatmaps(grader, photos, folder))
+
+    cases = {  # name: (function, with and without TTA?)
+        "predict on files (gradeability checked)": (run_predict, True),
+        "predict on files, no gradeability check": (run_unchecked, False),
+        "gradeability check alone (decode + verdict)": (run_quality, False),
+        "predict + Grad-CAM figure per image": (run_heatmaps, False),
+        "model forward on tensors": (run_forward, True),
     }
-    rates = {(name, tta): [] for name in cases for tta in (False, True)}
+    rates = {
+        (name, tta): [] for name, (_, both) in cases.items() for tta in (False, True)[: 1 + both]
+    }
     for repeat in range(repeats + 1):
         for name, tta in rates:
             start = time.perf_counter()
-            count = cases[name](tta)
+            count = cases[name][0](tta)
             if repeat:
                 rates[name, tta].append(count / (time.perf_counter() - start))
     return {

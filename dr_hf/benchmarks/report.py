@@ -88,6 +88,8 @@ def to_markdown(results: dict) -> str:
         lines += _lora_table(results["lora"])
     if "inference" in results:
         lines += _inference_table(results["inference"])
+    if "pointing" in results:
+        lines += _pointing_table(results["pointing"])
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -168,6 +170,18 @@ def _lora_table(lora: dict) -> list[str]:
             f"{vit_l['lora_adam_mib']:.1f} MiB against {vit_l['full_adam_mib']:,.0f} MiB.",
         ]
     return [*lines, ""]
+
+
+def _pointing_table(pointing: dict) -> list[str]:
+    return [
+        f"### Heatmaps: pointing game, {pointing['model']}, {pointing['referable_images']} "
+        f"referable synthetic photographs at {pointing['image_size']} px",
+        "",
+        "| Grad-CAM peak inside a lesion | random point inside a lesion |",
+        "|---|---|",
+        f"| {pointing['pointing_game']:.3f} | {pointing['random_point']:.3f} |",
+        "",
+    ]
 
 
 def _inference_table(inference: dict) -> list[str]:

@@ -8,12 +8,16 @@ from pathlib import Path
 
 from dr_hf.benchmarks.report import machine_info, to_markdown
 
-SECTIONS = ("data", "trainer", "lora", "inference")
+SECTIONS = ("data", "trainer", "lora", "inference", "pointing")
 logger = logging.getLogger(__name__)
 
 
 def section_settings(
-    tiny: bool, repeats: int, num_images: int, device: str = "cpu"
+    tiny: bool,
+    repeats: int,
+    num_images: int,
+    device: str = "cpu",
+    pointing_model: str = "outputs/quickstart/best",
 ) -> dict[str, dict]:
     """Keyword arguments of each section: the real settings, or seconds-long ones for tests."""
     if tiny:
@@ -48,12 +52,14 @@ def section_settings(
                 "batch_size": 2,
                 "repeats": repeats,
             },
+            "pointing": {"model": None, "num_images": 12, "image_size": 64},
         }
     return {
         "data": {"num_images": num_images, "repeats": repeats},
         "trainer": {"repeats": max(repeats, 5), "device": device},
         "lora": {"repeats": repeats},
         "inference": {"repeats": repeats, "num_photos": 16},
+        "pointing": {"model": pointing_model},
     }
 
 
@@ -65,16 +71,18 @@ def run_benchmarks(
     num_images: int = 24,
     tiny: bool = False,
     device: str = "cpu",
+    pointing_model: str = "outputs/quickstart/best",
 ) -> dict:
     """Run `sections` and write `benchmark.json` and `benchmark.md` into `output_dir`.
-    `device` is where the trainer section runs both of its loops."""
+    `device` is where the trainer section runs both of its loops; `pointing_model` is the
+    trained folder whose heatmaps the pointing game scores."""
     unknown = [name for name in sections if name not in SECTIONS]
     if unknown:
         raise ValueError(f"unknown section(s) {unknown}: choose from {', '.join(SECTIONS)}.")
     if repeats < 1:
         raise ValueError(f"repeats={repeats}: run each measurement at least once.")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    settings = section_settings(tiny, repeats, num_images, device)
+    settings = section_settings(tiny, repeats, num_images, device, pointing_model)
     photo_spec = {
         k: v for k, v in settings["data"].items() if k in ("num_images", "width", "height")
     }
@@ -105,6 +113,10 @@ def _run_section(name: str, kwargs: dict, cache_dir: Path, photo_spec: dict) -> 
         from dr_hf.benchmarks.lora import bench_lora
 
         return bench_lora(**kwargs)
+    if name == "pointing":
+        from dr_hf.benchmarks.pointing import bench_pointing
+
+        return bench_pointing(cache_dir, **kwargs)
     from dr_hf.benchmarks.data import ensure_photos
     from dr_hf.benchmarks.inference import bench_inference
 
