@@ -3,10 +3,10 @@ import pytest
 from PIL import Image
 
 from dr_hf.data.preprocessing import (
+    _inscribed_disc,
     ben_graham_normalise,
     crop_fov,
     find_fov,
-    fov_mask,
     preprocess_fundus,
 )
 from dr_hf.data.synthetic import FundusGeometry, render_fundus
@@ -100,11 +100,16 @@ def test_bad_inputs_are_refused():
         crop_fov(np.zeros((32, 32, 3), np.float32))
 
 
+def disc_mask(image: np.ndarray) -> np.ndarray:
+    """The disc Ben Graham normalises within: the one inscribed in the field-of-view box."""
+    return _inscribed_disc(image.shape, find_fov(image))
+
+
 def test_fov_mask_matches_drawn_disc(small_photo):
     image, geo = small_photo
     ys, xs = np.ogrid[:240, :320]
     drawn = (xs - geo.cx) ** 2 + (ys - geo.cy) ** 2 <= geo.radius**2
-    assert (fov_mask(image) != drawn).mean() < 0.01
+    assert (disc_mask(image) != drawn).mean() < 0.01
 
 
 def test_ben_graham_centres_colours_inside_the_disc(small_photo):
@@ -135,7 +140,7 @@ def test_fov_mask_of_disc_cut_at_the_top():
     ys, xs = np.ogrid[:200, :200]
     drawn = (xs - geo.cx) ** 2 + (ys - geo.cy) ** 2 <= geo.radius**2
     assert find_fov(image)[1] == 0
-    assert (fov_mask(image) != drawn).mean() < 0.01
+    assert (disc_mask(image) != drawn).mean() < 0.01
 
 
 def test_preprocess_fundus_keywords(small_photo):

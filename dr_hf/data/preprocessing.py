@@ -176,12 +176,6 @@ def _inscribed_disc(
     return ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= fraction**2
 
 
-def fov_mask(image: np.ndarray) -> np.ndarray:
-    """Boolean mask of the field of view: the disc inscribed in the `find_fov` box, clipped."""
-    _check_rgb(image)
-    return _inscribed_disc(image.shape, _locate_fov(image, None))
-
-
 def ben_graham_normalise(
     image: np.ndarray,
     sigma: float | None = None,
