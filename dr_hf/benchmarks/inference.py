@@ -36,6 +36,40 @@ def bench_inference(
     photos = [str(photo) for photo in photos]
     pixels = torch.randn(len(photos), 3, image_size, image_size)
 
+    rates = _interleaved(_cases(grader, photos, pixels, image_size, batch_size), repeats)
+    return {
+        "model": model_name,
+        "image_size": image_size,
+        "num_images": len(photos),
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "tta_views": len(TTA_VIEWS),
+        "method": f"dr_hf.evaluation.predict.predict on {Path(photos[0]).suffix} files, workers 0",
+        "unit": "images/s",
+        "rates": {
+            f"{name}, {'TTA' if tta else 'no TTA'}": summarize(values, 2)
+            for (name, tta), values in rates.items()
+        },
+    }
+
+
+def _interleaved(cases: dict, repeats: int) -> dict:
+    """Images/s of each case (and TTA variant), interleaved round by round; round 0 warms up."""
+    rates = {
+        (name, tta): [] for name, (_, both) in cases.items() for tta in (False, True)[: 1 + both]
+    }
+    for repeat in range(repeats + 1):
+        for name, tta in rates:
+            start = time.perf_counter()
+            count = cases[name][0](tta)
+            if repeat:
+                rates[name, tta].append(count / (time.perf_counter() - start))
+    return rates
+
+
+def _cases(grader, photos: list[str], pixels: torch.Tensor, image_size: int, batch_size: int):
+    """The timed cases: name -> (function of `tta` returning the images done, TTA variant too?)."""
+
     def run_predict(tta: bool) -> int:
         result = predict(grader, photos, tta=tta, batch_size=batch_size, num_workers=0)
         if result.failures or len(result.probabilities) != len(photos):
@@ -62,33 +96,10 @@ def bench_inference(
             run_predict(False)
             return len(file_heatmaps(grader, photos, folder))
 
-    cases = {  # name: (function, with and without TTA?)
+    return {  # name: (function, with and without TTA?)
         "predict on files (gradeability checked)": (run_predict, True),
         "predict on files, no gradeability check": (run_unchecked, False),
         "gradeability check alone (decode + verdict)": (run_quality, False),
         "predict + Grad-CAM figure per image": (run_heatmaps, False),
         "model forward on tensors": (run_forward, True),
-    }
-    rates = {
-        (name, tta): [] for name, (_, both) in cases.items() for tta in (False, True)[: 1 + both]
-    }
-    for repeat in range(repeats + 1):
-        for name, tta in rates:
-            start = time.perf_counter()
-            count = cases[name][0](tta)
-            if repeat:
-                rates[name, tta].append(count / (time.perf_counter() - start))
-    return {
-        "model": model_name,
-        "image_size": image_size,
-        "num_images": len(photos),
-        "batch_size": batch_size,
-        "repeats": repeats,
-        "tta_views": len(TTA_VIEWS),
-        "method": f"dr_hf.evaluation.predict.predict on {Path(photos[0]).suffix} files, workers 0",
-        "unit": "images/s",
-        "rates": {
-            f"{name}, {'TTA' if tta else 'no TTA'}": summarize(values, 2)
-            for (name, tta), values in rates.items()
-        },
     }

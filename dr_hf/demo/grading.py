@@ -1,0 +1,192 @@
+"""What the demo page shows, without Gradio: one photograph's answer, several photographs' table.
+
+Grading is `dr_hf.evaluation.predict.predict`, the function behind `dr-hf predict`: the model
+folder's processor, the referable decision and its operating point, and the failures of files
+that are not images all come from there, and the table has `PredictionResult.columns`. The page
+adds the photograph as the model saw it (`grader.processor.pixels`) and, where
+`dr_hf.evaluation.heatmaps` imports, its Grad-CAM overlay for the predicted grade. Files are
+named by their base name on the page and in the CSV, never by the server's upload path.
+"""
+
+import csv
+import html
+import importlib
+import importlib.util
+import logging
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageOps
+
+from dr_hf.data.fundus_processor import normalize
+from dr_hf.data.synthetic import make_synthetic
+from dr_hf.evaluation.predict import Grader, predict
+from dr_hf.evaluation.prediction_io import PredictionResult
+from dr_hf.grades import GRADE_NAMES, REFERABLE_MIN_GRADE
+
+logger = logging.getLogger(__name__)
+
+NOTICE = "Research software, not a medical device."
+PRECISION = 4  # decimals of the probabilities shown on the page
+HEATMAP_MODULE = "dr_hf.evaluation.heatmaps"
+CSV_NAME = "dr_hf_predictions.csv"
+
+
+@dataclass
+class PhotoAnswer:
+    """The single-photograph tab's outputs; `error` set (and the rest empty) when not graded."""
+
+    summary: str
+    model_view: np.ndarray | None = None
+    probabilities: pd.DataFrame | None = None
+    heatmap: np.ndarray | None = None
+    error: str | None = None
+
+
+def heatmap_module() -> ModuleType | None:
+    """`dr_hf.evaluation.heatmaps` when it exists, imports and offers `gradcam` and `overlay`."""
+    if importlib.util.find_spec(HEATMAP_MODULE) is None:
+        return None
+    try:
+        module = importlib.import_module(HEATMAP_MODULE)
+    except ImportError as error:  # e.g. grad-cam not installed
+        logger.warning("No heatmap panel: %s", error)
+        return None
+    return module if hasattr(module, "gradcam") and hasattr(module, "overlay") else None
+
+
+def render_examples(folder: str | Path, size: int = 256) -> list[list[str]]:
+    """One synthetic photograph per grade, written to `folder`: [[path, label], ...]."""
+    folder = make_synthetic(folder, num_images=25, image_size=size, seed=2024, overwrite=True)
+    with open(folder / "train.csv", newline="") as f:
+        first = {}
+        for row in csv.DictReader(f):
+            first.setdefault(int(row["diagnosis"]), row["id_code"])
+    return [
+        [str(folder / "train_images" / f"{first[grade]}.png"),
+         f"synthetic, drawn as grade {grade} ({GRADE_NAMES[grade]})"]
+        for grade in sorted(first)
+    ]  # fmt: skip
+
+
+def by_name(result: PredictionResult) -> PredictionResult:
+    """The result with every file named by its base name, in its errors too."""
+
+    def short(name: str) -> str:
+        return Path(name).name
+
+    failures = [
+        (short(name), reason.replace(name, short(name))) for name, reason in result.failures
+    ]
+    return replace(result, names=[short(name) for name in result.names], failures=failures)
+
+
+def _grade(grader: Grader, paths: list[str]) -> PredictionResult:
+    return by_name(predict(grader, paths, num_workers=0, progress=False))
+
+
+def grade_photo(grader: Grader, path: str | None, heatmaps: ModuleType | None) -> PhotoAnswer:
+    """Grade one photograph file as `dr-hf predict` would, with what the page shows of it."""
+    if not path:
+        return PhotoAnswer(message_html("Upload a photograph or pick an example."), error="empty")
+    result = _grade(grader, [path])
+    if result.failures:
+        name, reason = result.failures[0]
+        return PhotoAnswer(message_html(f"Could not grade {name}: {reason}"), error=reason)
+    row = result.records()[0]
+    with Image.open(path) as opened:  # decoded as predict decodes it
+        image = ImageOps.exif_transpose(opened).convert("RGB")
+    view = grader.processor.pixels(image)
+    overlay = heatmap_overlay(grader, view, heatmaps) if heatmaps else None
+    return PhotoAnswer(summary_html(row), view, probability_frame(row), overlay)
+
+
+def heatmap_overlay(grader: Grader, view: np.ndarray, heatmaps: ModuleType) -> np.ndarray | None:
+    """Grad-CAM of the predicted grade over the model's view; None (logged) if it fails."""
+    p = grader.processor
+    pixel_values = torch.from_numpy(normalize(view, p.image_mean, p.image_std))[None]
+    try:
+        return heatmaps.overlay(view, heatmaps.gradcam(grader, pixel_values)[0])
+    except Exception:  # an optional panel never costs the grade
+        logger.exception("Grad-CAM failed; the page shows the grade without it")
+        return None
+
+
+def probability_frame(row: dict) -> pd.DataFrame:
+    labels = [f"{grade} {name}" for grade, name in enumerate(GRADE_NAMES)]
+    values = [row[f"prob_{grade}"] for grade in range(len(GRADE_NAMES))]
+    return pd.DataFrame({"grade": labels, "probability": values})
+
+
+def _fixed(value) -> str:
+    return f"{float(value):.{PRECISION}f}"
+
+
+def _decision(row: dict) -> str:
+    if row["referable"] == "":
+        return "<span id='dr-referable'>not decided</span> (ungradable photograph)"
+    verdict = "yes" if row["referable"] else "no"
+    rule, threshold = html.escape(str(row["operating_point"])), row["referable_threshold"]
+    if threshold == "":
+        how = f"predicted grade &ge; {REFERABLE_MIN_GRADE}"
+    else:
+        how = f"P(grade &ge; {REFERABLE_MIN_GRADE}) &ge; <span id='dr-threshold'>{_fixed(threshold)}</span>"
+    return (
+        f"<b id='dr-referable'>{verdict}</b> &mdash; P(grade &ge; {REFERABLE_MIN_GRADE}) = "
+        f"<span id='dr-referable-prob'>{_fixed(row['referable_prob'])}</span>; operating point "
+        f"<code id='dr-operating-point'>{rule}</code>: refer when {how}"
+    )
+
+
+def _gradeability(row: dict) -> str:
+    if "gradable" not in row:
+        return "<span id='dr-gradable'>not assessed</span>"
+    if row["gradable"]:
+        return "<span id='dr-gradable'>gradable</span>"
+    issues = html.escape(str(row.get("quality_issues", "")).replace(";", ", "))
+    return f"<span id='dr-gradable'>ungradable</span>: <span id='dr-quality-issues'>{issues}</span>"
+
+
+def summary_html(row: dict) -> str:
+    """The grade, the probabilities to `PRECISION` decimals, the referable decision and the
+    gradeability verdict of one `PredictionResult.records()` row, with stable element ids."""
+    grade = "&mdash;" if row["grade"] == "" else row["grade"]
+    probabilities = "".join(
+        f"<tr><td>{g} {name}</td><td id='dr-prob-{g}'>{_fixed(row[f'prob_{g}'])}</td></tr>"
+        for g, name in enumerate(GRADE_NAMES)
+    )
+    return (
+        f"<div id='dr-answer'><p>File <code id='dr-image'>{html.escape(row['image'])}</code></p>"
+        f"<h3>Grade <span id='dr-grade'>{grade}</span>: "
+        f"<span id='dr-grade-name'>{html.escape(str(row['grade_name']))}</span></h3>"
+        f"<table id='dr-probabilities'><tr><th>grade</th><th>probability</th></tr>"
+        f"{probabilities}</table><p>Referable DR: {_decision(row)}</p>"
+        f"<p>Gradeability: {_gradeability(row)}</p></div>"
+    )
+
+
+def message_html(text: str) -> str:
+    return f"<div id='dr-message' role='alert'><b>{html.escape(text)}</b></div>"
+
+
+def grade_photos(
+    grader: Grader, paths: list[str] | None, folder: str | Path
+) -> tuple[pd.DataFrame, str | None, str]:
+    """(table with `dr-hf predict`'s columns, its CSV written under `folder`, a message)."""
+    if not paths:
+        return pd.DataFrame(), None, "Upload one or more photographs."
+    result = _grade(grader, list(paths))
+    target = Path(folder) / uuid.uuid4().hex / CSV_NAME
+    target.parent.mkdir(parents=True)
+    result.save(target)
+    rows = [{column: row.get(column, "") for column in result.columns} for row in result.records()]
+    message = f"Graded {len(result.names)} photograph(s)."
+    if result.failures:
+        failed = "; ".join(f"{name} ({reason})" for name, reason in result.failures)
+        message += f" Could not grade {len(result.failures)}: {failed}"
+    return pd.DataFrame(rows, columns=result.columns), str(target), message
