@@ -177,9 +177,11 @@ def _pointing_table(pointing: dict) -> list[str]:
         f"### Heatmaps: pointing game, {pointing['model']}, {pointing['referable_images']} "
         f"referable synthetic photographs at {pointing['image_size']} px",
         "",
-        "| Grad-CAM peak inside a lesion | random point inside a lesion |",
-        "|---|---|",
-        f"| {pointing['pointing_game']:.3f} | {pointing['random_point']:.3f} |",
+        "| hit | Grad-CAM peak | random point |",
+        "|---|---|---|",
+        f"| inside a lesion | {pointing['pointing_game']:.3f} | {pointing['random_point']:.3f} |",
+        f"| within {pointing['tolerance_px']} px of a lesion | "
+        f"{pointing['pointing_game_tolerant']:.3f} | {pointing['random_point_tolerant']:.3f} |",
         "",
     ]
 

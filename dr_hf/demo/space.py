@@ -2,7 +2,7 @@
 
 The folder holds `app.py` (serves `model/` with `dr_hf.demo.app.serve`), `requirements.txt`
 (dr_hf pinned to the commit it was exported from, when it runs from a git checkout with a
-remote; Gradio at the installed version), a copy of the model folder without its training
+remote, else its wheel built into the folder; Gradio at the installed version), a copy of the model folder without its training
 state, and `README.md` with the Space's front matter. `python app.py` there serves the same page
 on 127.0.0.1:7860, or where `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT` say (a Space sets them).
 """
@@ -125,8 +125,30 @@ def dr_hf_requirement(package_dir: str | Path | None = None) -> str:
     return f"dr-hf @ {url}@{commit}"
 
 
-def requirements(package_dir: str | Path | None = None) -> str:
-    lines = [dr_hf_requirement(package_dir), f"gradio=={version('gradio')}"]
+def local_wheel(output: Path, package_dir: str | Path | None = None) -> str | None:
+    """Build dr_hf's wheel from the source checkout it runs from into `output` and return the
+    requirement line that installs it (`./dr_hf-<version>-py3-none-any.whl`); None when dr_hf
+    is not installed from a checkout (no pyproject.toml beside the package) or the build fails."""
+    root = Path(package_dir or PACKAGE_DIR).resolve().parent
+    if not (root / "pyproject.toml").is_file():
+        return None
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    try:
+        subprocess.run([*command, "-w", str(output), str(root)], check=True, timeout=300)
+    except (OSError, subprocess.SubprocessError) as error:
+        logger.warning("Could not build dr_hf's wheel for the Space: %s", error)
+        return None
+    wheels = sorted(output.glob("dr_hf-*.whl"))
+    return f"./{wheels[-1].name}" if wheels else None
+
+
+def requirements(package_dir: str | Path | None = None, output: Path | None = None) -> str:
+    """dr_hf pinned to its commit; from a checkout without a remote, its wheel built into
+    `output`; Gradio (and grad-cam for the heatmap panel) at the installed versions."""
+    pinned = dr_hf_requirement(package_dir)
+    if pinned == NO_GIT and output is not None:
+        pinned = local_wheel(output, package_dir) or NO_GIT
+    lines = [pinned, f"gradio=={version('gradio')}"]
     if heatmap_module() is not None:
         try:
             lines.append(f"grad-cam=={version('grad-cam')}")
@@ -164,7 +186,7 @@ def export_space(
         (output / "retfound").mkdir()
         shutil.copy2(retfound_weights, output / weights)
     (output / "app.py").write_text(APP_TEMPLATE.format(notice=NOTICE, weights=weights))
-    (output / "requirements.txt").write_text(requirements())
+    (output / "requirements.txt").write_text(requirements(output=output))
     (output / "README.md").write_text(
         README_TEMPLATE.format(
             title=title,
