@@ -27,7 +27,7 @@ from dr_hf.cli import main as cli_main  # noqa: E402
 from dr_hf.demo.app import DemoServer  # noqa: E402
 from dr_hf.demo.cli import demo_parser  # noqa: E402
 from dr_hf.demo.grading import NOTICE, heatmap_module  # noqa: E402
-from dr_hf.demo.space import NO_GIT, export_space, pip_url  # noqa: E402
+from dr_hf.demo.space import export_space, pip_url  # noqa: E402
 from dr_hf.evaluation.predict import load_grader, predict  # noqa: E402
 
 
@@ -200,7 +200,13 @@ def test_pip_url():
 
 def test_export_space_serves_the_same_page(model_dir, photos, tmp_path, monkeypatch):
     space = export_space(model_dir, tmp_path / "space")
-    assert {p.name for p in space.iterdir()} == {"app.py", "requirements.txt", "README.md", "model"}
+    remote, head = git("remote", "get-url", "origin"), git("rev-parse", "HEAD")
+    pinned = bool(remote and pip_url(remote))
+    wheels = {p.name for p in space.glob("dr_hf-*.whl")}
+    assert len(wheels) == (0 if pinned else 1)  # no remote to pin: dr_hf's own wheel
+    assert {p.name for p in space.iterdir()} == {
+        "app.py", "requirements.txt", "README.md", "model", *wheels
+    }  # fmt: skip
     assert {p.name for p in (space / "model").iterdir()} == {p.name for p in model_dir.iterdir()}
     front = yaml.safe_load((space / "README.md").read_text().split("---")[1])
     assert front["sdk"] == "gradio" and front["sdk_version"] == gradio.__version__
@@ -208,12 +214,11 @@ def test_export_space_serves_the_same_page(model_dir, photos, tmp_path, monkeypa
     assert NOTICE in (space / "README.md").read_text()
     requirements = (space / "requirements.txt").read_text().splitlines()
     assert f"gradio=={gradio.__version__}" in requirements
-    remote, head = git("remote", "get-url", "origin"), git("rev-parse", "HEAD")
     dr_hf_line = requirements[0]
-    if remote and pip_url(remote):
+    if pinned:
         assert dr_hf_line == f"dr-hf @ {pip_url(remote)}@{head}"
     else:
-        assert dr_hf_line == NO_GIT
+        assert dr_hf_line == f"./{wheels.pop()}"
     spec = importlib.util.spec_from_file_location("space_app", space / "app.py")
     app = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app)

@@ -132,7 +132,7 @@ def local_wheel(output: Path, package_dir: str | Path | None = None) -> str | No
     root = Path(package_dir or PACKAGE_DIR).resolve().parent
     if not (root / "pyproject.toml").is_file():
         return None
-    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q"]
     try:
         subprocess.run([*command, "-w", str(output), str(root)], check=True, timeout=300)
     except (OSError, subprocess.SubprocessError) as error:
