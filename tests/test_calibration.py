@@ -108,3 +108,12 @@ def test_a_model_without_saved_points_refers_on_the_grade_unless_asked(trained_r
     assert decision_rule(grader, threshold=0.3) == ("threshold", 0.3)
     with pytest.raises(ValueError, match="no saved spec90 operating point"):
         decision_rule(grader, "spec90")
+
+
+def test_a_model_that_learned_nothing_is_flagged(caplog):
+    rng = np.random.default_rng(1)
+    logits = rng.normal(scale=5.0, size=(500, 5))  # confident and unrelated to the labels
+    labels = rng.integers(0, 5, 500)
+    with caplog.at_level("WARNING", logger="dr_hf.training.calibration"):
+        temperature = fit_temperature(logits, labels)
+    assert temperature > 19 and "edge of its range" in caplog.text

@@ -38,6 +38,12 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         return float(-log_probs[np.arange(len(labels)), labels].mean())
 
     found = minimize_scalar(nll, bounds=_LOG_T_RANGE, method="bounded", options={"xatol": 1e-6})
+    if min(abs(found.x - edge) for edge in _LOG_T_RANGE) < 1e-3:
+        logger.warning(
+            "The calibrating temperature reached the edge of its range (%.3g): the model's "
+            "validation predictions carry almost no information; check the training.",
+            np.exp(found.x),
+        )
     return float(np.exp(found.x))
 
 
