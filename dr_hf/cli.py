@@ -5,6 +5,7 @@ dr-hf prepare --data_dir data/aptos --output data/aptos_prepared --size 280
 dr-hf train --config configs/quickstart.yaml [--flags that override it]
 dr-hf evaluate --model outputs/run/best --data_dir data/test
 dr-hf predict --model outputs/run/best image.png folder/
+dr-hf compare reports/a reports/b [--output DIR] [--bootstrap 2000]
 dr-hf demo --model outputs/run/best [--port 7860] [--export-space space/]
 
 Each `*_main` parses its flags, calls the library (`dr_hf.data`, `dr_hf.training`,
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-COMMANDS = ("make-synthetic", "prepare", "train", "evaluate", "predict", "demo")
+COMMANDS = ("make-synthetic", "prepare", "train", "evaluate", "predict", "compare", "demo")
 
 
 def _setup_logging() -> None:
@@ -108,15 +109,16 @@ def evaluate_main(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
     from dr_hf.config.arguments import DataArguments
+    from dr_hf.evaluation.ensemble import report_dir
     from dr_hf.evaluation.evaluate import EvaluateArguments, evaluate_model, run_data_fields
-    from dr_hf.evaluation.report import default_output_dir, format_table
+    from dr_hf.evaluation.report import format_table
 
     argv = ["--data_dir" if arg == "--data" else arg for arg in argv]
     argv = [f"--data_dir={arg[7:]}" if arg.startswith("--data=") else arg for arg in argv]
     parser = HfArgumentParser((EvaluateArguments, DataArguments), prog="dr-hf evaluate")
     try:
         eval_args, data_args = parser.parse_args_into_dataclasses(argv)
-        run_fields = run_data_fields(eval_args.model) if eval_args.split != "all" else {}
+        run_fields = run_data_fields(eval_args.model[0]) if eval_args.split != "all" else {}
         if run_fields:  # the run's data as defaults: flags given here still win
             parser.set_defaults(**run_fields)
             eval_args, data_args = parser.parse_args_into_dataclasses(argv)
@@ -131,8 +133,13 @@ def evaluate_main(argv: list[str]) -> int:
     except (OSError, ValueError) as error:  # missing files, an earlier report, DataError...
         print(f"dr-hf evaluate: {error}", file=sys.stderr)
         return 2
-    output = eval_args.output or default_output_dir(eval_args.model, data_args, eval_args.split)
-    print(f"\n{results['num_images']} images ({results['split']}), model {results['model']}")
+    output = eval_args.output or report_dir(eval_args.model, data_args, eval_args.split)
+    model = (
+        results["model"]
+        if len(eval_args.model) == 1
+        else "ensemble of " + ", ".join(eval_args.model)
+    )
+    print(f"\n{results['num_images']} images ({results['split']}), model {model}")
     print(format_table(results))
     print(
         f"\nReport: {output} (metrics.json, predictions.csv, confusion_matrix/roc/reliability.png)"
@@ -140,81 +147,31 @@ def evaluate_main(argv: list[str]) -> int:
     return 0
 
 
-def _predict_parser() -> argparse.ArgumentParser:
-    """The flags of `dr-hf predict`; the output format's choices are `PredictionResult.save`'s."""
-    from dr_hf.evaluation.prediction_io import SAVE_FORMATS
-
-    parser = argparse.ArgumentParser(
-        prog="dr-hf predict",
-        description="Grade fundus photographs with a model trained by dr-hf.",
-    )
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    parser.add_argument(
-        "--model", required=True, help="best/, a checkpoint-N or a LoRA adapter folder."
-    )
-    parser.add_argument(
-        "--output",
-        help="preds.csv, preds.jsonl (JSON Lines) or preds.json (one JSON array); default: CSV on "
-        "standard output.",
-    )
-    parser.add_argument("--format", choices=SAVE_FORMATS, help="Overrides the file suffix.")
-    parser.add_argument("--tta", action="store_true", help="Average over flips and rot90.")
-    parser.add_argument("--batch-size", "--batch_size", type=int, default=32)
-    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: CUDA when available).")
-    parser.add_argument("--num-workers", "--num_workers", type=int, help="Decoding workers.")
-    parser.add_argument(
-        "--retfound-weights",
-        "--retfound_weights",
-        help="Base weights of a RETFound adapter, when the recorded path is not found here.",
-    )
-    parser.add_argument(
-        "--referable-threshold",
-        "--referable_threshold",
-        type=float,
-        help="Refer when P(grade >= 2) reaches this threshold (overrides --operating-point).",
-    )
-    parser.add_argument(
-        "--heatmaps",
-        metavar="DIR",
-        help="Also write each graded photograph with a Grad-CAM overlay for its predicted grade, "
-        "beside the grade and probabilities, as DIR/<name>.png.",
-    )
-    parser.add_argument(
-        "--only-gradable",
-        "--only_gradable",
-        action="store_true",
-        help="Leave the grade empty for photographs judged ungradable (they keep their row, "
-        "probabilities and quality_issues).",
-    )
-    parser.add_argument(
-        "--operating-point",
-        "--operating_point",
-        choices=("spec90", "spec95", "argmax"),
-        help="Referable decision: the threshold saved with the model for 90%% or 95%% "
-        "specificity on its validation split, or the predicted grade >= 2 (argmax); default: "
-        "spec90 where the model has it, else argmax.",
-    )
-    return parser
-
-
 def predict_main(argv: list[str]) -> int:
     """`dr-hf predict`: 0 when every image was graded, 1 when some failed, 2 on usage errors."""
-    from dr_hf.evaluation.predict import load_grader, predict
+    from dr_hf.evaluation.ensemble import ensemble_predict, load_graders
+    from dr_hf.evaluation.predict import predict
+    from dr_hf.evaluation.prediction_io import parse_predict_args
 
     try:
-        args = _predict_parser().parse_args(argv)
+        args = parse_predict_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
     if args.batch_size < 1:
         print(f"--batch-size must be at least 1, got {args.batch_size}.", file=sys.stderr)
         return 2
+    if args.heatmaps and len(args.model) > 1:
+        print("dr-hf predict: --heatmaps needs one --model, not an ensemble.", file=sys.stderr)
+        return 2
     try:
-        grader = load_grader(args.model, args.retfound_weights, args.device)
+        graders = load_graders(args.model, args.retfound_weights, args.device)
     except (FileNotFoundError, ValueError) as error:
         print(f"dr-hf predict: cannot load the model: {error}", file=sys.stderr)
         return 2
+    grader = graders[0] if len(graders) == 1 else graders
+    grade = predict if len(graders) == 1 else ensemble_predict
     try:
-        result = predict(
+        result = grade(
             grader, args.inputs, tta=args.tta, batch_size=args.batch_size,
             num_workers=args.num_workers, referable_threshold=args.referable_threshold,
             operating_point=args.operating_point, only_gradable=args.only_gradable,
@@ -243,6 +200,24 @@ def predict_main(argv: list[str]) -> int:
     return 0
 
 
+def compare_main(argv: list[str]) -> int:
+    """`dr-hf compare REPORT REPORT [...]`: 0 once the comparison is written, 2 on reports that
+    cannot be read or compared (other images, other true grades)."""
+    from dr_hf.evaluation.compare import compare_parser, compare_reports, comparison_markdown
+
+    try:
+        args = compare_parser().parse_args(argv)
+        result = compare_reports(**vars(args))
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    except (OSError, ValueError) as error:
+        print(f"dr-hf compare: {error}", file=sys.stderr)
+        return 2
+    print(comparison_markdown(result))
+    print(f"\nComparison: {result['output']} (comparison.json, comparison.md, comparison.png)")
+    return 0
+
+
 def demo_main(argv: list[str]) -> int:
     """`dr-hf demo`: a Gradio page grading photographs with one model (the `demo` extra); its
     flags live in `dr_hf.demo.cli`. 0 after serving or exporting a Space, 2 on errors."""
@@ -268,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         return evaluate_main(rest)
     if command == "demo":
         return demo_main(rest)
+    if command == "compare":
+        return compare_main(rest)
     return predict_main(rest)
 
 

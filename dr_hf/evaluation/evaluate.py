@@ -23,12 +23,12 @@ from datasets import Dataset
 from dr_hf.config.arguments import DataArguments
 from dr_hf.data.loading import load_dr_dataset, load_dr_images
 from dr_hf.data.prepare import read_prepare_info
+from dr_hf.evaluation.ensemble import grade_dataset_ensemble, model_paths, report_dir
 from dr_hf.evaluation.explain import case_heatmaps
-from dr_hf.evaluation.predict import grade_dataset, load_grader
+from dr_hf.evaluation.predict import load_grader
 from dr_hf.evaluation.prediction_io import PROB_COLUMNS
 from dr_hf.evaluation.report import (
     check_output_dir,
-    default_output_dir,
     prepare_output_dir,
     write_figures,
     write_metrics,
@@ -52,8 +52,11 @@ CI_METRICS = ("qwk", "macro_auroc", "referable_auroc")
 class EvaluateArguments:
     """What to evaluate and where the report goes (the data comes from DataArguments' flags)."""
 
-    model: str = field(
-        metadata={"help": "A training output: best/, a checkpoint-N or a LoRA adapter folder."}
+    model: list[str] = field(
+        metadata={
+            "help": "A training output: best/, a checkpoint-N or a LoRA adapter folder; several "
+            "folders are evaluated as an ensemble (their probabilities averaged)."
+        }
     )
     output: str | None = field(
         default=None,
@@ -127,7 +130,7 @@ def clinical_metrics(
 
 
 def evaluate_model(
-    model_path: str | Path,
+    model_path: str | Path | list,
     data_args: DataArguments | None = None,
     output_dir: str | Path | None = None,
     tta: bool = False,
@@ -148,33 +151,43 @@ def evaluate_model(
     config.yaml (see `run_data_fields`); given `data_args` are used as they are. A folder that
     already holds a report is refused unless `overwrite`, before the model or data are loaded.
     Returns what `metrics.json` holds: the plain metrics, and under "tta" the TTA ones.
-    """
-    model_path = Path(model_path)
-    data_args = resolve_data_args(model_path, data_args, split)
-    output_dir = Path(output_dir or default_output_dir(model_path, data_args, split))
-    check_output_dir(output_dir, overwrite)
 
-    grader = load_grader(model_path, retfound_weights, device)
-    if data_args.image_size and data_args.image_size != grader.preprocessing["image_size"]:
-        logger.warning(
-            "image_size=%d is ignored: the model was trained at %d pixels.",
-            data_args.image_size,
-            grader.preprocessing["image_size"],
-        )
+    Several model folders (a list of more than one) are an ensemble: each member grades the
+    images with its own preprocessing, the report is that of the averaged probabilities (see
+    `dr_hf.evaluation.ensemble`), `model` and `preprocessing` list the members', and `members`
+    holds each member's headline metrics. A list of one is the same as the folder alone.
+    """
+    paths = model_paths(model_path)
+    data_args = resolve_data_args(paths[0], data_args, split)
+    output_dir = Path(output_dir or report_dir(paths, data_args, split))
+    check_output_dir(output_dir, overwrite)
+    if heatmaps and len(paths) > 1:
+        raise ValueError("Grad-CAM figures (--heatmaps) need one model, not an ensemble.")
+    graders = [load_grader(path, retfound_weights, device) for path in paths]
+    for size in {grader.preprocessing["image_size"] for grader in graders}:
+        if data_args.image_size and data_args.image_size != size:
+            logger.warning(
+                "image_size=%d is ignored: the model was trained at %d pixels.",
+                data_args.image_size,
+                size,
+            )
     dataset = load_eval_split(data_args, split)
     prepared = read_prepare_info(data_args.data_dir) if data_args.data_dir else None
-    variants, quality = grade_dataset(grader, dataset, prepared, tta, batch_size, num_workers)
+    options = (prepared, tta, batch_size, num_workers)
+    variants, quality, members = grade_dataset_ensemble(graders, paths, dataset, *options)
+    preprocessing = [grader.preprocessing for grader in graders]
+    preprocessing = preprocessing[0] if len(graders) == 1 else preprocessing
 
     header = {
-        "model": str(model_path),
+        "model": str(paths[0]) if len(paths) == 1 else [str(path) for path in paths],
         "data": data_args.data_dir or data_args.train_csv or data_args.dataset_name,
         "split": split,
     }
     if heatmaps:
-        figures = output_dir / "heatmaps"
+        figures, grader = output_dir / "heatmaps", graders[0]
         header["heatmaps"] = case_heatmaps(grader, dataset, variants["plain"], heatmaps, figures)
     return write_report(
-        output_dir, header, grader.preprocessing, dataset, variants, bootstrap, seed, quality
+        output_dir, header, preprocessing, dataset, variants, bootstrap, seed, quality, members
     )
 
 
@@ -217,12 +230,13 @@ def gradeability_report(ids: list, labels: np.ndarray, probabilities: np.ndarray
 def write_report(
     output_dir: Path,
     header: dict,
-    preprocessing: dict,
+    preprocessing: dict | list,
     dataset: Dataset,
     variants: dict[str, np.ndarray],
     bootstrap: int = 1000,
     seed: int = 0,
     quality: list | None = None,
+    members: list[dict] | None = None,
 ) -> dict:
     """Score each variant against the dataset's labels and write metrics, predictions and
     figures; `header` (model, data, split) opens `metrics.json`. Returns what it holds.
@@ -230,6 +244,7 @@ def write_report(
     The plain metrics sit at the top level of `metrics.json`, another variant's under its name.
     With the images' gradeability verdicts (`quality`), `gradeability` holds the counts, the
     ungradable images and their issues, and the plain metrics on the gradable images alone.
+    An ensemble's `members` (each member's model and headline metrics) are added as they are.
     """
     labels = np.asarray(dataset["label"], dtype=np.int64)
     prepare_output_dir(output_dir)
@@ -249,6 +264,8 @@ def write_report(
     ids = list(dataset["image_id"])
     if quality is not None:
         results["gradeability"] = gradeability_report(ids, labels, variants["plain"], quality)
+    if members is not None:
+        results["members"] = members
     write_predictions(output_dir / "predictions.csv", ids, labels, variants, quality)
     results = write_metrics(output_dir / "metrics.json", results)
     logger.info("Evaluation report written to %s", output_dir)

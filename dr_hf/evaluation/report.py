@@ -142,7 +142,8 @@ def json_safe(value):
 
 
 def format_table(results: dict) -> str:
-    """The headline figures, 95 % CIs and (with TTA) the TTA column, as fixed-width text."""
+    """The headline figures, 95 % CIs and (with TTA) the TTA column, as fixed-width text; an
+    ensemble's members get a row each below."""
     variants = [results] + ([results["tta"]] if "tta" in results else [])
     header = f"{'Metric':<34}{'Value':>8}  {'95% CI':<17}" + ("  TTA" if len(variants) > 1 else "")
     rows = [header, "-" * len(header)]
@@ -167,7 +168,20 @@ def format_table(results: dict) -> str:
                 "  " + cell(variants[1]["referable_operating_points"][name]["sensitivity"]).strip()
             )
         rows.append(line)
+    rows += _member_lines(results.get("members"))
     return "\n".join(rows + _gradeability_lines(results.get("gradeability")))
+
+
+def _member_lines(members: list | None) -> list[str]:
+    """An ensemble's members, one row each: its headline metrics and its model folder."""
+    if not members:
+        return []
+    keys = ("accuracy", "qwk", "macro_auroc", "referable_auroc", "ece")
+    lines = ["", "Ensemble members (plain):", "  ".join(f"{key:>15}" for key in keys) + "  model"]
+    for member in members:
+        cells = ["n/a" if member[key] is None else f"{member[key]:.4f}" for key in keys]
+        lines.append("  ".join(f"{cell:>15}" for cell in cells) + f"  {member['model']}")
+    return lines
 
 
 def _gradeability_lines(report: dict | None) -> list[str]:

@@ -1,0 +1,138 @@
+"""`dr-hf compare`: evaluation reports of the same images side by side, with bootstrap CIs and
+paired-bootstrap tests; reports of other images or other true grades are refused."""
+
+import csv
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dr_hf.cli import main as cli_main
+from dr_hf.config.arguments import DataArguments
+from dr_hf.evaluation.compare import HEADLINE, compare_reports, paired_p_value
+from dr_hf.evaluation.evaluate import evaluate_model
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def reports(trained_run, synthetic_dir, tmp_path_factory):
+    """Reports of best/ and of its best checkpoint-N on the whole synthetic set."""
+    root = tmp_path_factory.mktemp("reports")
+    output_dir = trained_run[0]
+    checkpoint = json.loads((output_dir / "eval_results.json").read_text())["best_checkpoint"]
+    data = DataArguments(data_dir=str(synthetic_dir))
+    for name, model in (("best", output_dir / "best"), ("checkpoint", checkpoint)):
+        evaluate_model(model, data, root / name, bootstrap=0)
+    return root / "best", root / "checkpoint"
+
+
+def write_report(folder, ids, labels, probabilities, model="hand-made"):
+    """A report folder as `dr-hf evaluate` writes it (the columns compare reads)."""
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"model": model}))
+    with open(folder / "predictions.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["image_id", "true_grade", "predicted_grade"] + [f"prob_{g}" for g in range(5)]
+        )
+        for image_id, label, probs in zip(ids, labels, probabilities):
+            writer.writerow([image_id, int(label), int(np.argmax(probs)), *np.round(probs, 6)])
+    return folder
+
+
+def hand_made(n=120, seed=0):
+    """Labels, a grader that puts 0.9 on the true grade, and one guessing at random."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 5
+    good = np.full((n, 5), 0.025)
+    good[np.arange(n), labels] = 0.9
+    bad = rng.dirichlet(np.ones(5), size=n)
+    return [f"img{i:03d}" for i in range(n)], labels, good, bad
+
+
+def test_two_reports_of_the_same_images_are_compared(reports, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", *map(str, reports), "--output", str(out), "--bootstrap", "200"]
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| qwk |" in printed and str(out) in printed
+    result = json.loads((out / "comparison.json").read_text())
+    assert [entry["name"] for entry in result["reports"]] == ["best", "checkpoint"]
+    saved = json.loads((reports[0] / "metrics.json").read_text())
+    first = result["reports"][0]
+    assert first["metrics"]["qwk"] == pytest.approx(saved["qwk"], abs=1e-6)
+    assert first["metrics"]["referable_auroc"] == pytest.approx(saved["referable_auroc"], abs=1e-4)
+    for entry in result["reports"]:
+        lo, hi = entry["ci95"]["qwk"]
+        assert lo <= entry["metrics"]["qwk"] <= hi
+    (pair,) = result["pairs"]
+    for metric in ("qwk", "referable_auroc"):
+        p = pair[metric]["p_value"]
+        assert math.isfinite(p) and 0.0 <= p <= 1.0
+    table = (out / "comparison.md").read_text()
+    assert all(f"| {metric} |" in table for metric in HEADLINE)
+    assert "paired bootstrap" in table and "DeLong" in table
+    with Image.open(out / "comparison.png") as figure:
+        assert figure.format == "PNG" and figure.size[0] > 300
+    assert cli_main(argv) == 2  # an earlier comparison is kept
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_reports_of_other_images_are_refused_naming_them(reports, tmp_path, capsys):
+    rows = list(csv.reader((reports[0] / "predictions.csv").open()))
+    header, body = rows[0], rows[1:]
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(reports[0] / "metrics.json", other)
+    body = body[2:] + [["stranger"] + body[0][1:]]
+    with open(other / "predictions.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([header, *body])
+    missing = [rows[1][0], rows[2][0]]
+    with pytest.raises(ValueError, match="other images") as error:
+        compare_reports([reports[0], other], tmp_path / "cmp", bootstrap=10)
+    assert all(image_id in str(error.value) for image_id in [*missing, "stranger"])
+    assert cli_main(["compare", str(reports[0]), str(other), "--output", str(tmp_path / "c")]) == 2
+    assert "stranger" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_other_true_grades_and_missing_files_are_refused(tmp_path):
+    ids, labels, good, _ = hand_made(20)
+    first = write_report(tmp_path / "a", ids, labels, good)
+    relabelled = labels.copy()
+    relabelled[3] = (relabelled[3] + 1) % 5
+    second = write_report(tmp_path / "b", ids, relabelled, good)
+    with pytest.raises(ValueError, match="true grades.*img003"):
+        compare_reports([first, second], tmp_path / "cmp", bootstrap=10)
+    half = tmp_path / "half"
+    half.mkdir()
+    shutil.copy(first / "metrics.json", half)
+    with pytest.raises(FileNotFoundError, match="half holds no predictions.csv"):
+        compare_reports([first, half], tmp_path / "cmp", bootstrap=10)
+    with pytest.raises(ValueError, match="two report folders"):
+        compare_reports([first], tmp_path / "cmp")
+
+
+def test_paired_bootstrap_tells_a_better_grader_from_itself(tmp_path):
+    ids, labels, good, bad = hand_made()
+    order = np.random.default_rng(1).permutation(len(ids))  # rows in another order
+    reports = [
+        write_report(tmp_path / "good", ids, labels, good),
+        write_report(tmp_path / "good_again", [ids[i] for i in order], labels[order], good[order]),
+        write_report(tmp_path / "bad", ids, labels, bad),
+    ]
+    result = compare_reports(reports, tmp_path / "cmp", bootstrap=500, seed=0)
+    pairs = {(pair["a"], pair["b"]): pair for pair in result["pairs"]}
+    same, better = pairs[("good", "good_again")], pairs[("good", "bad")]
+    for metric in ("qwk", "referable_auroc"):
+        assert same[metric]["difference"] == pytest.approx(0.0, abs=1e-9)
+        assert same[metric]["p_value"] > 0.5
+        assert better[metric]["difference"] > 0.2
+        assert better[metric]["p_value"] < 0.01
+    assert paired_p_value(np.array([0.1, 0.2, -0.1, 0.3]), 0.15) == pytest.approx(0.5)
+    assert paired_p_value(np.array([-0.1, -0.2]), -0.1) == 0.0
+    assert paired_p_value(np.array([0.1, 0.2]), -0.1) == 1.0  # capped
