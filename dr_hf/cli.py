@@ -3,6 +3,7 @@
 dr-hf make-synthetic --output data/synthetic --num-images 400
 dr-hf prepare --data_dir data/aptos --output data/aptos_prepared --size 280
 dr-hf train --config configs/quickstart.yaml [--flags that override it]
+dr-hf cv --config configs/quickstart.yaml --folds 5 [--fold K]   |   dr-hf cv --summarize DIR
 dr-hf evaluate --model outputs/run/best --data_dir data/test
 dr-hf predict --model outputs/run/best image.png folder/
 dr-hf compare reports/a reports/b [--output DIR] [--bootstrap 2000]
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-COMMANDS = ("make-synthetic", "prepare", "train", "evaluate", "predict", "compare", "demo")
+COMMANDS = ("make-synthetic", "prepare", "train", "cv", "evaluate", "predict", "compare", "demo")
 
 
 def _setup_logging() -> None:
@@ -226,6 +227,33 @@ def demo_main(argv: list[str]) -> int:
     return run_demo(argv)
 
 
+def cv_main(argv: list[str]) -> int:
+    """`dr-hf cv --config X --folds 5 [--fold_seed S] [--fold K]`, or `dr-hf cv --summarize DIR`."""
+    from transformers import HfArgumentParser
+
+    from dr_hf.config.parsing import DRArgumentParser
+    from dr_hf.training.cv import CVArguments, run_cv, summarize_cv, summary_markdown
+
+    pre = argparse.ArgumentParser(prog="dr-hf cv", add_help=False)
+    pre.add_argument("--summarize", metavar="DIR", help="Collect the fold-K/ results of DIR.")
+    known, rest = pre.parse_known_args(argv)
+    try:
+        if known.summarize:
+            summary = summarize_cv(known.summarize)
+        else:
+            cv_args, rest = HfArgumentParser(CVArguments).parse_args_into_dataclasses(
+                rest, return_remaining_strings=True
+            )
+            data_args, model_args, training_args, _ = DRArgumentParser(prog="dr-hf cv").parse(rest)
+            summary = run_cv(data_args, model_args, training_args, cv_args)
+    except (OSError, ValueError) as error:
+        print(f"dr-hf cv: {error}", file=sys.stderr)
+        return 2
+    if summary is not None:
+        print(summary_markdown(summary))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -245,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo_main(rest)
     if command == "compare":
         return compare_main(rest)
+    if command == "cv":
+        return cv_main(rest)
     return predict_main(rest)
 
 

@@ -9,11 +9,14 @@
       eval_results.json         the best model's validation metrics (EVAL_RESULTS, written by
                                 Trainer.save_metrics)
       training_history.json     per-epoch history (HISTORY)
+      validation_predictions.csv  the best model's probabilities on the validation split
+                                (VALIDATION_PREDICTIONS: image_id, true_grade, prob_0..prob_4)
       best/                     the exported model or adapter, with its model card (BEST)
 
 A model folder (`best/`, `checkpoint-N/`) finds the run's files in itself or in its parent.
 """
 
+import csv
 import json
 from pathlib import Path
 
@@ -23,6 +26,7 @@ RUN_CONFIG = "config.yaml"
 LEGACY_PREPROCESSING = "dr_hf_preprocessing.json"
 EVAL_RESULTS = "eval_results.json"
 HISTORY = "training_history.json"
+VALIDATION_PREDICTIONS = "validation_predictions.csv"
 BEST = "best"
 
 
@@ -61,3 +65,25 @@ def read_preprocessing(model_path: str | Path) -> dict | None:
 
 def write_history(output_dir: str | Path, history: dict) -> None:
     (Path(output_dir) / HISTORY).write_text(json.dumps(history, indent=2))
+
+
+def write_validation_predictions(output_dir: str | Path, ids, labels, probabilities) -> None:
+    """One row per validation image: id, true grade and the five (calibrated) probabilities,
+    rounded to 8 decimals; cross-validation joins the folds' files into out-of-fold predictions."""
+    with open(Path(output_dir) / VALIDATION_PREDICTIONS, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", "true_grade", *(f"prob_{g}" for g in range(5))])
+        for image_id, label, row in zip(ids, labels, probabilities):
+            writer.writerow([image_id, int(label), *(round(float(p), 8) for p in row)])
+
+
+def read_validation_predictions(output_dir: str | Path) -> tuple[list[str], list[int], list]:
+    """(ids, true grades, probability rows) of `write_validation_predictions`' file."""
+    with open(Path(output_dir) / VALIDATION_PREDICTIONS, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    probabilities = [[float(row[f"prob_{g}"]) for g in range(5)] for row in rows]
+    return (
+        [row["image_id"] for row in rows],
+        [int(row["true_grade"]) for row in rows],
+        probabilities,
+    )

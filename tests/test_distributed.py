@@ -22,7 +22,8 @@ CHECKPOINT_FILES = {
 }  # fmt: skip
 PROCESSOR_FILES = {"preprocessor_config.json", "fundus_processor.py", "preprocessing.py"}
 RUN_FILES = {
-    "config.yaml", "eval_results.json", "training_history.json", *PROCESSOR_FILES,
+    "config.yaml", "eval_results.json", "training_history.json", "validation_predictions.csv",
+    *PROCESSOR_FILES,
     "best/config.json", "best/model.safetensors", "best/README.md",
     *(f"best/{name}" for name in PROCESSOR_FILES),
     *(f"checkpoint-{step}/{name}" for step in (4, 8) for name in CHECKPOINT_FILES | PROCESSOR_FILES),

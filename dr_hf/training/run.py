@@ -21,7 +21,12 @@ from dr_hf.data.transforms import FundusTransform, with_transforms
 from dr_hf.metrics import compute_dr_metrics, make_compute_metrics, softmax
 from dr_hf.models.graders import create_model, parameter_summary
 from dr_hf.models.parts import base_model, data_config
-from dr_hf.run_folder import BEST, write_history, write_run_config
+from dr_hf.run_folder import (
+    BEST,
+    write_history,
+    write_run_config,
+    write_validation_predictions,
+)
 from dr_hf.training.calibration import calibrate, save_operating_points
 from dr_hf.training.export import export_best
 from dr_hf.training.history import build_history
@@ -120,13 +125,18 @@ def run_training(
     model_args: ModelArguments,
     training_args: DRTrainingArguments,
     callbacks: list[TrainerCallback] | None = None,
+    dataset: DatasetDict | None = None,
 ) -> dict:
-    """Train, keep the best model in `output_dir/best`, return the per-epoch history."""
+    """Train, keep the best model in `output_dir/best`, return the per-epoch history.
+
+    `dataset` (train and validation splits) replaces loading the source `data_args` names, as
+    for `build_trainer`; cross-validation passes each fold's split this way.
+    """
     output_dir = Path(training_args.output_dir)
     resume = resolve_resume(
         training_args.resume_from_checkpoint, output_dir, move_incomplete=training_args.should_save
     )
-    run = build_trainer(data_args, model_args, training_args, callbacks)
+    run = build_trainer(data_args, model_args, training_args, callbacks, dataset)
     trainer = run.trainer
     if trainer.is_world_process_zero():
         # Written first, so that evaluate/predict on a checkpoint of a running run preprocess right.
@@ -138,37 +148,45 @@ def run_training(
         trainer.train(resume_from_checkpoint=resume)
 
         # ---- Best model, final metrics, history ---------------------------------------------
-        prediction = trainer.predict(run.dataset["validation"], metric_key_prefix="eval")
-        logits, labels, calibration = prediction.predictions, prediction.label_ids, None
-        if training_args.calibrate:
-            logits, calibration = calibrate(trainer.model, logits, labels)
-        probabilities = softmax(logits)
-        final_metrics = compute_dr_metrics(probabilities, labels)
-        results = {
-            "calibration": calibration,
-            "operating_points": save_operating_points(trainer.model, probabilities, labels),
-            "best_checkpoint": trainer.state.best_model_checkpoint,
-            "image_size": run.image_size,
-            "parameters": run.parameters,
-            "class_weights": None if run.class_weights is None else run.class_weights.tolist(),
-            **final_metrics,
-        }
+        results, probabilities, labels = final_results(run, training_args.calibrate)
         model_id = training_args.hub_model_id if training_args.push_to_hub else None
         best = export_best(trainer, output_dir / BEST, data_args, model_args, results, model_id)
         history = build_history(trainer.state.log_history)
         # The Trainer's own metrics file (main process only): eval_results.json.
-        trainer.log_metrics(
-            "eval", {k: v for k, v in final_metrics.items() if isinstance(v, float)}
-        )
+        trainer.log_metrics("eval", {k: v for k, v in results.items() if isinstance(v, float)})
         trainer.save_metrics("eval", results, combined=False)
         if trainer.is_world_process_zero():
             write_history(output_dir, history)
+            ids = run.dataset["validation"].with_format(None)["image_id"]
+            write_validation_predictions(output_dir, ids, labels, probabilities)
             if training_args.push_to_hub:
                 from dr_hf.training.hub import push_best
 
                 push_best(best, training_args, token=training_args.hub_token)
-        finish_wandb(training_args, final_metrics)
+        finish_wandb(training_args, results)
     return history
+
+
+def final_results(run: TrainingRun, calibrate_probabilities: bool = True):
+    """The best model's validation results (metrics, calibration, operating points and the run's
+    facts), with its validation probabilities and labels; the temperature, when fitted, is
+    folded into the model first."""
+    trainer = run.trainer
+    prediction = trainer.predict(run.dataset["validation"], metric_key_prefix="eval")
+    logits, labels, calibration = prediction.predictions, prediction.label_ids, None
+    if calibrate_probabilities:
+        logits, calibration = calibrate(trainer.model, logits, labels)
+    probabilities = softmax(logits)
+    results = {
+        "calibration": calibration,
+        "operating_points": save_operating_points(trainer.model, probabilities, labels),
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "image_size": run.image_size,
+        "parameters": run.parameters,
+        "class_weights": None if run.class_weights is None else run.class_weights.tolist(),
+        **compute_dr_metrics(probabilities, labels),
+    }
+    return results, probabilities, labels
 
 
 def train(

@@ -1,0 +1,85 @@
+"""k-fold cross-validation: stratified disjoint folds, one complete run per fold, resumable fold
+by fold, and the summary with out-of-fold metrics."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from dr_hf.cli import main as cli_main
+from dr_hf.config.parsing import config_from_dict
+from dr_hf.metrics import compute_dr_metrics
+from dr_hf.run_folder import read_validation_predictions
+from dr_hf.training.cv import CVArguments, fold_indices, run_cv
+
+
+def test_folds_are_stratified_disjoint_and_cover_every_image():
+    rng = np.random.default_rng(0)
+    labels = rng.choice(5, size=103, p=[0.5, 0.1, 0.2, 0.1, 0.1])
+    ids = [f"img{i:03d}" for i in rng.permutation(103)]
+    folds = fold_indices(labels, ids, 5, seed=3)
+    joined = np.concatenate(folds)
+    assert sorted(joined.tolist()) == list(range(103)) and len(set(joined.tolist())) == 103
+    for grade in range(5):
+        per_fold = [int((labels[fold] == grade).sum()) for fold in folds]
+        assert max(per_fold) - min(per_fold) <= 1, (grade, per_fold)
+    again = fold_indices(labels, ids, 5, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(folds, again))
+    # The folds follow the ids, not the row order.
+    order = rng.permutation(103)
+    shuffled = fold_indices(labels[order], [ids[i] for i in order], 5, seed=3)
+    as_ids = lambda fs, idl: sorted(sorted(idl[i] for i in f) for f in fs)  # noqa: E731
+    assert as_ids(folds, ids) == as_ids(shuffled, [ids[i] for i in order])
+
+
+def test_cv_trains_each_fold_resumes_and_summarises(synthetic_dir, tmp_path, capsys):
+    output_dir = tmp_path / "cv"
+    values = tiny_config(synthetic_dir, output_dir, num_train_epochs=1)
+    data_args, model_args, training_args = config_from_dict(values)
+    # One fold alone (an array task): no summary until every fold is there.
+    assert run_cv(data_args, model_args, training_args, CVArguments(folds=3, fold=1)) is None
+    done = (output_dir / "fold-1" / "eval_results.json").stat().st_mtime_ns
+    # A fold killed after its checkpoints but before its results resumes, not restarts.
+    summary = run_cv(data_args, model_args, training_args, CVArguments(folds=3))
+    assert (output_dir / "fold-1" / "eval_results.json").stat().st_mtime_ns == done
+    shutil.rmtree(output_dir / "fold-2" / "best")
+    (output_dir / "fold-2" / "eval_results.json").unlink()
+    steps = json.loads(
+        next((output_dir / "fold-2").glob("checkpoint-*/trainer_state.json")).read_text()
+    )
+    summary = run_cv(data_args, model_args, training_args, CVArguments(folds=3))
+    assert (output_dir / "fold-2" / "best").is_dir()
+    history = json.loads((output_dir / "fold-2" / "training_history.json").read_text())
+    assert history["epoch"] == [steps["epoch"]]  # the resumed run added no epoch
+
+    ids, labels, probabilities = [], [], []
+    for fold in range(3):
+        fold_ids, fold_labels, fold_probs = read_validation_predictions(output_dir / f"fold-{fold}")
+        ids, labels, probabilities = (
+            ids + fold_ids,
+            labels + fold_labels,
+            probabilities + fold_probs,
+        )
+    assert len(ids) == len(set(ids)) == 60  # every image graded once, out of fold
+    expected = compute_dr_metrics(np.asarray(probabilities), np.asarray(labels))
+    assert summary["num_images"] == 60 and summary["folds"] == 3
+    qwk = summary["metrics"]["qwk"]
+    assert qwk["out_of_fold"] == pytest.approx(expected["qwk"])
+    per_fold = [
+        json.loads((output_dir / f"fold-{k}" / "eval_results.json").read_text())["qwk"]
+        for k in range(3)
+    ]
+    assert qwk["folds"] == per_fold and qwk["mean"] == pytest.approx(np.mean(per_fold))
+    assert json.loads((output_dir / "cv_summary.json").read_text()) == summary
+
+    assert cli_main(["cv", "--summarize", str(output_dir)]) == 0
+    assert "out of fold" in capsys.readouterr().out
+    assert cli_main(["cv", "--summarize", str(tmp_path / "nothing")]) == 2
+
+
+def test_cv_refuses_an_explicit_validation_set(synthetic_dir, tmp_path):
+    values = tiny_config(synthetic_dir, tmp_path / "cv", validation_dir=str(synthetic_dir))
+    with pytest.raises(ValueError, match="validation_dir"):
+        run_cv(*config_from_dict(values), CVArguments(folds=2))
