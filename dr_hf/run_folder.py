@@ -11,6 +11,8 @@
       training_history.json     per-epoch history (HISTORY)
       validation_predictions.csv  the best model's probabilities on the validation split
                                 (VALIDATION_PREDICTIONS: image_id, true_grade, prob_0..prob_4)
+      source_counts.json        images per grade per source and split, and photographs found
+                                in several sources (SOURCE_COUNTS; runs on several sources)
       best/                     the exported model or adapter, with its model card (BEST)
 
 A model folder (`best/`, `checkpoint-N/`) finds the run's files in itself or in its parent.
@@ -27,6 +29,7 @@ LEGACY_PREPROCESSING = "dr_hf_preprocessing.json"
 EVAL_RESULTS = "eval_results.json"
 HISTORY = "training_history.json"
 VALIDATION_PREDICTIONS = "validation_predictions.csv"
+SOURCE_COUNTS = "source_counts.json"
 BEST = "best"
 
 

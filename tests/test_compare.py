@@ -136,3 +136,39 @@ def test_paired_bootstrap_tells_a_better_grader_from_itself(tmp_path):
     assert paired_p_value(np.array([0.1, 0.2, -0.1, 0.3]), 0.15) == pytest.approx(0.5)
     assert paired_p_value(np.array([-0.1, -0.2]), -0.1) == 0.0
     assert paired_p_value(np.array([0.1, 0.2]), -0.1) == 1.0  # capped
+
+
+def test_p_values_are_those_of_a_direct_paired_bootstrap(tmp_path):
+    """Two noisy graders of the same images: the p-values compare reports equal those of a
+    paired bootstrap written out here with scikit-learn's metrics."""
+    from sklearn.metrics import cohen_kappa_score, roc_auc_score
+
+    rng = np.random.default_rng(5)
+    n, draws = 150, 300
+    labels = rng.integers(0, 5, n)
+    graders = []
+    for noise in (1.0, 1.6):
+        logits = np.eye(5)[labels] * 2.0 + rng.normal(scale=noise, size=(n, 5))
+        graders.append(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))
+    ids = [f"p{i:03d}" for i in range(n)]
+    folders = [write_report(tmp_path / f"g{k}", ids, labels, p) for k, p in enumerate(graders)]
+    result = compare_reports(folders, tmp_path / "cmp", bootstrap=draws, seed=11)
+    # Compare reads the probabilities as written (6 decimals).
+    probs = [np.round(p, 6) for p in graders]
+
+    def qwk(p, y):
+        return cohen_kappa_score(y, p.argmax(axis=1), weights="quadratic", labels=range(5))
+
+    def referable_auroc(p, y):
+        return roc_auc_score(y >= 2, p[:, 2:].sum(axis=1))
+
+    indices = np.random.default_rng(11).integers(0, n, size=(draws, n))
+    for name, metric in (("qwk", qwk), ("referable_auroc", referable_auroc)):
+        observed = metric(probs[0], labels) - metric(probs[1], labels)
+        differences = np.array(
+            [metric(probs[0][i], labels[i]) - metric(probs[1][i], labels[i]) for i in indices]
+        )
+        share = np.mean(differences <= 0) if observed >= 0 else np.mean(differences >= 0)
+        pair = result["pairs"][0][name]
+        assert pair["difference"] == pytest.approx(observed, abs=1e-9)
+        assert pair["p_value"] == pytest.approx(min(1.0, 2 * share), abs=1e-12)

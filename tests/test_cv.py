@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import tiny_config
+from transformers import TrainerCallback
 
 from dr_hf.cli import main as cli_main
 from dr_hf.config.parsing import config_from_dict
@@ -83,3 +84,36 @@ def test_cv_refuses_an_explicit_validation_set(synthetic_dir, tmp_path):
     values = tiny_config(synthetic_dir, tmp_path / "cv", validation_dir=str(synthetic_dir))
     with pytest.raises(ValueError, match="validation_dir"):
         run_cv(*config_from_dict(values), CVArguments(folds=2))
+
+
+class KilledAt(TrainerCallback):
+    """Stops the run of one fold at a step, as a killed job would (after a checkpoint)."""
+
+    def __init__(self, fold: str, step: int):
+        self.fold, self.step = fold, step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if args.output_dir.endswith(self.fold) and state.global_step == self.step:
+            raise KeyboardInterrupt(f"killed at step {self.step} of {self.fold}")
+
+
+def test_cv_killed_in_a_fold_and_resumed_matches_an_uninterrupted_run(synthetic_dir, tmp_path):
+    def results(output_dir, fold):
+        saved = json.loads((output_dir / f"fold-{fold}" / "eval_results.json").read_text())
+        return {k: v for k, v in saved.items() if k != "best_checkpoint"}
+
+    def cv(output_dir, callbacks=None):
+        args = config_from_dict(tiny_config(synthetic_dir, output_dir))  # 3 epochs of 5 steps
+        return run_cv(*args, CVArguments(folds=3), callbacks)
+
+    whole = tmp_path / "whole"
+    cv(whole)
+    killed = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        cv(killed, [KilledAt("fold-1", step=7)])  # the second fold, mid-epoch 2
+    assert not (killed / "fold-2").exists() and (killed / "fold-1" / "checkpoint-5").is_dir()
+    summary = cv(killed)
+    for fold in (0, 2):
+        assert results(killed, fold) == results(whole, fold)
+    assert (killed / "fold-1" / "best").is_dir()
+    assert summary["metrics"]["qwk"]["folds"][0] == results(whole, 0)["qwk"]

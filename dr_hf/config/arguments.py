@@ -4,6 +4,7 @@ Every field is a YAML key and a command-line flag of the same name (see `dr_hf.c
 """
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -23,12 +24,12 @@ CLASS_WEIGHTINGS = ("auto", "balanced", "none")
 class DataArguments:
     """Where the fundus photographs come from and how they are preprocessed."""
 
-    data_dir: str | None = field(
+    data_dir: list[str] | None = field(
         default=None,
         metadata={
             "help": "Training data: a folder in CSV layout (train.csv + train_images/, APTOS, EyePACS, "
             "IDRiD), a folder of grade sub-folders 0/..4/, or a dataset saved with save_to_disk "
-            "(a `dr-hf prepare` output included)."
+            "(a `dr-hf prepare` output included). Several folders are joined, with a source column."
         },
     )
     train_csv: str | None = field(
@@ -40,8 +41,9 @@ class DataArguments:
     dataset_name: str | None = field(
         default=None, metadata={"help": "A Hub dataset name (needs network access)."}
     )
-    validation_dir: str | None = field(
-        default=None, metadata={"help": "Explicit validation data, in any layout data_dir accepts."}
+    validation_dir: list[str] | None = field(
+        default=None,
+        metadata={"help": "Explicit validation data: one or several folders, as data_dir takes."},
     )
     validation_csv: str | None = field(
         default=None, metadata={"help": "Explicit validation CSV (images in validation_image_dir)."}
@@ -88,6 +90,11 @@ class DataArguments:
     )
 
     def __post_init__(self):
+        for name in ("data_dir", "validation_dir"):  # one folder (a YAML string, a path): a list
+            value = getattr(self, name)
+            if isinstance(value, (str, os.PathLike)):
+                value = [value]
+            setattr(self, name, [os.fspath(v) for v in value] if value else None)
         if not 0.0 < self.validation_split < 1.0:
             raise ValueError(
                 f"validation_split={self.validation_split} must lie strictly between 0 and 1 (e.g. 0.2)."

@@ -108,7 +108,11 @@ def resolved_config(
     for key in list(training):
         if key.startswith("_") or key.endswith("_token"):
             training.pop(key)  # never write a Hub token to disk
-    return {**dataclasses.asdict(data_args), **dataclasses.asdict(model_args), **training}
+    data = dataclasses.asdict(data_args)
+    for key in ("data_dir", "validation_dir"):  # one folder is written as it is usually given
+        if data[key] and len(data[key]) == 1:
+            data[key] = data[key][0]
+    return {**data, **dataclasses.asdict(model_args), **training}
 
 
 def config_from_yaml(path: str | Path, **overrides) -> Configs:

@@ -3,9 +3,12 @@
 Sources: a label CSV with an image folder (APTOS 2019, EyePACS, IDRiD), a folder of grade
 sub-folders `0/`..`4/`, a dataset saved with `save_to_disk`, or a Hub dataset name. Every split has
 the columns `image` (file paths, decoded lazily as RGB), `label` (ClassLabel of the grades) and
-`image_id`. Bad input stops here with a `DataError`, before any training starts.
+`image_id`. Bad input stops here with a `DataError`, before any training starts. Several
+`data_dir` (or `validation_dir`) folders are read one by one and joined (`dr_hf.data.multisource`):
+their rows gain a `source` column, and the split is stratified by grade and source.
 """
 
+import hashlib
 import logging
 import re
 from pathlib import Path
@@ -16,11 +19,19 @@ from datasets import Dataset, DatasetDict
 
 from dr_hf.config.arguments import DataArguments
 from dr_hf.data.checks import check_no_shared_images, drop_or_raise_unreadable
+from dr_hf.data.multisource import load_sources, shared_photographs
 from dr_hf.data.sources import FEATURES, find_image_dir, from_csv, from_grade_folders, from_saved
 from dr_hf.errors import DataError, listing
 from dr_hf.grades import NUM_GRADES
 
-__all__ = ["FEATURES", "DataError", "load_dr_dataset", "load_dr_images", "stratified_split"]
+__all__ = [
+    "FEATURES",
+    "DataError",
+    "load_dr_dataset",
+    "load_dr_images",
+    "source_counts",
+    "stratified_split",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +80,33 @@ def load_dr_dataset(args: DataArguments) -> DatasetDict:
     for name, split in (("train", train), ("validation", validation)):
         counts = np.bincount(np.asarray(split["label"], dtype=int), minlength=NUM_GRADES)
         logger.info("%s: %d images, per grade %s", name, len(split), counts.tolist())
+        for source, per_grade in (
+            _per_source(split).items() if "source" in split.column_names else ()
+        ):
+            logger.info("%s, source %s: per grade %s", name, source, per_grade)
     return DatasetDict(train=train, validation=validation)
+
+
+def source_counts(dataset: DatasetDict) -> dict:
+    """Images per grade per source of each split ({split: {source: [count of grade 0, ...]}}; a
+    single source is "all"), and under "shared_photographs" the photographs found in several
+    sources (see `dr_hf.data.multisource.shared_photographs`)."""
+    counts: dict = {name: _per_source(split) for name, split in dataset.items()}
+    splits = [split for split in dataset.values() if "source" in split.column_names]
+    joined = datasets.concatenate_datasets(splits) if splits else None
+    counts["shared_photographs"] = shared_photographs(joined) if joined is not None else []
+    return counts
+
+
+def _per_source(split: Dataset) -> dict[str, list[int]]:
+    labels = np.asarray(split["label"], dtype=int)
+    sources = np.asarray(
+        split["source"] if "source" in split.column_names else ["all"] * len(split)
+    )
+    return {
+        str(source): np.bincount(labels[sources == source], minlength=NUM_GRADES).tolist()
+        for source in sorted(set(sources.tolist()))
+    }
 
 
 def load_dr_images(args: DataArguments) -> Dataset:
@@ -84,24 +121,27 @@ def load_dr_images(args: DataArguments) -> Dataset:
 def stratified_split(
     ds: Dataset, share: float, seed: int, where: str = "dataset"
 ) -> tuple[Dataset, Dataset]:
-    """Hold out `share` of each grade, at least one image of every grade that has two or more.
+    """Hold out `share` of each grade (of each grade and source, when `ds` has a `source`
+    column), at least one image of every such group that has two or more.
 
     `train_test_split(stratify_by_column=...)` rounds small grades to zero held-out images and
-    rejects grades of one image; this split keeps them. Each grade is shuffled from its sorted
-    ids with its own generator, so a seed always holds out the same ids whatever the row order.
+    rejects grades of one image; this split keeps them. Each group is shuffled from its sorted
+    ids with its own generator, so a seed always holds out the same ids whatever the row order
+    (and, for a source, whatever the other sources).
     """
     labels = np.asarray(ds["label"])
     ids = np.asarray(ds["image_id"])
+    sources = np.asarray(ds["source"] if "source" in ds.column_names else [""] * len(ds))
     held_out: list[int] = []
-    for grade in range(NUM_GRADES):
-        rows = np.flatnonzero(labels == grade)
-        if len(rows) < 2:
-            continue
-        rows = rows[np.argsort(ids[rows], kind="stable")]
-        n_held_out = min(max(round(len(rows) * share), 1), len(rows) - 1)
-        held_out.extend(
-            np.random.default_rng([seed, grade]).permutation(rows)[:n_held_out].tolist()
-        )
+    for source in sorted(set(sources.tolist())):
+        for grade in range(NUM_GRADES):
+            rows = np.flatnonzero((labels == grade) & (sources == source))
+            if len(rows) < 2:
+                continue
+            rows = rows[np.argsort(ids[rows], kind="stable")]
+            n_held_out = min(max(round(len(rows) * share), 1), len(rows) - 1)
+            key = [seed, grade, *([_source_key(source)] if source else [])]
+            held_out.extend(np.random.default_rng(key).permutation(rows)[:n_held_out].tolist())
     if not held_out:
         raise DataError(
             f"{where}: no grade has two images, so no validation set can be held out; "
@@ -110,6 +150,10 @@ def stratified_split(
     held = set(held_out)
     train_rows = [row for row in range(len(ds)) if row not in held]
     return ds.select(train_rows), ds.select(sorted(held))
+
+
+def _source_key(source: str) -> int:
+    return int.from_bytes(hashlib.sha256(source.encode()).digest()[:4], "big")
 
 
 def _subset(ds: Dataset, size: int | None, seed: int) -> Dataset:
@@ -123,17 +167,35 @@ def _subset(ds: Dataset, size: int | None, seed: int) -> Dataset:
 def _load_training_source(args: DataArguments) -> tuple[Dataset, Dataset | None, str]:
     if args.dataset_name and (args.data_dir or args.train_csv):
         logger.warning("dataset_name=%r is not used: local data was given", args.dataset_name)
+    if args.data_dir and len(args.data_dir) > 1:
+        _refuse_file_flags(args, "train_csv", "image_dir")
+        load_one = lambda folder: _from_local(args, "train", None, folder)  # noqa: E731
+        return load_sources(args.data_dir, "training", load_one)
     if args.train_csv or args.data_dir:
-        return _from_local(args, "train", args.train_csv, args.data_dir)
+        return _from_local(args, "train", args.train_csv, (args.data_dir or [None])[0])
     if args.dataset_name:
         return _from_hub(args.dataset_name, args)
     raise DataError("No training data given: pass data_dir, train_csv or dataset_name.")
 
 
+def _refuse_file_flags(args: DataArguments, *flags: str) -> None:
+    given = [flag for flag in flags if getattr(args, flag)]
+    if given:
+        raise DataError(
+            f"{' and '.join(given)} name(s) the files of one source, but several folders were given "
+            f"({', '.join(args.data_dir if 'train_csv' in flags else args.validation_dir)}): drop "
+            f"{', '.join(given)} and let each folder's layout be detected."
+        )
+
+
 def _load_validation_source(args: DataArguments) -> tuple[Dataset, str]:
-    train, validation, where = _from_local(
-        args, "validation", args.validation_csv, args.validation_dir
-    )
+    if args.validation_dir and len(args.validation_dir) > 1:
+        _refuse_file_flags(args, "validation_csv", "validation_image_dir")
+        load_one = lambda folder: _from_local(args, "validation", None, folder)  # noqa: E731
+        train, validation, where = load_sources(args.validation_dir, "validation", load_one)
+        return (train if validation is None else validation), where
+    folder = (args.validation_dir or [None])[0]
+    train, validation, where = _from_local(args, "validation", args.validation_csv, folder)
     return (train if validation is None else validation), where
 
 
@@ -145,7 +207,7 @@ def _from_local(
     csv_flag, image_flag = FLAGS[role]
     root = Path(folder) if folder else None
     if csv_name:
-        bases = [Path(base) for base in dict.fromkeys([folder, args.data_dir]) if base]
+        bases = [Path(base) for base in dict.fromkeys([folder, *(args.data_dir or [])]) if base]
         layout = _existing_file(csv_name, [*bases, Path.cwd()], csv_flag)
     else:
         layout = _folder_layout(root, args, role)

@@ -24,10 +24,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
+from dr_hf.evaluation.ensemble import headline_metrics
 from dr_hf.evaluation.prediction_io import PROB_COLUMNS
 from dr_hf.evaluation.report import REPORT_FILES, write_metrics
 from dr_hf.grades import REFERABLE_MIN_GRADE
-from dr_hf.metrics import expected_calibration_error, grading_metrics, referable_scores
+from dr_hf.metrics import referable_scores
 
 HEADLINE = (
     "accuracy", "qwk", "macro_f1", "macro_auroc", "referable_auroc",
@@ -122,13 +123,6 @@ def align(reports: list[Report]) -> list[Report]:
     return aligned
 
 
-def headline_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
-    """The `HEADLINE` metrics of one set of probabilities."""
-    metrics = grading_metrics(probabilities, labels)
-    metrics["ece"] = expected_calibration_error(probabilities, labels)
-    return {name: metrics[name] for name in HEADLINE}
-
-
 def bootstrap_draws(reports: list[Report], n: int, seed: int = 0) -> np.ndarray:
     """[n, reports, HEADLINE] metrics: in each draw every report is scored on the same
     resampled image indices (so differences between reports are paired)."""
@@ -136,7 +130,10 @@ def bootstrap_draws(reports: list[Report], n: int, seed: int = 0) -> np.ndarray:
     indices = np.random.default_rng(seed).integers(0, len(labels), size=(n, len(labels)))
     return np.array(
         [
-            [list(headline_metrics(r.probabilities[idx], labels[idx]).values()) for r in reports]
+            [
+                list(headline_metrics(r.probabilities[idx], labels[idx], HEADLINE).values())
+                for r in reports
+            ]
             for idx in indices
         ]
     )
@@ -177,7 +174,7 @@ def compare_reports(
     draws = bootstrap_draws(loaded, bootstrap, seed)
     entries = [
         {"name": name, "folder": str(report.folder), "model": report.model}
-        | {"metrics": headline_metrics(report.probabilities, report.labels)}
+        | {"metrics": headline_metrics(report.probabilities, report.labels, HEADLINE)}
         | {"ci95": {m: interval(draws[:, k, j]) for j, m in enumerate(HEADLINE)}}
         for k, (name, report) in enumerate(zip(names, loaded))
     ]
@@ -246,7 +243,9 @@ def plot_referable_rocs(reports: list[Report], names: list[str], path: Path) -> 
         if positive.any() and not positive.all():
             scores = referable_scores(report.probabilities)
             fpr, tpr, _ = roc_curve(positive, scores)
-            auroc = headline_metrics(report.probabilities, report.labels)["referable_auroc"]
+            auroc = headline_metrics(report.probabilities, report.labels, HEADLINE)[
+                "referable_auroc"
+            ]
             ax.plot(fpr, tpr, lw=2, label=f"{name} (AUROC {auroc:.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), title="Referable DR (grade >= 2)")

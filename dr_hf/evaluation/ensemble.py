@@ -111,11 +111,14 @@ def ensemble_predict(
     )  # fmt: skip
 
 
-def headline_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
-    """Accuracy, QWK, macro AUROC, referable-DR AUROC and ECE (`MEMBER_METRICS`)."""
+def headline_metrics(
+    probabilities: np.ndarray, labels: np.ndarray, names: tuple[str, ...] = MEMBER_METRICS
+) -> dict:
+    """The metrics `names` (by default `MEMBER_METRICS`: accuracy, QWK, macro AUROC,
+    referable-DR AUROC and ECE) of one set of probabilities."""
     metrics = compute_dr_metrics(probabilities, labels)
     metrics["ece"] = expected_calibration_error(probabilities, labels)
-    return {name: metrics[name] for name in MEMBER_METRICS}
+    return {name: metrics[name] for name in names}
 
 
 def grade_dataset_ensemble(

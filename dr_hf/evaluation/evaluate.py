@@ -22,7 +22,7 @@ from datasets import Dataset
 
 from dr_hf.config.arguments import DataArguments
 from dr_hf.data.loading import load_dr_dataset, load_dr_images
-from dr_hf.data.prepare import read_prepare_info
+from dr_hf.data.multisource import common_prepare_info, source_label
 from dr_hf.evaluation.ensemble import grade_dataset_ensemble, model_paths, report_dir
 from dr_hf.evaluation.explain import case_heatmaps
 from dr_hf.evaluation.predict import load_grader
@@ -172,7 +172,7 @@ def evaluate_model(
                 size,
             )
     dataset = load_eval_split(data_args, split)
-    prepared = read_prepare_info(data_args.data_dir) if data_args.data_dir else None
+    prepared = common_prepare_info(data_args.data_dir)
     options = (prepared, tta, batch_size, num_workers)
     variants, quality, members = grade_dataset_ensemble(graders, paths, dataset, *options)
     preprocessing = [grader.preprocessing for grader in graders]
@@ -180,7 +180,7 @@ def evaluate_model(
 
     header = {
         "model": str(paths[0]) if len(paths) == 1 else [str(path) for path in paths],
-        "data": data_args.data_dir or data_args.train_csv or data_args.dataset_name,
+        "data": source_label(data_args.data_dir) or data_args.train_csv or data_args.dataset_name,
         "split": split,
     }
     if heatmaps:

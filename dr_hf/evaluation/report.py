@@ -36,7 +36,7 @@ def data_name(data_args: DataArguments) -> str:
     """A folder-name-safe name of the data: the data folder's, the label CSV's folder and file, or
     the Hub dataset's."""
     if data_args.data_dir:
-        name = Path(data_args.data_dir).resolve().name
+        name = "+".join(Path(folder).resolve().name for folder in data_args.data_dir)
     elif data_args.train_csv:
         csv_path = Path(data_args.train_csv).resolve()
         name = f"{csv_path.parent.name}_{csv_path.stem}"

@@ -75,9 +75,11 @@ def run_cv(
     model_args: ModelArguments,
     training_args: DRTrainingArguments,
     cv_args: CVArguments,
+    callbacks: list | None = None,
 ) -> dict | None:
     """Train the folds (or `cv_args.fold` alone) into `output_dir/fold-K`, then, when every
-    fold is done, write and return the summary (None while folds are missing)."""
+    fold is done, write and return the summary (None while folds are missing). `callbacks` go to
+    every fold's Trainer."""
     if data_args.validation_dir or data_args.validation_csv:
         raise ValueError(
             "Cross-validation holds out each fold of the training data in turn: leave "
@@ -100,7 +102,7 @@ def run_cv(
         args.output_dir, args.resume_from_checkpoint = str(folder), resume
         logger.info("Fold %d of %d: %d training, %d validation images.", fold, cv_args.folds,
                     len(train_rows), len(held_out))  # fmt: skip
-        run_training(data_args, model_args, args, dataset=split)
+        run_training(data_args, model_args, args, callbacks, dataset=split)
     if not training_args.should_save or not all(
         (fold_folder(output_dir, k) / EVAL_RESULTS).is_file() for k in range(cv_args.folds)
     ):

@@ -43,10 +43,10 @@ def _plain(value):
 
 
 def _data_description(data_args: DataArguments) -> str:
-    source = data_args.data_dir or data_args.train_csv or data_args.dataset_name or "unspecified"
-    name = Path(str(source)).name or str(source)
+    folders = data_args.data_dir or [data_args.train_csv or data_args.dataset_name or "unspecified"]
+    name = "+".join(Path(str(source)).name or str(source) for source in folders)
     validation = (
-        data_args.validation_dir or data_args.validation_csv
+        " + ".join(data_args.validation_dir or []) or data_args.validation_csv
         or f"a stratified {data_args.validation_split:.0%} split of the training data (seed {data_args.split_seed})"
     )  # fmt: skip
     return f"`{name}`; validation: {validation}"

@@ -4,6 +4,7 @@
 of fields or the three argument dataclasses; it returns the per-epoch history).
 """
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -16,13 +17,14 @@ from transformers import TrainerCallback, default_data_collator, set_seed
 from dr_hf.config.arguments import DataArguments, DRTrainingArguments, ModelArguments
 from dr_hf.config.parsing import config_from_dict, config_from_yaml, resolved_config
 from dr_hf.data.fundus_processor import FundusImageProcessor
-from dr_hf.data.loading import load_dr_dataset
+from dr_hf.data.loading import load_dr_dataset, source_counts
 from dr_hf.data.transforms import FundusTransform, with_transforms
 from dr_hf.metrics import compute_dr_metrics, make_compute_metrics, softmax
 from dr_hf.models.graders import create_model, parameter_summary
 from dr_hf.models.parts import base_model, data_config
 from dr_hf.run_folder import (
     BEST,
+    SOURCE_COUNTS,
     write_history,
     write_run_config,
     write_validation_predictions,
@@ -56,6 +58,7 @@ class TrainingRun:
     parameters: dict
     class_weights: torch.Tensor | None
     config: dict
+    sources: dict | None = None  # images per grade per source, when several sources are joined
 
 
 def build_trainer(
@@ -78,7 +81,8 @@ def build_trainer(
     crop, ben_graham = steps_left_to_apply(data_args)  # refuses contradictions before any I/O
     dataset = dataset if dataset is not None else load_dr_dataset(data_args)
     logger.info("Data: %d training and %d validation images.", *map(len, dataset.values()))
-    train_labels = list(dataset["train"]["label"])
+    loss_fn, weights = training_loss(args, list(dataset["train"]["label"]), model_args.num_labels)
+    sources = source_counts(dataset) if "source" in dataset["train"].column_names else None
 
     # ---- Model ------------------------------------------------------------------------------
     model = create_model(model_args, image_size=data_args.image_size)
@@ -96,8 +100,7 @@ def build_trainer(
         augment=data_args.augment, seed=args.seed,
     )  # fmt: skip
 
-    # ---- Loss and Trainer -------------------------------------------------------------------
-    loss_fn, weights = training_loss(args, train_labels, model_args.num_labels)
+    # ---- Trainer ----------------------------------------------------------------------------
     trainer = DRTrainer(
         model=model,
         args=args,
@@ -116,7 +119,7 @@ def build_trainer(
     )
     return TrainingRun(
         trainer, dataset, train_transform, image_size, processor, parameter_summary(model),
-        weights, resolved_config(data_args, model_args, training_args),
+        weights, resolved_config(data_args, model_args, training_args), sources,
     )  # fmt: skip
 
 
@@ -143,6 +146,8 @@ def run_training(
         output_dir.mkdir(parents=True, exist_ok=True)
         write_run_config(output_dir, run.config)
         run.processor.save_pretrained(output_dir)
+        if run.sources is not None:
+            (output_dir / SOURCE_COUNTS).write_text(json.dumps(run.sources, indent=2) + "\n")
 
     with wandb_environment(training_args):
         trainer.train(resume_from_checkpoint=resume)

@@ -10,7 +10,8 @@ import os
 from collections.abc import Iterator
 
 from dr_hf.config.arguments import DEFAULT_WANDB_PROJECT, DataArguments, DRTrainingArguments
-from dr_hf.data.prepare import read_prepare_info, steps_to_apply
+from dr_hf.data.multisource import common_prepare_info, describe_prepared, source_label
+from dr_hf.data.prepare import steps_to_apply
 
 logger = logging.getLogger(__name__)
 
@@ -92,15 +93,16 @@ def steps_left_to_apply(data_args: DataArguments) -> tuple[bool, bool]:
 
     A step a source was prepared with must be one the run asks for: the run's preprocessing
     record (what evaluate and predict repeat) would otherwise differ from what the model saw.
-    Training and validation must have been prepared alike, for the same reason.
+    Training and validation must have been prepared alike, for the same reason, and so must
+    each of several training (or validation) sources.
     """
-    train = read_prepare_info(data_args.data_dir) if data_args.data_dir else None
+    train = common_prepare_info(data_args.data_dir, "training")
     if data_args.validation_dir:
-        validation = read_prepare_info(data_args.validation_dir)
+        validation = common_prepare_info(data_args.validation_dir, "validation")
     else:
         validation = None if data_args.validation_csv else train
-    steps = ("crop", "ben_graham")
-    describe = lambda info: "raw images" if info is None else {k: info[k] for k in steps}  # noqa: E731
+    describe = describe_prepared
+    data = source_label(data_args.data_dir)
     if describe(train) != describe(validation):
         raise ValueError(
             f"The training data ({describe(train)}) and the validation data ({describe(validation)}) "
@@ -111,13 +113,13 @@ def steps_left_to_apply(data_args: DataArguments) -> tuple[bool, bool]:
         for step, flag in (("crop", "crop_fov"), ("ben_graham", "ben_graham")):
             if train[step] and not getattr(data_args, flag):
                 raise ValueError(
-                    f"{data_args.data_dir} was prepared with {step}=True but the run has {flag}=False: "
+                    f"{data} was prepared with {step}=True but the run has {flag}=False: "
                     f"pass --{flag} true (the model must be evaluated as it was trained), or prepare "
                     f"the data again without {step}."
                 )
         if data_args.image_size and train.get("size", data_args.image_size) < data_args.image_size:
             logger.warning(
                 "%s was prepared at %s px, below image_size=%s: images are upsampled.",
-                data_args.data_dir, train["size"], data_args.image_size,
+                data, train["size"], data_args.image_size,
             )  # fmt: skip
     return steps_to_apply(data_args.crop_fov, data_args.ben_graham, train)
