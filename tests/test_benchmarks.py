@@ -123,3 +123,14 @@ def test_gpu_script_smoke_on_cpu(tmp_path):
     assert lora["trainable"] < full["trainable"]
     assert all(row["images_per_s"]["median"] > 0 for row in results["train"].values())
     assert "| RETFound ViT-L bf16 | TTA |" in (tmp_path / "benchmark_gpu.md").read_text()
+
+
+def test_cv_ensemble_section_compares_the_ensemble_with_its_folds(tiny_run):
+    folder, results = tiny_run
+    cv = results["cv_ensemble"]
+    assert cv["folds"] == 3 and len(cv["held_out_single_fold_qwk"]) == 3
+    assert cv["held_out_mean_single_fold_qwk"] == pytest.approx(
+        sum(cv["held_out_single_fold_qwk"]) / 3
+    )
+    assert -1.0 <= cv["held_out_ensemble_qwk"] <= 1.0
+    assert "ensemble" in (folder / "benchmark.md").read_text()

@@ -90,6 +90,8 @@ def to_markdown(results: dict) -> str:
         lines += _inference_table(results["inference"])
     if "pointing" in results:
         lines += _pointing_table(results["pointing"])
+    if "cv_ensemble" in results:
+        lines += _cv_ensemble_table(results["cv_ensemble"])
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -170,6 +172,24 @@ def _lora_table(lora: dict) -> list[str]:
             f"{vit_l['lora_adam_mib']:.1f} MiB against {vit_l['full_adam_mib']:,.0f} MiB.",
         ]
     return [*lines, ""]
+
+
+def _cv_ensemble_table(cv: dict) -> list[str]:
+    singles = ", ".join(f"{q:.3f}" for q in cv["held_out_single_fold_qwk"])
+    return [
+        f"### Cross-validation and ensemble: {cv['folds']}-fold CV of {cv['config']} "
+        f"({cv['epochs']} epochs) on {cv['num_train']} synthetic photographs, graded on "
+        f"{cv['num_test']} held-out ones",
+        "",
+        "| | QWK |",
+        "|---|---|",
+        f"| CV, mean of the folds (validation) | {cv['cv_mean_fold_qwk']:.3f} |",
+        f"| CV, out of fold | {cv['cv_out_of_fold_qwk']:.3f} |",
+        f"| held out, each fold model | {singles} |",
+        f"| held out, mean single fold model | {cv['held_out_mean_single_fold_qwk']:.3f} |",
+        f"| held out, {cv['folds']}-fold ensemble | {cv['held_out_ensemble_qwk']:.3f} |",
+        "",
+    ]
 
 
 def _pointing_table(pointing: dict) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dr_hf.benchmarks.report import machine_info, to_markdown
 
-SECTIONS = ("data", "trainer", "lora", "inference", "pointing")
+SECTIONS = ("data", "trainer", "lora", "inference", "pointing", "cv_ensemble")
 logger = logging.getLogger(__name__)
 
 
@@ -53,6 +53,18 @@ def section_settings(
                 "repeats": repeats,
             },
             "pointing": {"model": None, "num_images": 12, "image_size": 64},
+            "cv_ensemble": {
+                "num_train": 30,
+                "num_test": 10,
+                "image_size": 48,
+                "epochs": 1,
+                "overrides": {
+                    "model_name": "test_resnet",
+                    "image_size": 32,
+                    "dataloader_num_workers": 0,
+                    "save_strategy": "epoch",
+                },
+            },  # fmt: skip
         }
     return {
         "data": {"num_images": num_images, "repeats": repeats},
@@ -60,6 +72,7 @@ def section_settings(
         "lora": {"repeats": repeats},
         "inference": {"repeats": repeats, "num_photos": 16},
         "pointing": {"model": pointing_model},
+        "cv_ensemble": {},
     }
 
 
@@ -113,6 +126,10 @@ def _run_section(name: str, kwargs: dict, cache_dir: Path, photo_spec: dict) -> 
         from dr_hf.benchmarks.lora import bench_lora
 
         return bench_lora(**kwargs)
+    if name == "cv_ensemble":
+        from dr_hf.benchmarks.cv_ensemble import bench_cv_ensemble
+
+        return bench_cv_ensemble(cache_dir, **kwargs)
     if name == "pointing":
         from dr_hf.benchmarks.pointing import bench_pointing
 
