@@ -150,7 +150,7 @@ def evaluate_main(argv: list[str]) -> int:
 
 def predict_main(argv: list[str]) -> int:
     """`dr-hf predict`: 0 when every image was graded, 1 when some failed, 2 on usage errors."""
-    from dr_hf.evaluation.ensemble import ensemble_predict, load_graders
+    from dr_hf.evaluation.ensemble import ensemble_predict, load_graders, model_paths
     from dr_hf.evaluation.predict import predict
     from dr_hf.evaluation.prediction_io import parse_predict_args
 
@@ -161,13 +161,13 @@ def predict_main(argv: list[str]) -> int:
     if args.batch_size < 1:
         print(f"--batch-size must be at least 1, got {args.batch_size}.", file=sys.stderr)
         return 2
-    if args.heatmaps and len(args.model) > 1:
-        print("dr-hf predict: --heatmaps needs one --model, not an ensemble.", file=sys.stderr)
-        return 2
     try:
-        graders = load_graders(args.model, args.retfound_weights, args.device)
+        graders = load_graders(model_paths(args.model), args.retfound_weights, args.device)
     except (FileNotFoundError, ValueError) as error:
         print(f"dr-hf predict: cannot load the model: {error}", file=sys.stderr)
+        return 2
+    if args.heatmaps and len(graders) > 1:
+        print("dr-hf predict: --heatmaps needs one --model, not an ensemble.", file=sys.stderr)
         return 2
     grader = graders[0] if len(graders) == 1 else graders
     grade = predict if len(graders) == 1 else ensemble_predict

@@ -117,3 +117,17 @@ def test_cv_killed_in_a_fold_and_resumed_matches_an_uninterrupted_run(synthetic_
         assert results(killed, fold) == results(whole, fold)
     assert (killed / "fold-1" / "best").is_dir()
     assert summary["metrics"]["qwk"]["folds"][0] == results(whole, 0)["qwk"]
+
+
+def test_a_cv_folder_stands_for_its_fold_models(tmp_path):
+    from dr_hf.evaluation.ensemble import model_paths
+    from dr_hf.evaluation.prediction_io import is_model_folder
+
+    cv = tmp_path / "cv5"
+    for fold in (0, 1, 10, 2):
+        (cv / f"fold-{fold}" / "best").mkdir(parents=True)
+    assert model_paths(cv) == [cv]  # no cv_summary.json: an ordinary folder
+    (cv / "cv_summary.json").write_text("{}")
+    expected = [cv / f"fold-{k}" / "best" for k in (0, 1, 2, 10)]
+    assert model_paths(cv) == expected and model_paths([str(cv)]) == expected
+    assert is_model_folder(cv)

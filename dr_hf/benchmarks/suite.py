@@ -12,6 +12,50 @@ SECTIONS = ("data", "trainer", "lora", "inference", "pointing", "cv_ensemble")
 logger = logging.getLogger(__name__)
 
 
+def _tiny_settings(repeats: int, device: str) -> dict[str, dict]:
+    """Seconds-long settings of every section, for the tests."""
+    return {
+        "data": {
+            "num_images": 6,
+            "width": 96,
+            "height": 64,
+            "sizes": (32,),
+            "workers": (0,),
+            "batch_size": 2,
+            "repeats": repeats,
+            "min_seconds": 0.0,
+        },
+        "trainer": {
+            "model_name": "test_resnet",
+            "image_size": 32,
+            "batch_size": 4,
+            "steps": 2,
+            "repeats": repeats,
+            "device": device,
+        },
+        "lora": {"image_size": 32, "batch_size": 2, "steps": 2, "repeats": repeats},
+        "inference": {
+            "model_name": "test_resnet",
+            "image_size": 32,
+            "batch_size": 2,
+            "repeats": repeats,
+        },
+        "pointing": {"model": None, "num_images": 12, "image_size": 64},
+        "cv_ensemble": {
+            "num_train": 30,
+            "num_test": 10,
+            "image_size": 48,
+            "epochs": 1,
+            "overrides": {
+                "model_name": "test_resnet",
+                "image_size": 32,
+                "dataloader_num_workers": 0,
+                "save_strategy": "epoch",
+            },
+        },  # fmt: skip
+    }
+
+
 def section_settings(
     tiny: bool,
     repeats: int,
@@ -21,51 +65,7 @@ def section_settings(
 ) -> dict[str, dict]:
     """Keyword arguments of each section: the real settings, or seconds-long ones for tests."""
     if tiny:
-        return {
-            "data": {
-                "num_images": 6,
-                "width": 96,
-                "height": 64,
-                "sizes": (32,),
-                "workers": (0,),
-                "batch_size": 2,
-                "repeats": repeats,
-                "min_seconds": 0.0,
-            },
-            "trainer": {
-                "model_name": "test_resnet",
-                "image_size": 32,
-                "batch_size": 4,
-                "steps": 2,
-                "repeats": repeats,
-                "device": device,
-            },
-            "lora": {
-                "image_size": 32,
-                "batch_size": 2,
-                "steps": 2,
-                "repeats": repeats,
-            },
-            "inference": {
-                "model_name": "test_resnet",
-                "image_size": 32,
-                "batch_size": 2,
-                "repeats": repeats,
-            },
-            "pointing": {"model": None, "num_images": 12, "image_size": 64},
-            "cv_ensemble": {
-                "num_train": 30,
-                "num_test": 10,
-                "image_size": 48,
-                "epochs": 1,
-                "overrides": {
-                    "model_name": "test_resnet",
-                    "image_size": 32,
-                    "dataloader_num_workers": 0,
-                    "save_strategy": "epoch",
-                },
-            },  # fmt: skip
-        }
+        return _tiny_settings(repeats, device)
     return {
         "data": {"num_images": num_images, "repeats": repeats},
         "trainer": {"repeats": max(repeats, 5), "device": device},

@@ -26,13 +26,24 @@ MEMBER_METRICS = ("accuracy", "qwk", "macro_auroc", "referable_auroc", "ece")
 
 
 def model_paths(model_path: str | Path | list) -> list[Path]:
-    """The model folder(s) as a list of paths; refuses an empty list."""
+    """The model folder(s) as a list of paths, a `dr-hf cv` output folder standing for its folds'
+    `fold-K/best` models; refuses an empty list."""
     paths = (
         [Path(model_path)] if isinstance(model_path, str | Path) else list(map(Path, model_path))
     )
+    paths = [fold for path in paths for fold in _cv_folds(path) or [path]]
     if not paths:
         raise ValueError("No model to evaluate: give at least one model folder (--model DIR).")
     return paths
+
+
+def _cv_folds(path: Path) -> list[Path]:
+    """The `fold-K/best` folders of a cross-validation output folder, in fold order ([] for any
+    other folder)."""
+    if not (path / "cv_summary.json").is_file():
+        return []
+    folds = sorted(path.glob("fold-*/best"), key=lambda p: int(p.parent.name.split("-")[1]))
+    return folds
 
 
 def report_dir(model_path: str | Path | list, data_args: DataArguments, split: str = "all") -> Path:

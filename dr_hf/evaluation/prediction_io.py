@@ -265,8 +265,8 @@ def parse_predict_args(argv: list[str]) -> argparse.Namespace:
 
 
 def is_model_folder(path: str | Path) -> bool:
-    """A folder that holds a saved model or adapter (`MODEL_FILES`)."""
-    return any((Path(path) / name).is_file() for name in MODEL_FILES)
+    """A folder that holds a saved model or adapter (`MODEL_FILES`), or a `dr-hf cv` output."""
+    return any((Path(path) / name).is_file() for name in (*MODEL_FILES, "cv_summary.json"))
 
 
 __all__ = [

@@ -1,7 +1,7 @@
 """k-fold cross-validation: one model per fold, each a complete run in `output_dir/fold-K/`, and
 the summary of all folds.
 
-Folds are stratified by grade (scikit-learn's `StratifiedKFold`, shuffled with `fold_seed` over
+Folds are stratified by grade, and by source when several are joined (scikit-learn's `StratifiedKFold`, shuffled with `fold_seed` over
 the images sorted by id, so a seed always gives the same folds): their validation sets are
 disjoint and cover every image once. Each fold is `run_training` on its split, so it leaves what
 a normal run leaves (checkpoints, `best/`, `eval_results.json`, `validation_predictions.csv`)
@@ -86,7 +86,11 @@ def run_cv(
             "validation_dir / validation_csv unset (add those images to the training data)."
         )
     images = load_dr_images(data_args)
-    folds = fold_indices(images["label"], images["image_id"], cv_args.folds, cv_args.fold_seed)
+    strata = np.asarray(images["label"])
+    if "source" in images.column_names:  # several sources: stratified by grade and source
+        _, source_index = np.unique(np.asarray(images["source"]), return_inverse=True)
+        strata = strata + 10 * source_index
+    folds = fold_indices(strata, images["image_id"], cv_args.folds, cv_args.fold_seed)
     output_dir = Path(training_args.output_dir)
     todo = range(cv_args.folds) if cv_args.fold is None else [cv_args.fold]
     for fold in todo:
