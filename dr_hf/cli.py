@@ -236,6 +236,10 @@ def cv_main(argv: list[str]) -> int:
 
     pre = argparse.ArgumentParser(prog="dr-hf cv", add_help=False)
     pre.add_argument("--summarize", metavar="DIR", help="Collect the fold-K/ results of DIR.")
+    if {"-h", "--help"} & set(argv):  # the cv flags, then every training flag
+        cv_help = HfArgumentParser(CVArguments, prog="dr-hf cv", add_help=False).format_help()
+        print(pre.format_help() + cv_help + DRArgumentParser(prog="dr-hf cv").format_help())
+        return 0
     known, rest = pre.parse_known_args(argv)
     try:
         if known.summarize:

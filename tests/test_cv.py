@@ -131,3 +131,9 @@ def test_a_cv_folder_stands_for_its_fold_models(tmp_path):
     expected = [cv / f"fold-{k}" / "best" for k in (0, 1, 2, 10)]
     assert model_paths(cv) == expected and model_paths([str(cv)]) == expected
     assert is_model_folder(cv)
+
+
+def test_cv_help_lists_the_fold_and_the_training_flags(capsys):
+    assert cli_main(["cv", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert all(flag in shown for flag in ("--summarize", "--folds", "--fold_seed", "--data_dir"))
