@@ -70,7 +70,7 @@ MIN_SHARPNESS = 0.015
 MIN_RED_SHARE = 0.45
 MIN_RGB_ORDER = 0.6
 
-_MIN_SIDE = 128  # smaller model inputs are judged at this side (see the module docstring)
+MIN_JUDGED_SIDE = 128  # smaller model inputs are judged at this side (see the module docstring)
 _MIN_CONTRAST = 4  # grey levels between surround and disc below which no disc is assumed
 _EDGE_LEVEL = 0.15  # the disc's edge lies this far from the surround level to the disc level
 _INNER = 0.9  # photometric measures are taken within this fraction of the FOV radius
@@ -95,7 +95,7 @@ def assess_quality(image: Any, size: int = 224) -> QualityVerdict:
     `size`; see the module docstring for the measures and thresholds."""
     if size < 1:
         raise ValueError(f"size={size}: pass the model's input side in pixels, e.g. 224.")
-    side = max(size, _MIN_SIDE)
+    side = max(size, MIN_JUDGED_SIDE)
     array = as_rgb_array(image, side)
     _check_rgb(array)
     frame = _reduce(array, side)

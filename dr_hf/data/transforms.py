@@ -27,7 +27,7 @@ from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD  # noqa: E402
 
 from dr_hf.data.fundus_processor import model_input, normalize  # noqa: E402
 from dr_hf.data.preprocessing import as_rgb_array, preprocess_fundus  # noqa: E402
-from dr_hf.data.quality import assess_quality  # noqa: E402
+from dr_hf.data.quality import MIN_JUDGED_SIDE, assess_quality  # noqa: E402
 
 _MASK64 = (1 << 64) - 1
 
@@ -112,7 +112,8 @@ class FundusTransform:
     Validation mode (deterministic) calls `preprocessing.model_input` and `normalize`, the
     functions `FundusImageProcessor`, `dr-hf evaluate` and `dr-hf predict` call, with `mean` and
     `std`; `compose` is not used there. With `quality`, each image's gradeability verdict
-    (`dr_hf.data.quality.assess_quality`) comes out beside it as `quality`. `size` is the output side: images shrink toward twice
+    (`dr_hf.data.quality.assess_quality`) comes out beside it as `quality`, judged on the same
+    decoded, reduced array as the model input. `size` is the output side: images shrink toward twice
     that before the field-of-view crop and Ben Graham runs at that size, as in `dr-hf prepare`, so
     neither runs on full-size pixels.
     """
@@ -151,6 +152,13 @@ class FundusTransform:
         size = self.size if self.ben_graham else None
         return preprocess_fundus(array, self.crop, self.ben_graham, size)
 
+    def _verdict(self, image: Any, array: Any):
+        """The gradeability verdict at the model's input side. `array` is the image as
+        `as_rgb_array(image, size)` reduced it, which is what the verdict reduces to itself
+        when `size` is at least the side it judges at; smaller models' images are judged anew."""
+        size = self.size or 224
+        return assess_quality(array if size >= MIN_JUDGED_SIDE else image, size)
+
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         images = batch["image"]
         ids = batch.get("image_id")
@@ -159,17 +167,21 @@ class FundusTransform:
                 "the training transform needs an `image_id` column to seed each image's "
                 f"augmentation; the batch has only {sorted(batch)}."
             )
-        pixel_values = []
+        pixel_values, verdicts = [], []
         for index, image in enumerate(images):
             if self.train:
                 reseed(self.compose, sample_seed(self.seed, self.epoch, ids[index]))
                 pixel_values.append(self.compose(image=self.preprocess(image))["image"])
+                array = image
             else:
-                array = model_input(image, self.size, self.crop, self.ben_graham)
-                pixel_values.append(torch.from_numpy(normalize(array, self.mean, self.std)))
+                array = as_rgb_array(image, self.size)  # decoded and reduced once, for both
+                pixels = model_input(array, self.size, self.crop, self.ben_graham)
+                pixel_values.append(torch.from_numpy(normalize(pixels, self.mean, self.std)))
+            if self.quality:
+                verdicts.append(self._verdict(image, array))
         out = {"pixel_values": pixel_values}
-        if self.quality:  # judged on the photograph as given, at the model's input side
-            out["quality"] = [assess_quality(image, self.size or 224) for image in images]
+        if self.quality:
+            out["quality"] = verdicts
         if "label" in batch:
             out["labels"] = list(batch["label"])
         return out
