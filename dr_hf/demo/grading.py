@@ -4,14 +4,13 @@ Grading is `dr_hf.evaluation.predict.predict`, the function behind `dr-hf predic
 folder's processor, the referable decision and its operating point, and the failures of files
 that are not images all come from there, and the table has `PredictionResult.columns`. The page
 adds the photograph as the model saw it (`grader.processor.pixels`) and, where
-`dr_hf.evaluation.heatmaps` imports, its Grad-CAM overlay for the predicted grade. Files are
+grad-cam imports, its Grad-CAM overlay for the predicted grade. Files are
 named by their base name on the page and in the CSV, never by the server's upload path.
 """
 
 import csv
 import html
 import importlib
-import importlib.util
 import logging
 import uuid
 from dataclasses import dataclass, replace
@@ -49,15 +48,12 @@ class PhotoAnswer:
 
 
 def heatmap_module() -> ModuleType | None:
-    """`dr_hf.evaluation.heatmaps` when it exists, imports and offers `gradcam` and `overlay`."""
-    if importlib.util.find_spec(HEATMAP_MODULE) is None:
-        return None
+    """`dr_hf.evaluation.heatmaps`, or None (the panel hidden) when grad-cam cannot be imported."""
     try:
-        module = importlib.import_module(HEATMAP_MODULE)
-    except ImportError as error:  # e.g. grad-cam not installed
+        return importlib.import_module(HEATMAP_MODULE)
+    except ImportError as error:
         logger.warning("No heatmap panel: %s", error)
         return None
-    return module if hasattr(module, "gradcam") and hasattr(module, "overlay") else None
 
 
 def render_examples(folder: str | Path, size: int = 256) -> list[list[str]]:
