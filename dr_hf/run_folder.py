@@ -16,13 +16,17 @@
       best/                     the exported model or adapter, with its model card (BEST)
 
 A model folder (`best/`, `checkpoint-N/`) finds the run's files in itself or in its parent.
+`folder_damage` says whether a model folder or checkpoint is whole: a run killed while writing,
+or a file cut short on disk, is caught before torch reads it.
 """
 
 import csv
 import json
+import zipfile
 from pathlib import Path
 
 import yaml
+from safetensors import SafetensorError, safe_open
 
 RUN_CONFIG = "config.yaml"
 LEGACY_PREPROCESSING = "dr_hf_preprocessing.json"
@@ -31,6 +35,72 @@ HISTORY = "training_history.json"
 VALIDATION_PREDICTIONS = "validation_predictions.csv"
 SOURCE_COUNTS = "source_counts.json"
 BEST = "best"
+TRAINER_STATE = "trainer_state.json"
+WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
+WEIGHT_INDEXES = ("model.safetensors.index.json", "adapter_model.safetensors.index.json")
+JSON_FILES = ("config.json", "adapter_config.json", "preprocessor_config.json")
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+def _json_damage(path: Path) -> str | None:
+    try:
+        json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return f"{path.name} is not readable JSON ({error})"
+    return None
+
+
+def _safetensors_damage(path: Path) -> str | None:
+    try:
+        with safe_open(path, framework="pt") as weights:
+            weights.keys()
+    except (OSError, SafetensorError) as error:
+        return f"{path.name} is cut short or damaged ({error})"
+    return None
+
+
+def folder_damage(folder: str | Path, checkpoint: bool = False) -> str | None:
+    """Why a model folder (`best/`, an adapter) or, with `checkpoint`, a Trainer checkpoint
+    cannot be used, naming the file; None when it is whole.
+
+    Checked without loading a tensor: the JSON files parse; the weights (a safetensors file or the
+    shards its index lists) exist and their headers cover the file; torch files (`optimizer.pt`,
+    `rng_state.pth`, ...) are whole zip archives. A checkpoint also needs its trainer_state.json,
+    which the Trainer writes last, naming the folder's own step, and its optimizer state (without
+    it the Trainer would resume silently with a fresh optimizer).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    for name in JSON_FILES + WEIGHT_INDEXES + ((TRAINER_STATE,) if checkpoint else ()):
+        path = folder / name
+        if path.is_file() and (damage := _json_damage(path)):
+            return damage
+    weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+    for index in (folder / name for name in WEIGHT_INDEXES):
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+            missing = [shard for shard in shards if not (folder / shard).is_file()]
+            if missing:
+                return f"{index.name} lists {', '.join(missing)}, which is missing"
+            weights += [folder / shard for shard in shards]
+    if not weights:
+        return f"no weights file ({' or '.join(WEIGHT_FILES)})"
+    for path in weights:
+        if damage := _safetensors_damage(path):
+            return damage
+    for path in sorted(folder.iterdir()):
+        if path.suffix in TORCH_SUFFIXES and path.is_file() and not zipfile.is_zipfile(path):
+            return f"{path.name} is cut short or damaged (not a whole torch archive)"
+    if checkpoint:
+        if not (folder / TRAINER_STATE).is_file():
+            return f"no {TRAINER_STATE} (the Trainer writes it last)"
+        step = json.loads((folder / TRAINER_STATE).read_text()).get("global_step")
+        if folder.name.rpartition("-")[2] != str(step):
+            return f"{TRAINER_STATE} names step {step}, not the folder's"
+        if not any(folder.glob("optimizer*")) and not any(folder.glob("global_step*")):
+            return "no optimizer state (optimizer.pt)"
+    return None
 
 
 def _in_run(model_path: str | Path, name: str) -> Path | None:

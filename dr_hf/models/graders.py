@@ -37,7 +37,7 @@ from dr_hf.models.weights import (
     read_checkpoint,
     resolve_weights,
 )
-from dr_hf.run_folder import read_run_config
+from dr_hf.run_folder import folder_damage, read_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +182,13 @@ def load_trained_model(
     or any local file), needed when the recorded path is not found on this machine.
     """
     folder = Path(path)
+    if any((folder / name).is_file() for name in ("adapter_config.json", "config.json")):
+        if (damage := folder_damage(folder)) is not None:
+            raise ValueError(
+                f"{folder} cannot be loaded: {damage}. It was probably cut short while being "
+                "written: train again, resume the run (`--resume last` writes best/ anew), or "
+                "use one of its checkpoint-N folders."
+            )
     if (folder / "adapter_config.json").is_file():
         record = read_base_record(folder)
         if record is None:

@@ -1,6 +1,7 @@
 """What a finished run leaves in `output_dir/best`: the model or adapter, the processor that
 preprocesses for it (with its code, for `trust_remote_code`), and its model card."""
 
+import shutil
 from pathlib import Path
 
 from peft import PeftModel
@@ -26,20 +27,28 @@ def export_best(
     the folder's path).
 
     Call it on every process: `Trainer.save_model` gathers sharded weights (FSDP, ZeRO-3) and
-    writes on the main process only; the rest is written there too.
+    writes on the main process only; the rest is written there too. Everything is written into a
+    `<folder>.partial` sibling first, which replaces `folder` once whole: a run killed while
+    exporting never leaves a half-written `best/` (and a resume writes it again).
     """
     folder = Path(folder)
-    trainer.save_model(str(folder))  # the model or adapter, and the processor with its code
+    partial = folder.with_name(f"{folder.name}.partial")
+    if trainer.is_world_process_zero() and partial.exists():
+        shutil.rmtree(partial)  # left by a run killed while exporting
+    trainer.save_model(str(partial))  # the model or adapter, and the processor with its code
     if not trainer.is_world_process_zero():
         return folder
-    (folder / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml holds the same
+    (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml holds the same
     if isinstance(trainer.model, PeftModel):
-        write_base_record(trainer.model, folder)
+        write_base_record(trainer.model, partial)
     base_config = base_model(trainer.model).config
     base_name = (base_config.dr_hf_base or {}).get("pretrained_weights") or base_config.architecture
     card = render_model_card(
         data_args, model_args, trainer.args, results, str(base_name),
         trainer.processing_class.input_side, model_id=model_id or str(folder),
     )  # fmt: skip
-    card.save(folder / "README.md")
+    card.save(partial / "README.md")
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial.rename(folder)
     return folder

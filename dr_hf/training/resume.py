@@ -1,26 +1,18 @@
 """Finding the checkpoint to resume from, and refusing to train over a previous run."""
 
-import json
 import logging
-import re
 from pathlib import Path
 
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
+from transformers.trainer_utils import sort_checkpoints
+
+from dr_hf.run_folder import folder_damage
 
 logger = logging.getLogger(__name__)
 
-_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
-
 
 def is_complete(checkpoint: Path) -> bool:
-    """A checkpoint is complete when its trainer_state.json, the file the Trainer writes last,
-    parses and names the folder's own step: a folder cut short by a kill has none, or a torn one."""
-    try:
-        state = json.loads((checkpoint / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    match = _CHECKPOINT.match(checkpoint.name)
-    return bool(match) and state.get("global_step") == int(match.group(1))
+    """A checkpoint is complete when every file a resume reads is whole (`folder_damage`)."""
+    return folder_damage(checkpoint, checkpoint=True) is None
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
@@ -52,13 +44,12 @@ def resolve_resume(
     if resume is True or str(resume).lower() in ("last", "true", "latest"):
         checkpoints = list_checkpoints(output_dir)
         for checkpoint in reversed(checkpoints):
-            if is_complete(checkpoint):
+            if (damage := folder_damage(checkpoint, checkpoint=True)) is None:
                 return str(checkpoint)
-            logger.warning(
-                "%s is incomplete (the run stopped while saving it): skipped.", checkpoint
-            )
+            logger.warning("%s is incomplete or damaged (%s): skipped.", checkpoint, damage)
             if move_incomplete:
                 checkpoint.rename(checkpoint.with_name(f"incomplete-{checkpoint.name}"))
+                logger.warning("%s renamed incomplete-%s.", checkpoint, checkpoint.name)
         raise FileNotFoundError(
             f"No complete checkpoint to resume from in {output_dir}. Start without --resume, or pass "
             "the path of a checkpoint folder."
@@ -66,9 +57,9 @@ def resolve_resume(
     path = Path(resume)
     if not path.is_dir():
         raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder.")
-    if not is_complete(path):
+    if (damage := folder_damage(path, checkpoint=True)) is not None:
         raise ValueError(
-            f"--resume {resume}: the checkpoint is incomplete (no valid trainer_state.json); the run "
-            "probably stopped while writing it. Resume from an earlier checkpoint or `--resume last`."
+            f"--resume {resume}: the checkpoint is incomplete or damaged: {damage}. The run probably "
+            "stopped while writing it. Resume from an earlier checkpoint or `--resume last`."
         )
     return str(path)
