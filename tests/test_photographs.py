@@ -1,0 +1,141 @@
+"""Odd and hostile photograph files: each becomes an upright 8-bit RGB image or a PhotographError
+that names the file; deeper images are scaled, not clipped."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from dr_hf.data.photographs import PhotographError, open_photograph, to_rgb
+
+
+@pytest.fixture(scope="module")
+def retina() -> np.ndarray:
+    """scikit-image's real fundus photograph, reduced to 256 px (uint8 RGB)."""
+    return np.asarray(Image.fromarray(data.retina()).resize((256, 256), Image.BOX))
+
+
+def _save(image: Image.Image, path, **kwargs):
+    image.save(path, **kwargs)
+    return path
+
+
+def _gray16(retina: np.ndarray) -> np.ndarray:
+    return (np.asarray(Image.fromarray(retina).convert("L")).astype(np.uint16) * 257).astype(
+        np.uint16
+    )
+
+
+def test_16_bit_grayscale_png_is_scaled_not_clipped(retina, tmp_path):
+    gray = np.asarray(Image.fromarray(retina).convert("L"))
+    path = _save(Image.fromarray(_gray16(retina)), tmp_path / "deep.png")
+    with Image.open(path) as opened:
+        assert opened.mode.startswith("I")  # Pillow reads it as a 16-bit image
+    photo = open_photograph(path)
+    array = np.asarray(photo.image)
+    assert photo.image.mode == "RGB" and array.dtype == np.uint8
+    assert np.abs(array[..., 0].astype(int) - gray).max() <= 1  # clipping would make it white
+    assert array.mean() < 200 and any("scaled" in note for note in photo.notes)
+
+
+def test_float_tiff_in_unit_range_is_scaled(retina, tmp_path):
+    gray = np.asarray(Image.fromarray(retina).convert("L"))
+    path = _save(Image.fromarray((gray / 255.0).astype(np.float32), "F"), tmp_path / "f.tiff")
+    array = np.asarray(open_photograph(path).image)
+    assert np.abs(array[..., 1].astype(int) - gray).max() <= 1  # not all-black (too_dark)
+
+
+def test_float_image_beyond_one_is_scaled_by_its_maximum():
+    image = Image.fromarray(np.array([[0.0, 500.0, 1000.0]], dtype=np.float32), "F")
+    assert np.asarray(to_rgb(image))[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_transparency_is_black_and_modes_become_rgb(retina, tmp_path):
+    rgba = Image.fromarray(retina).convert("RGBA")
+    alpha = np.full(retina.shape[:2], 255, np.uint8)
+    alpha[:, :64] = 0
+    rgba.putalpha(Image.fromarray(alpha))
+    array = np.asarray(open_photograph(_save(rgba, tmp_path / "a.png")).image)
+    assert array[:, :64].max() == 0 and np.array_equal(array[:, 64:], retina[:, 64:])
+    palette = Image.fromarray(retina).convert("P", palette=Image.Palette.ADAPTIVE)
+    cmyk = Image.fromarray(retina).convert("CMYK")
+    for name, image, kwargs in [("p.png", palette, {}), ("c.jpg", cmyk, {"quality": 95})]:
+        photo = open_photograph(_save(image, tmp_path / name, **kwargs))
+        assert photo.image.mode == "RGB" and photo.image.size == (256, 256)
+        assert np.abs(np.asarray(photo.image).astype(int) - retina).mean() < 12
+
+
+def test_animated_gif_grades_the_first_frame_and_says_so(retina, tmp_path):
+    frames = [Image.fromarray(retina), Image.fromarray(255 - retina)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100)
+    photo = open_photograph(path)
+    assert photo.notes == ["first of 2 frames graded"]
+    assert np.abs(np.asarray(photo.image).astype(int) - retina).mean() < 20  # not the negative
+
+
+def test_exif_orientation_is_applied(retina, tmp_path):
+    wide = Image.fromarray(retina[:, :200])  # 200 wide, 256 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: show it turned 90 degrees clockwise
+    path = _save(wide, tmp_path / "phone.jpg", exif=exif, quality=95)
+    assert open_photograph(path).image.size == (256, 200)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (4000, 20)])
+def test_tiny_and_sliver_images_decode(size, tmp_path):
+    path = _save(Image.new("RGB", size, (90, 30, 10)), tmp_path / "odd.png")
+    assert open_photograph(path).image.size == size
+
+
+def _bomb_png(side: int) -> bytes:
+    """A valid PNG header claiming side x side 8-bit gray pixels, with one tiny IDAT chunk."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_decompression_bomb_is_refused_in_our_words(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_bomb_png(20000))
+    assert path.stat().st_size < 1000
+    with pytest.raises(PhotographError, match=r"bomb\.png is too large to decode safely"):
+        open_photograph(path)
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("empty.jpg", b"", "is empty"),
+        ("notes.jpg", b"patient notes, not a photograph\n" * 20, "not an image"),
+    ],
+)
+def test_files_that_are_not_photographs(name, content, reason, tmp_path):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(PhotographError, match=rf"{name}.*{reason}"):
+        open_photograph(path)
+
+
+def test_truncated_files_are_reported_as_cut_short(retina, tmp_path):
+    for name in ("cut.png", "cut.jpg"):
+        buffer = io.BytesIO()
+        Image.fromarray(retina).save(buffer, format="PNG" if name.endswith("png") else "JPEG")
+        path = tmp_path / name
+        path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        with pytest.raises(PhotographError, match=rf"{name} could not be decoded.*cut short"):
+            open_photograph(path)
