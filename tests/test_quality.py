@@ -1,4 +1,5 @@
 import csv
+import math
 
 import cv2
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 from PIL import Image
 
 from dr_hf.data import quality
-from dr_hf.data.preprocessing import crop_fov
+from dr_hf.data.preprocessing import crop_fov, find_fov
 from dr_hf.data.quality import QUALITY_ISSUES, assess_quality, quality_issues_text
 from dr_hf.data.synthetic import make_synthetic
 
@@ -103,6 +104,45 @@ def test_real_fundus_photo_is_gradable_at_any_scale_and_crop(retina):
     )
     assert m["fov_edge_error"] < quality.MAX_EDGE_ERROR / 5 and m["fov_fill"] > 0.95
     assert m["red_share"] > quality.MIN_RED_SHARE + 0.1
+
+
+def _filling_crop(retina: np.ndarray, across: float, down: float) -> np.ndarray:
+    """The retina photograph cropped about its disc so the disc fills the frame: `across` and
+    `down` are the frame's half-sides over the disc's radius; only the corners stay black."""
+    x0, y0, x1, y1 = find_fov(retina)
+    cx, cy, radius = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
+    w, h = int(radius * across), int(radius * down)
+    assert math.hypot(w, h) > radius  # the corners lie outside the disc
+    return np.ascontiguousarray(retina[int(cy - h) : int(cy + h), int(cx - w) : int(cx + w)])
+
+
+@pytest.mark.parametrize("across, down", [(0.85, 0.6), (0.8, 0.65), (0.75, 0.7), (0.9, 0.9)])
+def test_a_field_of_view_that_fills_the_frame_is_gradable(retina, across, down):
+    crop = _filling_crop(retina, across, down)
+    verdict = assess_quality(crop)
+    assert verdict.gradable, verdict
+    assert verdict.measures["fov_diameter"] > 1.1  # the circle is larger than the frame
+
+
+def test_16_bit_and_float_versions_of_a_photo_get_its_verdict(retina, tmp_path):
+    from dr_hf.data.photographs import open_photograph
+
+    crop = _filling_crop(retina, 0.8, 0.65)
+    gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    Image.fromarray(gray.astype(np.float32) / 255, "F").save(tmp_path / "float.tiff")
+    Image.fromarray(gray).save(tmp_path / "eight.png")
+    verdicts = {
+        name: assess_quality(open_photograph(tmp_path / name).image)
+        for name in ("eight.png", "deep.png", "float.tiff")
+    }
+    assert verdicts["deep.png"].issues == verdicts["eight.png"].issues
+    assert verdicts["float.tiff"].issues == verdicts["eight.png"].issues
+    for name in ("deep.png", "float.tiff"):  # clipping would read over_exposed or too_dark
+        for measure in ("brightness", "luminance"):
+            assert verdicts[name].measures[measure] == pytest.approx(
+                verdicts["eight.png"].measures[measure], abs=1
+            )
 
 
 def test_synthetic_fundus_photos_are_gradable(synthetic):

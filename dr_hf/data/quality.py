@@ -16,7 +16,9 @@ measured inside 90 % of the FOV radius, which keeps the rim's step and vignettin
 
 The FOV is checked by fitting a circle to the edge of the largest bright region (Kasa's least
 squares; edge points on the frame border are left out), so a disc cut by the frame, or one
-filling it after a crop, is measured as the whole circle it belongs to.
+filling it after a crop, is measured as the whole circle it belongs to. The region is cut at
+Otsu's levels, and again where pixels are lit when that finds no disc: a field of view that fills
+the frame, with only its corners black, leaves too little surround for Otsu's classes.
 
 | issue | measure | fails when | meaning (values seen on fundus and other photographs) |
 |---|---|---|---|
@@ -123,19 +125,34 @@ def _reduce(array: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(array, new, interpolation=cv2.INTER_AREA)
 
 
+_UNMEASURED = {"fov_found": 0.0} | dict.fromkeys(
+    ("fov_diameter", "fov_visible", "fov_edge_error", "fov_fill"), math.nan
+)
+
+
 def _fit_fov(frame: np.ndarray) -> tuple[tuple[float, float, float] | None, dict[str, float]]:
-    """The circle (cx, cy, r) the bright region's edge lies on, and the FOV measures."""
-    unmeasured = {"fov_found": 0.0} | dict.fromkeys(
-        ("fov_diameter", "fov_visible", "fov_edge_error", "fov_fill"), math.nan
-    )
-    outline = _bright_outline(frame)
-    if outline is None:
-        return None, unmeasured
+    """The circle (cx, cy, r) the bright region's edge lies on, and the FOV measures.
+
+    The region is first cut at Otsu's levels. When that gives no gradable disc, it is cut again
+    where pixels are lit: a field of view that fills the frame, with only the corners black, has
+    too little surround for Otsu's classes (they split the retina itself), but the corners' arcs
+    still lie on one circle. The first cut's measures stand when neither gives a disc.
+    """
+    fits = []
+    for outline in _bright_outlines(frame):
+        fits.append(_fit_outline(frame, outline))
+        if _is_disc(fits[-1][1]):
+            return fits[-1]
+    return fits[0] if fits else (None, _UNMEASURED)
+
+
+def _fit_outline(frame: np.ndarray, outline: np.ndarray):
+    """Kasa's circle through an outline's points off the frame border, and its FOV measures."""
     height, width = frame.shape[:2]
     x, y = outline[:, 0, 0].astype(np.float64), outline[:, 0, 1].astype(np.float64)
     free = (x > 0) & (x < width - 1) & (y > 0) & (y < height - 1)
     if free.sum() < 12:  # the outline runs along the frame: no disc edge to fit
-        return None, unmeasured
+        return None, _UNMEASURED
     x, y = x[free], y[free]
     # Kasa: x^2 + y^2 = 2 cx x + 2 cy y + (r^2 - cx^2 - cy^2), linear in the unknowns.
     design = np.column_stack([x, y, np.ones_like(x)])
@@ -143,7 +160,7 @@ def _fit_fov(frame: np.ndarray) -> tuple[tuple[float, float, float] | None, dict
     cx, cy = solution[0] / 2, solution[1] / 2
     radius = math.sqrt(max(solution[2] + cx * cx + cy * cy, 1.0))
     if not radius < 20 * max(height, width):  # a straight edge (or NaN): no circle to speak of
-        return None, unmeasured
+        return None, _UNMEASURED
     disc = _disc_mask((height, width), (cx, cy), (radius, radius))
     region = np.zeros((height, width), np.uint8)
     cv2.drawContours(region, [outline], 0, 1, thickness=cv2.FILLED)  # holes (vessels) filled
@@ -157,8 +174,9 @@ def _fit_fov(frame: np.ndarray) -> tuple[tuple[float, float, float] | None, dict
     }
 
 
-def _bright_outline(frame: np.ndarray) -> np.ndarray | None:
-    """Outline (OpenCV contour) of the largest region brighter than the surround, or None.
+def _bright_outlines(frame: np.ndarray) -> list[np.ndarray]:
+    """Outlines (OpenCV contours) of the largest region brighter than the surround: cut at
+    Otsu's levels, then where pixels are lit (as `_photometry` counts them); none without contrast.
 
     Levels come from `preprocessing._levels` (Otsu's classes), as in the FOV search; unlike
     there, a grey surround is accepted, so an over-exposed photo keeps its disc.
@@ -166,13 +184,18 @@ def _bright_outline(frame: np.ndarray) -> np.ndarray | None:
     bright = cv2.medianBlur(_brightness(frame), 3)
     background, disc = _levels(bright)
     if disc - background < _MIN_CONTRAST:
-        return None
-    threshold = background + max(_EDGE_LEVEL * (disc - background), _MIN_CONTRAST / 2)
-    mask = cv2.morphologyEx(
-        (bright > threshold).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)
-    )
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    return max(contours, key=cv2.contourArea) if contours else None
+        return []
+    otsu = background + max(_EDGE_LEVEL * (disc - background), _MIN_CONTRAST / 2)
+    lit = 0.2 * _median_u8(bright.ravel()) + 2
+    outlines = []
+    for threshold in (otsu, lit):
+        mask = cv2.morphologyEx(
+            (bright > threshold).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)
+        )
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        if contours:
+            outlines.append(max(contours, key=cv2.contourArea))
+    return outlines
 
 
 def _model_view(frame, circle, side) -> tuple[np.ndarray, np.ndarray]:
