@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from dr_hf.data.photographs import PhotographError, open_photograph, to_rgb
+from dr_hf.data.photographs import PhotographError, open_photograph
+from dr_hf.data.preprocessing import as_rgb_array, to_rgb
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +140,17 @@ def test_truncated_files_are_reported_as_cut_short(retina, tmp_path):
         path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
         with pytest.raises(PhotographError, match=rf"{name} could not be decoded.*cut short"):
             open_photograph(path)
+
+
+def test_training_and_the_processor_scale_deep_images_too(retina):
+    """A 16-bit image as `datasets` decodes it reaches `as_rgb_array` (training, the processor)
+    in mode I;16: it is scaled there as well, and the processor's input matches the 8-bit one."""
+    from dr_hf.data.fundus_processor import FundusImageProcessor
+
+    gray = Image.fromarray(retina).convert("L")
+    deep = Image.fromarray(np.asarray(gray).astype(np.uint16) * 257)
+    assert np.abs(as_rgb_array(deep).astype(int) - as_rgb_array(gray).astype(int)).max() <= 1
+    processor = FundusImageProcessor(size=64)
+    eight = processor(gray, return_tensors="np")["pixel_values"]
+    sixteen = processor(deep, return_tensors="np")["pixel_values"]
+    assert np.abs(eight - sixteen).max() < 0.05

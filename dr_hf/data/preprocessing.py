@@ -256,6 +256,40 @@ def preprocess_fundus(
     return array
 
 
+def to_rgb(image: Image.Image, notes: list[str] | None = None) -> Image.Image:
+    """An image of any mode as 8-bit RGB. `notes`, when given, gets a line for each change a
+    reader should know.
+
+    16-bit and 32-bit integer images are scaled from their type's range (0-65535, or their
+    maximum beyond it), float images from [0, 1] (or from 0 to their maximum beyond 1): Pillow's
+    own conversion clips them, turning a 16-bit photograph white and a float one black.
+    Transparency (RGBA, LA, palette with a transparent colour) is composited on black, the colour
+    outside a fundus camera's field of view; CMYK, YCbCr, palette and 1-bit become RGB.
+    """
+    notes = notes if notes is not None else []
+    if image.mode in ("RGB", "L"):
+        return image.convert("RGB") if image.mode == "L" else image
+    if image.mode.startswith("I") or image.mode == "F":
+        array = np.asarray(image).astype(np.float64)
+        if image.mode == "F":
+            top = 1.0 if array.size == 0 or np.nanmax(array) <= 1.0 else float(np.nanmax(array))
+            notes.append(f"float image scaled from [0, {top:g}] to 8 bits")
+        else:
+            top = 65535.0 if array.size == 0 or array.max() <= 65535 else float(array.max())
+            notes.append(f"{image.mode} image scaled from [0, {top:g}] to 8 bits")
+        scaled = np.clip(np.nan_to_num(array) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, "L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        if rgba.getextrema()[3][0] < 255:
+            notes.append("transparent pixels shown as black")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def as_rgb_array(image: Any, size: int | None = None) -> np.ndarray:
     """An array as it is; a PIL image (any mode) as RGB uint8, first box-reduced by an integer
     factor toward twice `size`.
@@ -271,8 +305,8 @@ def as_rgb_array(image: Any, size: int | None = None) -> np.ndarray:
             f"expected a decoded PIL image or an RGB array, got {type(image).__name__}: keep the "
             "`image` column's datasets Image feature with decode=True."
         )
-    if image.mode not in ("RGB", "L"):  # `reduce` refuses palette and 1-bit images
-        image = image.convert("RGB")
+    if image.mode not in ("RGB", "L"):  # `reduce` refuses palette, 1-bit and 16-bit images
+        image = to_rgb(image)
     if size is not None and (factor := round(min(image.size) / (_REDUCE_MARGIN * size))) >= 2:
         image = image.reduce(factor)
     if image.mode != "RGB":
