@@ -1,0 +1,168 @@
+"""The demo page under load: several `gradio_client` users grading at once against a `dr-hf demo`
+server on this machine (loopback only), good photographs mixed with bad uploads.
+
+The server runs as its own process (`dr-hf demo`), with its temporary files under a folder made
+for the run, so that its memory (resident set size, from /proc) and what it leaves behind can be
+measured from outside. Every user loops until the time is up, then stops; the server is then
+stopped with SIGTERM, as a service manager would. Answers are sorted into graded, handled errors
+(a bad upload answered with a message on the page), "queue full" refusals and failures (anything
+else: an exception, a hang past the timeout).
+"""
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ANSWER_TIMEOUT = 120  # seconds a single request may take before it counts as a failure
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children, in MiB (Linux /proc)."""
+    total = 0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.is_file():
+        pids += [int(child) for child in children.read_text().split()]
+    for each in pids:
+        status = Path(f"/proc/{each}/status")
+        if status.is_file():
+            for line in status.read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+def bad_uploads(folder: Path, good: Path) -> list[Path]:
+    """Files a user may upload by mistake: empty, not an image, cut short."""
+    folder.mkdir(parents=True, exist_ok=True)
+    empty, text, cut = folder / "empty.jpg", folder / "notes.jpg", folder / "cut.png"
+    empty.write_bytes(b"")
+    text.write_text("patient notes, not a photograph\n" * 20)
+    content = good.read_bytes()
+    cut.write_bytes(content[: len(content) // 2])
+    return [empty, text, cut]
+
+
+def _wait_for(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    from gradio_client import Client
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"dr-hf demo exited with {process.returncode} before serving")
+        try:
+            Client(url, verbose=False)
+            return
+        except Exception:  # not serving yet
+            time.sleep(1)
+    raise TimeoutError(f"dr-hf demo did not serve {url} within {timeout} s")
+
+
+def _user(url: str, files: list[Path], bad: set[Path], until: float, seed: int, out: list) -> None:
+    from gradio_client import Client, handle_file
+
+    rng = random.Random(seed)
+    client = Client(url, verbose=False)
+    while time.monotonic() < until:
+        path = rng.choice(files)
+        start = time.monotonic()
+        try:
+            job = client.submit(handle_file(str(path)), api_name="/grade_photo")
+            summary = job.result(timeout=ANSWER_TIMEOUT)[0]
+            kind = "handled_error" if path in bad else "graded"
+            if path not in bad and "dr-grade" not in summary:
+                kind = "failure"
+        except Exception as error:  # the client raises what the server answered
+            kind = "queue_full" if "queue is full" in str(error).lower() else "failure"
+        out.append((kind, time.monotonic() - start, path.name))
+
+
+def run_demo_load(
+    model: str | Path,
+    photos: list[Path],
+    users: int = 6,
+    seconds: float = 60.0,
+    bad_share: float = 0.25,
+    work_dir: str | Path | None = None,
+) -> dict:
+    """Serve `model` with `dr-hf demo`, let `users` grade `photos` (and bad uploads, about
+    `bad_share` of the requests) for `seconds`, stop the server; return the figures."""
+    work = Path(work_dir or tempfile.mkdtemp(prefix="dr_hf_load_"))
+    server_tmp = work / "server_tmp"
+    server_tmp.mkdir(parents=True, exist_ok=True)
+    bad = bad_uploads(work / "bad", photos[0])
+    weight = max(1, round(len(photos) * bad_share / max(1e-9, 1 - bad_share)))
+    files = list(photos) + bad * max(1, weight // len(bad))
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = {**os.environ, "TMPDIR": str(server_tmp), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("GRADIO_TEMP_DIR", None)
+    command = [sys.executable, "-m", "dr_hf.cli", "demo", "--model", str(model)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    server = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        _wait_for(url, server)
+        warm: list = []
+        _user(url, list(photos), set(), time.monotonic() + 3, 0, warm)  # model and caches warm
+        rss_before = _rss_mib(server.pid)
+        results: list = []
+        until = time.monotonic() + seconds
+        threads = [
+            threading.Thread(target=_user, args=(url, files, set(bad), until, seed, results))
+            for seed in range(1, users + 1)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=seconds + ANSWER_TIMEOUT + 30)
+        rss_after = _rss_mib(server.pid)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            log, _ = server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            log, _ = server.communicate()
+    # Files only: Gradio makes an empty gradio/vibe_edit_history folder in the system temporary
+    # folder on every launch, whatever the app.
+    left = sorted(
+        p.relative_to(server_tmp).as_posix() for p in server_tmp.rglob("*") if p.is_file()
+    )
+    latencies = np.array([seconds for kind, seconds, _ in results if kind != "failure"])
+    kinds = ("graded", "handled_error", "queue_full", "failure")
+    counts = {kind: sum(1 for k, *_ in results if k == kind) for kind in kinds}
+    return {
+        "users": users,
+        "seconds": seconds,
+        "requests": len(results),
+        **counts,
+        "failures": [name for kind, _, name in results if kind == "failure"][:10],
+        "requests_per_second": len(results) / seconds,
+        "latency_p50_s": float(np.percentile(latencies, 50)) if latencies.size else None,
+        "latency_p95_s": float(np.percentile(latencies, 95)) if latencies.size else None,
+        "server_rss_before_mib": round(rss_before, 1),
+        "server_rss_after_mib": round(rss_after, 1),
+        "server_exit_code": server.returncode,
+        "temporary_files_left": left,
+        "server_temporary_folders_left": sorted(
+            p.relative_to(server_tmp).as_posix() for p in server_tmp.rglob("*") if p.is_dir()
+        ),
+        "server_log_tail": log[-2000:] if counts["failure"] else "",
+    }
