@@ -21,7 +21,7 @@ from dr_hf.data.loading import load_dr_dataset, source_counts
 from dr_hf.data.transforms import FundusTransform, with_transforms
 from dr_hf.metrics import compute_dr_metrics, make_compute_metrics, softmax
 from dr_hf.models.graders import create_model, parameter_summary
-from dr_hf.models.parts import base_model, data_config
+from dr_hf.models.parts import base_model
 from dr_hf.run_folder import (
     BEST,
     SOURCE_COUNTS,
@@ -85,14 +85,14 @@ def build_trainer(
     sources = source_counts(dataset) if "source" in dataset["train"].column_names else None
 
     # ---- Model ------------------------------------------------------------------------------
-    model = create_model(model_args, image_size=data_args.image_size)
-    mean, std, input_size = data_config(model)
-    image_size = data_args.image_size or input_size
-    processor = FundusImageProcessor(
-        size=image_size, crop_fov=data_args.crop_fov, ben_graham=data_args.ben_graham,
-        image_mean=list(mean), image_std=list(std),
-    )  # fmt: skip
+    model, processor = create_model(
+        model_args,
+        data_args.image_size,
+        crop_fov=data_args.crop_fov,
+        ben_graham=data_args.ben_graham,
+    )
     processor.name_in(base_model(model).config)  # so that pipeline() finds it in config.json
+    image_size, mean, std = processor.input_side, processor.image_mean, processor.image_std
 
     # ---- On-the-fly preprocessing and augmentation -----------------------------------------
     dataset, train_transform = with_transforms(
