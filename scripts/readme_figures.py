@@ -16,7 +16,7 @@ from PIL import Image
 
 from dr_hf.data.synthetic import make_synthetic
 from dr_hf.evaluation.heatmaps import heatmaps_for
-from dr_hf.evaluation.predict import load_grader
+from dr_hf.inference import load_grader
 
 
 def main() -> None:
