@@ -18,6 +18,7 @@ from dr_hf.config.arguments import DataArguments, DRTrainingArguments, ModelArgu
 from dr_hf.config.parsing import config_from_dict, config_from_yaml, resolved_config
 from dr_hf.data.fundus_processor import FundusImageProcessor
 from dr_hf.data.loading import load_dr_dataset, source_counts
+from dr_hf.data.prepared import steps_left_to_apply
 from dr_hf.data.transforms import FundusTransform, with_transforms
 from dr_hf.metrics import compute_dr_metrics, make_compute_metrics, softmax
 from dr_hf.models.graders import create_model, parameter_summary
@@ -34,13 +35,9 @@ from dr_hf.training.export import export_best
 from dr_hf.training.history import build_history
 from dr_hf.training.losses import training_loss
 from dr_hf.training.optim import layer_decay_optimizer
+from dr_hf.training.reporting import finish_wandb, wandb_environment
 from dr_hf.training.resume import resolve_resume
-from dr_hf.training.settings import (
-    finish_wandb,
-    steps_left_to_apply,
-    trainer_arguments,
-    wandb_environment,
-)
+from dr_hf.training.settings import trainer_arguments
 from dr_hf.training.trainer import AugmentationEpochCallback, BaseRecordCallback, DRTrainer
 
 logger = logging.getLogger(__name__)
