@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 from dr_hf.data.files import DECODE_ERRORS
 from dr_hf.data.quality import MIN_JUDGED_SIDE, assess_quality
 from dr_hf.grades import NUM_GRADES
-from dr_hf.inference.grader import Grader
+from dr_hf.inference.grader import Grader, model_view
 from dr_hf.inference.results import collect_inputs
 
 PROGRESS_MIN_IMAGES = 64
@@ -65,11 +65,12 @@ class Grading:
 
 
 class _Photos(torch.utils.data.Dataset):
-    """Each photograph as every grader's input, with the first grader's gradeability verdict;
-    one that cannot be decoded or preprocessed yields its error instead."""
+    """Each photograph as every processor's model sees it, with the gradeability verdict of the
+    first one's input; one that cannot be decoded or preprocessed yields its error instead. It
+    holds processors only, so DataLoader workers never touch a model."""
 
-    def __init__(self, sources: list | Dataset, graders: list[Grader], quality: bool):
-        self.sources, self.graders, self.quality = sources, graders, quality
+    def __init__(self, sources: list | Dataset, processors: list, quality: bool):
+        self.sources, self.processors, self.quality = sources, processors, quality
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -80,16 +81,16 @@ class _Photos(torch.utils.data.Dataset):
             image = open_image(source["image"] if isinstance(source, dict) else source)
             reduced: dict[int, np.ndarray] = {}  # decoded and reduced once per input side
             inputs = []
-            for grader in self.graders:
-                side = grader.processor.input_side
+            for processor in self.processors:
+                side = processor.input_side
                 if side not in reduced:
-                    reduced[side] = grader.processor.reduce(image)
-                inputs.append(grader.view(reduced[side])[1])
+                    reduced[side] = processor.reduce(image)
+                inputs.append(model_view(processor, reduced[side])[1])
         except DECODE_ERRORS as error:
             return {"index": index, "error": f"{type(error).__name__}: {error}"}
         item = {"index": index, "pixel_values": inputs, "quality": None}
-        if self.quality:  # judged on the array the first grader's input was reduced from
-            side = self.graders[0].processor.input_side
+        if self.quality:  # judged on the array the first model's input was reduced from
+            side = self.processors[0].input_side
             judged = reduced[side] if side >= MIN_JUDGED_SIDE else image
             item["quality"] = assess_quality(judged, side)
         return item
@@ -161,7 +162,7 @@ def grade(
     else:
         sources, names, failures = collect_inputs(images)
     loader = torch.utils.data.DataLoader(
-        _Photos(sources, graders, quality),
+        _Photos(sources, [grader.processor for grader in graders], quality),
         batch_size=batch_size,
         num_workers=auto_workers(len(sources)) if num_workers is None else num_workers,
         collate_fn=_collate,

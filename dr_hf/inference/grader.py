@@ -26,6 +26,14 @@ logger = logging.getLogger(__name__)
 OPERATING_POINTS = ("spec90", "spec95", "argmax")
 
 
+def model_view(processor: FundusImageProcessor, image) -> tuple[np.ndarray, torch.Tensor]:
+    """One decoded photograph (PIL image or RGB array) as `processor`'s model sees it: uint8
+    (size, size, 3), what figures show, and its normalised `pixel_values` (3, size, size), what
+    the model grades."""
+    pixels = processor.pixels(image)
+    return pixels, torch.from_numpy(normalize(pixels, processor.image_mean, processor.image_std))
+
+
 @dataclass
 class Grader:
     """A model in eval mode on its device, with the processor it was validated with."""
@@ -47,12 +55,8 @@ class Grader:
         }
 
     def view(self, image) -> tuple[np.ndarray, torch.Tensor]:
-        """One decoded photograph (PIL image or RGB array) as the model sees it: uint8
-        (size, size, 3), what figures show, and its normalised `pixel_values` (3, size, size),
-        what the model grades."""
-        p = self.processor
-        pixels = p.pixels(image)
-        return pixels, torch.from_numpy(normalize(pixels, p.image_mean, p.image_std))
+        """One decoded photograph as the model sees it (see `model_view`)."""
+        return model_view(self.processor, image)
 
     def for_prepared(self, prepared: dict | None) -> "Grader":
         """This grader for images of a source whose `dr-hf prepare` record is `prepared`: the
@@ -177,4 +181,5 @@ __all__ = [
     "load_grader",
     "load_graders",
     "load_processor",
+    "model_view",
 ]
