@@ -184,10 +184,10 @@ def evaluate_model(
     if heatmaps:
         figures, grader = output_dir / "heatmaps", graders[0]
         header["heatmaps"] = case_heatmaps(grader, dataset, variants["plain"], heatmaps, figures)
+    quality = graded.quality
     return write_report(
-        output_dir, header, preprocessing, dataset, variants, bootstrap, seed, graded.quality,
-        members,
-    )  # fmt: skip
+        output_dir, header, preprocessing, dataset, variants, bootstrap, seed, quality, members
+    )
 
 
 def check_graded(graded: Grading) -> Grading:
@@ -197,7 +197,7 @@ def check_graded(graded: Grading) -> Grading:
         listed = "; ".join(f"{name}: {reason}" for name, reason in graded.failures[:10])
         raise ValueError(
             f"{len(graded.failures)} image(s) of the evaluation set could not be graded ({listed}): "
-            "fix or remove them (dr-hf prepare reports undecodable images)."
+            "fix or remove them."
         )
     return graded
 
