@@ -254,10 +254,15 @@ def predict_main(argv: list[str]) -> int:
         return 2
     try:
         result = predict(
-            graders, images, tta=args.tta, batch_size=args.batch_size,
-            num_workers=args.num_workers, referable_threshold=args.referable_threshold,
-            operating_point=args.operating_point, only_gradable=args.only_gradable,
-        )  # fmt: skip
+            graders,
+            images,
+            tta=args.tta,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            referable_threshold=args.referable_threshold,
+            operating_point=args.operating_point,
+            only_gradable=args.only_gradable,
+        )
     except ValueError as error:
         print(f"dr-hf predict: {error}", file=sys.stderr)
         return 2
