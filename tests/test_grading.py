@@ -1,5 +1,6 @@
-"""Models are named, never guessed: `--model` repeats, `--models-file` lists them, images stay
-images; one grader is an ensemble of one."""
+"""The one inference path: models are named, never guessed (`--model` repeats, `--models-file`
+lists them, images stay images); one grader is an ensemble of one; a labelled set is graded
+whole or not at all."""
 
 import csv
 import json
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from dr_hf.cli import evaluate_main, predict_main
-from dr_hf.inference import grade, load_grader, load_graders, named_models, predict
+from dr_hf.evaluation.evaluate import check_graded
+from dr_hf.inference import Grading, grade, load_grader, load_graders, named_models, predict
 
 torch.set_num_threads(1)
 
@@ -91,3 +93,12 @@ def test_a_prepared_source_skips_the_steps_already_done(models):
     assert not prepared.processor.crop_fov and grader.processor.crop_fov  # the original is kept
     assert prepared.model is grader.model
     assert grader.for_prepared(None) is grader
+
+
+def test_evaluation_refuses_a_set_with_images_it_could_not_grade():
+    members = [{"plain": np.full((1, 5), 0.2, np.float32)}]
+    whole = Grading(["a.png"], members, [])
+    assert check_graded(whole) is whole
+    partial = Grading(["a.png"], members, [("b.png", "OSError: truncated")])
+    with pytest.raises(ValueError, match="b.png: OSError: truncated"):
+        check_graded(partial)
