@@ -5,12 +5,12 @@ dr-hf prepare --data_dir data/aptos --output data/aptos_prepared --size 280
 dr-hf train --config configs/quickstart.yaml [--flags that override it]
 dr-hf cv --config configs/quickstart.yaml --folds 5 [--fold K]   |   dr-hf cv --summarize DIR
 dr-hf evaluate --model outputs/run/best --data_dir data/test
-dr-hf predict --model outputs/run/best image.png folder/
+dr-hf predict --model outputs/run/best image.png folder/   (--model A --model B: an ensemble)
 dr-hf compare reports/a reports/b [--output DIR] [--bootstrap 2000]
 dr-hf demo --model outputs/run/best [--port 7860] [--export-space space/]
 
 Each `*_main` parses its flags, calls the library (`dr_hf.data`, `dr_hf.training`,
-`dr_hf.evaluation`), prints the outcome and returns the exit code; the heavy imports happen only
+`dr_hf.evaluation`, `dr_hf.inference`), prints the outcome and returns the exit code; the heavy imports happen only
 inside the subcommand that needs them, so `dr-hf --help` answers at once.
 """
 
@@ -110,36 +110,44 @@ def evaluate_main(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
     from dr_hf.config.arguments import DataArguments
-    from dr_hf.evaluation.ensemble import report_dir
-    from dr_hf.evaluation.evaluate import EvaluateArguments, evaluate_model, run_data_fields
+    from dr_hf.evaluation.evaluate import (
+        EvaluateArguments,
+        evaluate_model,
+        report_dir,
+        run_data_fields,
+    )
     from dr_hf.evaluation.report import format_table
+    from dr_hf.inference import add_model_flags, named_models
 
     argv = ["--data_dir" if arg == "--data" else arg for arg in argv]
     argv = [f"--data_dir={arg[7:]}" if arg.startswith("--data=") else arg for arg in argv]
+    models = argparse.ArgumentParser(prog="dr-hf evaluate", add_help=False)
+    add_model_flags(models)
     parser = HfArgumentParser((EvaluateArguments, DataArguments), prog="dr-hf evaluate")
+    if {"-h", "--help"} & set(argv):  # the model flags, then the evaluation and data flags
+        print(models.format_help() + parser.format_help())
+        return 0
     try:
+        named, argv = models.parse_known_args(argv)
+        paths = named_models(named.model, named.models_file)
         eval_args, data_args = parser.parse_args_into_dataclasses(argv)
-        run_fields = run_data_fields(eval_args.model[0]) if eval_args.split != "all" else {}
+        run_fields = run_data_fields(paths[0]) if eval_args.split != "all" else {}
         if run_fields:  # the run's data as defaults: flags given here still win
             parser.set_defaults(**run_fields)
             eval_args, data_args = parser.parse_args_into_dataclasses(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    except ValueError as error:
+    except (OSError, ValueError) as error:
         print(f"dr-hf evaluate: {error}", file=sys.stderr)
         return 2
     options = asdict(eval_args)
     try:
-        results = evaluate_model(options.pop("model"), data_args, options.pop("output"), **options)
+        results = evaluate_model(paths, data_args, options.pop("output"), **options)
     except (OSError, ValueError) as error:  # missing files, an earlier report, DataError...
         print(f"dr-hf evaluate: {error}", file=sys.stderr)
         return 2
-    output = eval_args.output or report_dir(eval_args.model, data_args, eval_args.split)
-    model = (
-        results["model"]
-        if len(eval_args.model) == 1
-        else "ensemble of " + ", ".join(eval_args.model)
-    )
+    output = eval_args.output or report_dir(paths, data_args, eval_args.split)
+    model = results["model"] if len(paths) == 1 else "ensemble of " + ", ".join(map(str, paths))
     print(f"\n{results['num_images']} images ({results['split']}), model {model}")
     print(format_table(results))
     print(
@@ -148,35 +156,113 @@ def evaluate_main(argv: list[str]) -> int:
     return 0
 
 
+def predict_parser() -> argparse.ArgumentParser:
+    """The flags of `dr-hf predict`; the output format's choices are `PredictionResult.save`'s."""
+    from dr_hf.inference import OPERATING_POINTS, add_model_flags
+    from dr_hf.inference.results import SAVE_FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="dr-hf predict",
+        description="Grade fundus photographs with a model trained by dr-hf.",
+    )
+    parser.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER")
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="IMAGE_OR_FOLDER",
+        help="Images or folders to grade, as the positional names are (both may be given).",
+    )
+    add_model_flags(parser)
+    parser.add_argument(
+        "--output",
+        help="preds.csv, preds.jsonl (JSON Lines) or preds.json (one JSON array); default: CSV on "
+        "standard output.",
+    )
+    parser.add_argument("--format", choices=SAVE_FORMATS, help="Overrides the file suffix.")
+    parser.add_argument("--tta", action="store_true", help="Average over flips and rot90.")
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=32)
+    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: CUDA when available).")
+    parser.add_argument("--num-workers", "--num_workers", type=int, help="Decoding workers.")
+    parser.add_argument(
+        "--retfound-weights",
+        "--retfound_weights",
+        help="Base weights of a RETFound adapter, when the recorded path is not found here.",
+    )
+    parser.add_argument(
+        "--referable-threshold",
+        "--referable_threshold",
+        type=float,
+        help="Refer when P(grade >= 2) reaches this threshold (overrides --operating-point).",
+    )
+    parser.add_argument(
+        "--heatmaps",
+        metavar="DIR",
+        help="Also write each graded photograph with a Grad-CAM overlay for its predicted grade, "
+        "beside the grade and probabilities, as DIR/<name>.png.",
+    )
+    parser.add_argument(
+        "--only-gradable",
+        "--only_gradable",
+        action="store_true",
+        help="Leave the grade empty for photographs judged ungradable (they keep their row, "
+        "probabilities and quality_issues).",
+    )
+    parser.add_argument(
+        "--operating-point",
+        "--operating_point",
+        choices=OPERATING_POINTS,
+        help="Referable decision: the threshold saved with the model for 90%% or 95%% "
+        "specificity on its validation split, or the predicted grade >= 2 (argmax); default: "
+        "spec90 where the model has it, else argmax.",
+    )
+    return parser
+
+
 def predict_main(argv: list[str]) -> int:
     """`dr-hf predict`: 0 when every image was graded, 1 when some failed, 2 on usage errors."""
-    from dr_hf.evaluation.ensemble import ensemble_predict, load_graders, model_paths
-    from dr_hf.evaluation.predict import predict
-    from dr_hf.evaluation.prediction_io import parse_predict_args
+    from dr_hf.inference import is_model_folder, load_graders, named_models, predict
 
+    parser = predict_parser()
     try:
-        args = parse_predict_args(argv)
+        args = parser.parse_intermixed_args(argv)
+        images = args.inputs + args.images
+        if not images:
+            parser.error("the following arguments are required: IMAGE_OR_FOLDER")
     except SystemExit as exit_:
         return int(exit_.code or 0)
     if args.batch_size < 1:
         print(f"--batch-size must be at least 1, got {args.batch_size}.", file=sys.stderr)
         return 2
+    mistaken = [name for name in images if is_model_folder(name)]
+    if mistaken:  # a model given without --model would otherwise be searched for images
+        print(
+            f"dr-hf predict: {', '.join(mistaken)}: a model folder among the images; name each "
+            "model with its own --model.",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        graders = load_graders(model_paths(args.model), args.retfound_weights, args.device)
+        paths = named_models(args.model, args.models_file)
+        graders = load_graders(paths, args.retfound_weights, args.device)
     except (FileNotFoundError, ValueError) as error:
         print(f"dr-hf predict: cannot load the model: {error}", file=sys.stderr)
         return 2
     if args.heatmaps and len(graders) > 1:
         print("dr-hf predict: --heatmaps needs one --model, not an ensemble.", file=sys.stderr)
         return 2
-    grader = graders[0] if len(graders) == 1 else graders
-    grade = predict if len(graders) == 1 else ensemble_predict
     try:
-        result = grade(
-            grader, args.inputs, tta=args.tta, batch_size=args.batch_size,
-            num_workers=args.num_workers, referable_threshold=args.referable_threshold,
-            operating_point=args.operating_point, only_gradable=args.only_gradable,
-        )  # fmt: skip
+        result = predict(
+            graders,
+            images,
+            tta=args.tta,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            referable_threshold=args.referable_threshold,
+            operating_point=args.operating_point,
+            only_gradable=args.only_gradable,
+        )
     except ValueError as error:
         print(f"dr-hf predict: {error}", file=sys.stderr)
         return 2
@@ -188,7 +274,7 @@ def predict_main(argv: list[str]) -> int:
         from dr_hf.evaluation.explain import file_heatmaps
 
         files = [name for name in result.names if Path(name).is_file()]
-        written = file_heatmaps(grader, files, args.heatmaps)
+        written = file_heatmaps(graders[0], files, args.heatmaps)
         print(f"Wrote {len(written)} heatmap(s) into {args.heatmaps}.", file=sys.stderr)
     for name, reason in result.failures:
         print(f"FAILED {name}: {reason}", file=sys.stderr)

@@ -18,6 +18,12 @@
 A model folder (`best/`, `checkpoint-N/`) finds the run's files in itself or in its parent.
 `folder_damage` says whether a model folder or checkpoint is whole: a run killed while writing,
 or a file cut short on disk, is caught before torch reads it.
+
+A `dr-hf cv` output folder holds one such run per fold, and stands for their `best/` models:
+
+    output_dir/
+      fold-K/                   a complete run on fold K's split (fold_folder)
+      cv_summary.json, .md      the folds' metrics and the out-of-fold ones (CV_SUMMARY)
 """
 
 import csv
@@ -35,6 +41,7 @@ HISTORY = "training_history.json"
 VALIDATION_PREDICTIONS = "validation_predictions.csv"
 SOURCE_COUNTS = "source_counts.json"
 BEST = "best"
+CV_SUMMARY = "cv_summary.json"
 TRAINER_STATE = "trainer_state.json"
 WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
 WEIGHT_INDEXES = ("model.safetensors.index.json", "adapter_model.safetensors.index.json")
@@ -160,3 +167,17 @@ def read_validation_predictions(output_dir: str | Path) -> tuple[list[str], list
         [int(row["true_grade"]) for row in rows],
         probabilities,
     )
+
+
+def fold_folder(output_dir: str | Path, fold: int) -> Path:
+    """The run folder of fold `fold` of a `dr-hf cv` output folder."""
+    return Path(output_dir) / f"fold-{fold}"
+
+
+def cv_fold_models(path: str | Path) -> list[Path]:
+    """The `fold-K/best` models of a `dr-hf cv` output folder (one holding `CV_SUMMARY`), in fold
+    order; [] for any other folder."""
+    path = Path(path)
+    if not (path / CV_SUMMARY).is_file():
+        return []
+    return sorted(path.glob(f"fold-*/{BEST}"), key=lambda p: int(p.parent.name.split("-")[1]))

@@ -12,11 +12,9 @@ import csv
 import tempfile
 from pathlib import Path
 
-from PIL import Image
-
 from dr_hf.data.synthetic import make_synthetic
 from dr_hf.evaluation.heatmaps import heatmaps_for
-from dr_hf.evaluation.predict import load_grader
+from dr_hf.inference import load_grader, open_image
 
 
 def main() -> None:
@@ -31,7 +29,7 @@ def main() -> None:
         with open(folder / "train.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))
         row = next(row for row in rows if int(row["diagnosis"]) >= 3)
-        photo = Image.open(folder / "train_images" / f"{row['id_code']}.png").convert("RGB")
+        photo = open_image(folder / "train_images" / f"{row['id_code']}.png")
         title = f"synthetic {row['id_code']}, true grade {row['diagnosis']}"
         (written,) = heatmaps_for(grader, [photo], scratch, [title])
         path = Path(args.output) / "heatmap.png"

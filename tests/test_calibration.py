@@ -12,7 +12,7 @@ from scipy.special import softmax
 from dr_hf.cli import predict_main
 from dr_hf.config.arguments import ModelArguments
 from dr_hf.config.parsing import config_from_dict
-from dr_hf.evaluation.predict import decision_rule, load_grader, predict
+from dr_hf.inference import decision_rule, load_grader, predict
 from dr_hf.metrics import expected_calibration_error
 from dr_hf.models.graders import create_model
 from dr_hf.models.parts import operating_points
@@ -35,7 +35,9 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
 @pytest.mark.parametrize("lora", [False, True])
 def test_folding_divides_the_logits(lora):
     torch.manual_seed(0)
-    model = create_model(ModelArguments(model_name="test_resnet", lora=lora), image_size=32).eval()
+    model = create_model(ModelArguments(model_name="test_resnet", lora=lora), image_size=32)[
+        0
+    ].eval()
     pixels = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         before = model(pixel_values=pixels).logits

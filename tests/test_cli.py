@@ -96,7 +96,7 @@ def test_reduce_on_plateau_follows_the_best_model_metric(synthetic_dir, tmp_path
 
 def test_prepared_steps_must_match_the_run(synthetic_dir, tmp_path):
     from dr_hf.config.arguments import DataArguments
-    from dr_hf.training.settings import steps_left_to_apply
+    from dr_hf.data.prepared import steps_left_to_apply
 
     prepared = tmp_path / "bg"
     assert (

@@ -165,7 +165,7 @@ def test_push_to_hub_without_a_repository_fails_before_training(synthetic_dir, t
 def test_wandb_project_flag_then_environment_then_default(tmp_path, monkeypatch):
     import os
 
-    from dr_hf.training.settings import wandb_environment
+    from dr_hf.training.reporting import wandb_environment
 
     monkeypatch.setenv("WANDB_PROJECT", "from-env")
     data, model, training, _ = parse(["--output_dir", str(tmp_path), "--wandb"])

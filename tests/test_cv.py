@@ -120,16 +120,18 @@ def test_cv_killed_in_a_fold_and_resumed_matches_an_uninterrupted_run(synthetic_
 
 
 def test_a_cv_folder_stands_for_its_fold_models(tmp_path):
-    from dr_hf.evaluation.ensemble import model_paths
-    from dr_hf.evaluation.prediction_io import is_model_folder
+    from dr_hf.inference import is_model_folder, named_models
+    from dr_hf.run_folder import cv_fold_models
 
     cv = tmp_path / "cv5"
     for fold in (0, 1, 10, 2):
         (cv / f"fold-{fold}" / "best").mkdir(parents=True)
-    assert model_paths(cv) == [cv]  # no cv_summary.json: an ordinary folder
+    assert cv_fold_models(cv) == []  # no cv_summary.json: an ordinary folder
+    with pytest.raises(FileNotFoundError, match="cv5"):  # and no model folder either
+        named_models(cv)
     (cv / "cv_summary.json").write_text("{}")
     expected = [cv / f"fold-{k}" / "best" for k in (0, 1, 2, 10)]
-    assert model_paths(cv) == expected and model_paths([str(cv)]) == expected
+    assert named_models(cv) == expected and named_models([str(cv)]) == expected
     assert is_model_folder(cv)
 
 

@@ -28,7 +28,7 @@ from dr_hf.demo.app import DemoServer  # noqa: E402
 from dr_hf.demo.cli import demo_parser  # noqa: E402
 from dr_hf.demo.grading import NOTICE, heatmap_module  # noqa: E402
 from dr_hf.demo.space import export_space, pip_url  # noqa: E402
-from dr_hf.evaluation.predict import load_grader, predict  # noqa: E402
+from dr_hf.inference import load_grader, predict  # noqa: E402
 
 
 def free_port() -> int:

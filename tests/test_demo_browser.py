@@ -29,7 +29,7 @@ if not Path(CHROMIUM).is_file():
 from dr_hf.cli import predict_main  # noqa: E402
 from dr_hf.demo.app import DemoServer  # noqa: E402
 from dr_hf.demo.grading import NOTICE, PRECISION  # noqa: E402
-from dr_hf.evaluation.predict import load_grader  # noqa: E402
+from dr_hf.inference import load_grader  # noqa: E402
 
 TIMEOUT_MS = 30_000
 

@@ -11,10 +11,10 @@ import torch
 
 from dr_hf.cli import evaluate_main, predict_main
 from dr_hf.config.arguments import DataArguments
-from dr_hf.evaluation.ensemble import MEMBER_METRICS, ensemble_predict, load_graders
+from dr_hf.evaluation.ensemble import MEMBER_METRICS
 from dr_hf.evaluation.evaluate import evaluate_model
-from dr_hf.evaluation.predict import predict
 from dr_hf.evaluation.report import format_table
+from dr_hf.inference import load_graders, predict
 
 torch.set_num_threads(1)
 
@@ -44,7 +44,7 @@ def test_ensemble_probabilities_are_the_mean_of_the_members(members, photos):
     assert len({result.names[0] for result in alone}) == 1
     assert not np.allclose(alone[0].probabilities, alone[2].probabilities, atol=1e-3)
 
-    result = ensemble_predict(load_graders(members), [photos])
+    result = predict(load_graders(members), [photos])
     assert result.names == alone[0].names and len(result.names) == 6
     mean = np.mean([single.probabilities for single in alone], axis=0)
     np.testing.assert_allclose(result.probabilities, mean, atol=1e-6)
@@ -54,24 +54,25 @@ def test_ensemble_probabilities_are_the_mean_of_the_members(members, photos):
     assert {row["operating_point"] for row in rows[:-1]} == {"ensemble_argmax"}
     assert [row["referable"] for row in rows[:-1]] == [bool(g >= 2) for g in mean.argmax(1)]
 
-    thresholded = ensemble_predict(load_graders(members[:2]), [photos], referable_threshold=0.3)
+    thresholded = predict(load_graders(members[:2]), [photos], referable_threshold=0.3)
     assert {row["operating_point"] for row in thresholded.records()[:-1]} == {"ensemble_threshold"}
     with pytest.raises(ValueError, match="do not apply"):
-        ensemble_predict(load_graders(members[:2]), [photos], operating_point="spec90")
+        predict(load_graders(members[:2]), [photos], operating_point="spec90")
 
 
 def test_predict_command_takes_several_models(members, photos, tmp_path, capsys):
     out = tmp_path / "preds.csv"
-    code = predict_main(["--model", *members[:2], str(photos), "--output", str(out)])
+    two = ["--model", members[0], "--model", members[1]]
+    code = predict_main([*two, str(photos), "--output", str(out)])
     assert code == 1  # the garbage file is reported, the rest graded
     rows = list(csv.DictReader(out.open()))
     assert {row["operating_point"] for row in rows if not row["error"]} == {"ensemble_argmax"}
-    argv = ["--operating-point", "spec90", str(photos), "--model", *members[:2]]
+    argv = ["--operating-point", "spec90", str(photos), *two]
     assert predict_main(argv) == 2
     assert "do not apply" in capsys.readouterr().err
     assert predict_main(["--heatmaps", str(tmp_path / "maps"), *argv[2:]]) == 2
     assert "one --model" in capsys.readouterr().err
-    assert predict_main(["--model", *members[:2]]) == 2  # no images
+    assert predict_main(two) == 2  # no images
     assert "IMAGE_OR_FOLDER" in capsys.readouterr().err
 
 
@@ -115,7 +116,8 @@ def test_evaluate_command_with_two_models(members, synthetic_dir, tmp_path, caps
     copies = [tmp_path / "run" / "best", tmp_path / "run" / "checkpoint"]
     for source, copy in zip(members, copies):
         shutil.copytree(source, copy)
-    argv = ["--model", *map(str, copies), "--data", str(synthetic_dir), "--bootstrap", "0"]
+    argv = ["--model", str(copies[0]), "--model", str(copies[1])]
+    argv += ["--data", str(synthetic_dir), "--bootstrap", "0"]
     assert evaluate_main(argv) == 0
     out = capsys.readouterr().out
     folder = tmp_path / "run" / f"eval_ensemble_{synthetic_dir.name}"  # beside the first member

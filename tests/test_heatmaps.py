@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dr_hf.benchmarks.pointing import pointing_game, random_point_baseline
 from dr_hf.config.arguments import ModelArguments
 from dr_hf.evaluation.heatmaps import (
     DPI,
@@ -15,12 +16,10 @@ from dr_hf.evaluation.heatmaps import (
     gradcam,
     heatmaps_for,
     overlay,
-    pointing_game,
-    random_point_baseline,
     target_layer,
     write_heatmap,
 )
-from dr_hf.evaluation.predict import grade_batch, load_grader
+from dr_hf.inference import grade_batch, load_grader
 from dr_hf.models.graders import create_model
 
 KINDS = ("cnn", "vit", "lora")
@@ -39,7 +38,7 @@ def graders(trained_run, trained_lora_run):
     """A trained test_resnet, a random retfound_tiny at 64 px (4 x 4 patches) and a LoRA adapter
     on retfound_tiny, loaded as for inference (every weight frozen)."""
     torch.manual_seed(0)
-    vit = create_model(ModelArguments(model_name="retfound_tiny"), image_size=64)
+    vit = create_model(ModelArguments(model_name="retfound_tiny"), image_size=64)[0]
     return {
         "cnn": load_grader(trained_run[0] / "best", device="cpu"),
         "vit": load_grader(vit, device="cpu"),

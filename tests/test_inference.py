@@ -11,9 +11,8 @@ from PIL import Image
 
 from dr_hf.cli import main as cli_main
 from dr_hf.cli import predict_main
-from dr_hf.evaluation.predict import grade_batch, load_grader, predict
-from dr_hf.evaluation.prediction_io import PROB_COLUMNS, PredictionResult
 from dr_hf.grades import GRADE_NAMES
+from dr_hf.inference import PROB_COLUMNS, PredictionResult, grade_batch, load_grader, predict
 from dr_hf.models.graders import load_trained_model
 
 torch.set_num_threads(1)

@@ -1,8 +1,8 @@
 """The package's shape: imports run one way between layers, and modules and functions stay short.
 
-Layers, lowest first: errors, grades, config, metrics and the run folder; data and models; training
-and evaluation; the command line, benchmarks the demo page and the `dr_hf.inference` import path on top. A module
-may import its own layer and those below it, never one above.
+Layers, lowest first: errors, grades, config, metrics and the run folder; data and models; training,
+inference and evaluation (which grades through inference); the command line, benchmarks and the
+demo page on top. A module may import its own layer and those below it, never one above.
 """
 
 import ast
@@ -14,8 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dr_hf"
 LAYERS = {
     "errors": 0, "grades": 0, "config": 0, "metrics": 0, "run_folder": 0,
     "data": 1, "models": 1,
-    "training": 2, "evaluation": 2,
-    "cli": 3, "benchmarks": 3, "demo": 3, "inference": 3, "__init__": 3,
+    "training": 2, "evaluation": 2, "inference": 2,
+    "cli": 3, "benchmarks": 3, "demo": 3, "__init__": 3,
 }  # fmt: skip
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
@@ -58,12 +58,20 @@ def test_no_import_from_a_higher_layer(path):
     assert not upward, f"{path.name} ({own}) imports from a higher layer: {upward}"
 
 
-def test_training_and_evaluation_do_not_import_each_other():
+# Within the middle layer, who may not import whom: evaluation grades through inference, but
+# inference serves evaluation, the command line and the demo alike, and training knows neither.
+FORBIDDEN_NEIGHBOURS = {
+    "training": {"evaluation", "inference"},
+    "evaluation": {"training"},
+    "inference": {"training", "evaluation"},
+}
+
+
+def test_training_evaluation_and_inference_import_only_downward_of_each_other():
     for path in modules():
         own = concern(module_name(path))
-        if own in ("training", "evaluation"):
-            other = {"training": "evaluation", "evaluation": "training"}[own]
-            assert not [n for n in dr_hf_imports(path) if concern(n) == other], path
+        forbidden = FORBIDDEN_NEIGHBOURS.get(own, set())
+        assert not [n for n in dr_hf_imports(path) if concern(n) in forbidden], path
 
 
 def test_modules_and_functions_are_short():
@@ -78,3 +86,49 @@ def test_modules_and_functions_are_short():
                 if size > MAX_FUNCTION_LINES:
                     long.append(f"{path.name}:{node.lineno} {node.name}: {size} lines")
     assert not long, long
+
+
+# The one inference path: turning a photograph into a model input (decoding it upright, reducing,
+# cropping, resizing, normalising) at inference happens in `dr_hf.inference` through the model's
+# FundusImageProcessor, nowhere else. The data layer owns these steps (the processor, training's
+# FundusTransform, `dr-hf prepare`, the gradeability check); training feeds them to the Trainer.
+IMAGE_TO_TENSOR = {
+    "model_input", "normalize", "as_rgb_array", "preprocess_fundus", "exif_transpose",
+    "pixels", "preprocess", "FundusTransform",
+}  # fmt: skip
+MAY_TURN_IMAGES_INTO_TENSORS = {"inference", "data", "training"}
+
+
+def image_to_tensor_calls(tree: ast.AST) -> list[str]:
+    """`name (line N)` of each call of an IMAGE_TO_TENSOR function or method in `tree`."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if name in IMAGE_TO_TENSOR:
+                found.append(f"{name} (line {node.lineno})")
+    return found
+
+
+def test_the_image_to_tensor_check_sees_a_second_path():
+    """The check below would catch what the demo and heatmaps used to do by hand."""
+    by_hand = "view = grader.processor.pixels(image)\nx = normalize(view, mean, std)"
+    assert image_to_tensor_calls(ast.parse(by_hand)) == ["pixels (line 1)", "normalize (line 2)"]
+    through_inference = "view, pixel_values = grader.view(open_image(path))"
+    assert image_to_tensor_calls(ast.parse(through_inference)) == []
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_the_inference_path_turns_photographs_into_model_inputs(path):
+    if concern(module_name(path)) in MAY_TURN_IMAGES_INTO_TENSORS:
+        return
+    calls = image_to_tensor_calls(ast.parse(path.read_text()))
+    assert not calls, f"{path.name} makes model inputs itself: {calls}; use dr_hf.inference"
+
+
+def test_inference_does_not_borrow_the_training_transform():
+    for path in sorted((PACKAGE / "inference").rglob("*.py")):
+        assert "FundusTransform" not in path.read_text(), (
+            f"{path.name}: FundusTransform is training's"
+        )

@@ -36,7 +36,7 @@ def trained_lora(name: str, steps: int = 3, **kwargs) -> tuple[PeftModel, torch.
     """A LoRA model after a few AdamW steps (weight decay on), and a fixed eval batch."""
     size = SIZES.get(name, 32)
     torch.manual_seed(0)
-    model = create_model(ModelArguments(model_name=name, lora=True, **kwargs), image_size=size)
+    model = create_model(ModelArguments(model_name=name, lora=True, **kwargs), image_size=size)[0]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05)
     model.train()
     for _ in range(steps):
@@ -50,7 +50,7 @@ def trained_lora(name: str, steps: int = 3, **kwargs) -> tuple[PeftModel, torch.
 @pytest.mark.parametrize("name", ["retfound_tiny", "test_resnet"])
 def test_only_adapters_and_head_train(name):
     torch.manual_seed(0)
-    model = create_model(ModelArguments(model_name=name, lora=True), image_size=32)
+    model = create_model(ModelArguments(model_name=name, lora=True), image_size=32)[0]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or ".modules_to_save." in n for n in trainable)
@@ -73,14 +73,14 @@ def test_only_adapters_and_head_train(name):
 
 
 def test_default_targets():
-    vit = create_model(ModelArguments(model_name="retfound_tiny", lora=True))
+    vit = create_model(ModelArguments(model_name="retfound_tiny", lora=True))[0]
     wrapped = {n.rsplit(".lora_A", 1)[0] for n, _ in vit.named_parameters() if ".lora_A." in n}
     assert wrapped == {f"base_model.model.timm_model.blocks.{i}.attn.qkv" for i in range(2)}
     assert set(vit.peft_config["default"].modules_to_save) == {
         "timm_model.head",
         "timm_model.fc_norm",
     }
-    cnn = create_model(ModelArguments(model_name="test_resnet", lora=True))
+    cnn = create_model(ModelArguments(model_name="test_resnet", lora=True))[0]
     targets = cnn.peft_config["default"].target_modules
     assert targets and all(t.startswith("timm_model.layer4.") for t in targets)
     with pytest.raises(ValueError, match="patch_embed.proj"):
@@ -88,7 +88,7 @@ def test_default_targets():
             ModelArguments(
                 model_name="retfound_tiny", lora=True, lora_target_modules=["qkv", "proj"]
             )
-        )
+        )[0]
 
 
 @pytest.mark.parametrize("name", ["retfound_tiny", "test_resnet"])
@@ -128,7 +128,7 @@ def test_adapter_on_another_base_is_refused(tmp_path, caplog):
     save_adapter(model, tmp_path)
     recorded = model.get_base_model().config.dr_hf_base["fingerprint"]
     torch.manual_seed(123)  # same architecture, other weights
-    other = create_model(ModelArguments(model_name="retfound_tiny"), image_size=32)
+    other = create_model(ModelArguments(model_name="retfound_tiny"), image_size=32)[0]
     other_fingerprint = other.config.dr_hf_base["fingerprint"]
     with pytest.raises(ValueError, match=f"{recorded}.*{other_fingerprint}"):
         load_adapter(tmp_path, other)
@@ -177,7 +177,7 @@ def test_adapter_on_a_base_from_a_weights_file(tmp_path):
 
 
 def test_build_model_rebuilds_the_architecture_from_the_config():
-    model = create_model(ModelArguments(model_name="retfound_tiny"), image_size=48)
+    model = create_model(ModelArguments(model_name="retfound_tiny"), image_size=48)[0]
     rebuilt = build_model(TimmWrapperConfig.from_dict(model.config.to_dict()))
     assert rebuilt.timm_model.pos_embed.shape == model.timm_model.pos_embed.shape == (1, 10, 64)
 
@@ -186,7 +186,7 @@ def test_trainer_checkpoints_hold_the_base_record(tmp_path):
     from transformers import Trainer, TrainingArguments
 
     torch.manual_seed(0)
-    model = create_model(ModelArguments(model_name="retfound_tiny", lora=True), image_size=32)
+    model = create_model(ModelArguments(model_name="retfound_tiny", lora=True), image_size=32)[0]
     data = [{"pixel_values": torch.randn(3, 32, 32), "labels": i % 5} for i in range(8)]
     args = TrainingArguments(
         output_dir=str(tmp_path),
@@ -211,7 +211,7 @@ def test_trainer_checkpoints_hold_the_base_record(tmp_path):
 def test_base_record_callback_writes_on_the_main_process_only(tmp_path):
     from transformers import TrainerState
 
-    model = create_model(ModelArguments(model_name="retfound_tiny", lora=True), image_size=32)
+    model = create_model(ModelArguments(model_name="retfound_tiny", lora=True), image_size=32)[0]
     state = TrainerState(global_step=5)
     (tmp_path / "checkpoint-5").mkdir()
     for should_save in (False, True):
@@ -221,7 +221,7 @@ def test_base_record_callback_writes_on_the_main_process_only(tmp_path):
     record = json.loads((tmp_path / "checkpoint-5" / BASE_RECORD).read_text())
     assert record["dr_hf_base"] == model.get_base_model().config.dr_hf_base
     state = TrainerState(global_step=6)  # a full model: nothing to record
-    plain = create_model(ModelArguments(model_name="retfound_tiny"), image_size=32)
+    plain = create_model(ModelArguments(model_name="retfound_tiny"), image_size=32)[0]
     (tmp_path / "checkpoint-6").mkdir()
     BaseRecordCallback().on_save(args, state, None, model=plain)
     assert not any((tmp_path / "checkpoint-6").iterdir())

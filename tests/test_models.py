@@ -38,7 +38,7 @@ def equal_states(a: dict, b: dict, skip: tuple[str, ...] = ()) -> list[str]:
 )
 def test_random_init_is_timms_own(name, timm_kwargs):
     torch.manual_seed(3)
-    model = create_model(ModelArguments(model_name=name))
+    model = create_model(ModelArguments(model_name=name))[0]
     torch.manual_seed(3)
     arch = "vit_large_patch16_224" if timm_kwargs else name
     extra = {"drop_path_rate": 0.2} if timm_kwargs else {}
@@ -51,7 +51,7 @@ def test_random_init_is_timms_own(name, timm_kwargs):
 
 
 def test_forward_loss_and_config():
-    model = create_model(ModelArguments(model_name="test_resnet"), image_size=48)
+    model = create_model(ModelArguments(model_name="test_resnet"), image_size=48)[0]
     out = model(torch.randn(2, 3, 48, 48), labels=torch.tensor([0, 4]))
     assert out.logits.shape == (2, 5) and torch.isfinite(out.loss)
     out.loss.backward()
@@ -81,7 +81,7 @@ def test_retfound_vit_large_parameter_counts_on_meta_device():
             lora_target_modules=[targets] if targets else None,
         )
         with torch.device("meta"):
-            model = create_model(args)
+            model = create_model(args)[0]
         summary = parameter_summary(model)
         assert summary["total"] == 303_306_757
         assert summary["trainable"] == trainable
@@ -100,7 +100,7 @@ def test_retfound_vit_large_parameter_counts_on_meta_device():
 
 def test_unknown_model_name_is_refused():
     with pytest.raises(ValueError, match="resnet"):
-        create_model(ModelArguments(model_name="resnet_does_not_exist"))
+        create_model(ModelArguments(model_name="resnet_does_not_exist"))[0]
 
 
 def _resnet_state(num_classes: int) -> dict:
@@ -120,12 +120,12 @@ def test_baseline_weights_from_local_files(tmp_path, layout):
         torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, path)
     else:  # a dr_hf/transformers model folder
         torch.manual_seed(11)
-        saved = create_model(ModelArguments(model_name="test_resnet"))
+        saved = create_model(ModelArguments(model_name="test_resnet"))[0]
         path = tmp_path / "saved"
         saved.save_pretrained(path)
         state = saved.timm_model.state_dict()
     torch.manual_seed(0)
-    model = create_model(ModelArguments(model_name="test_resnet", pretrained_weights=str(path)))
+    model = create_model(ModelArguments(model_name="test_resnet", pretrained_weights=str(path)))[0]
     loaded = model.timm_model.state_dict()
     head_kept = layout != "imagenet_safetensors"
     assert equal_states(state, loaded, skip=() if head_kept else ("fc.",)) == []
@@ -142,13 +142,13 @@ def test_baseline_weights_that_do_not_fit_are_refused(tmp_path):
     path = tmp_path / "broken.safetensors"
     safetensors.torch.save_file(state, path)
     with pytest.raises(CheckpointError, match=r"layer2\.0\.conv1\.weight.*extra\.weight"):
-        create_model(ModelArguments(model_name="test_resnet", pretrained_weights=str(path)))
+        create_model(ModelArguments(model_name="test_resnet", pretrained_weights=str(path)))[0]
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         create_model(
             ModelArguments(
                 model_name="test_resnet", pretrained_weights=str(tmp_path / "missing.pth")
             )
-        )
+        )[0]
 
 
 def test_hub_id_offline_says_to_download_the_file(monkeypatch):
@@ -158,7 +158,7 @@ def test_hub_id_offline_says_to_download_the_file(monkeypatch):
             ModelArguments(
                 model_name="retfound_tiny", pretrained_weights="YukunZhou/RETFound_mae_natureCFP"
             )
-        )
+        )[0]
 
 
 def cache_repo(cache, repo_id: str, files: dict) -> None:
@@ -185,7 +185,7 @@ def test_hub_id_loads_offline_from_the_hf_cache(tmp_path, monkeypatch):
     )
     model = create_model(
         ModelArguments(model_name="test_resnet", pretrained_weights="someone/resnet-dr")
-    )
+    )[0]
     assert equal_states(state, model.timm_model.state_dict(), skip=("fc.",)) == []
     # One weights file under its own name (RETFound's layout): found in the cached snapshot.
     cache_repo(
@@ -195,13 +195,13 @@ def test_hub_id_loads_offline_from_the_hf_cache(tmp_path, monkeypatch):
     )
     model = create_model(
         ModelArguments(model_name="test_resnet", pretrained_weights="someone/retfound-like")
-    )
+    )[0]
     assert equal_states(state, model.timm_model.state_dict(), skip=("fc.",)) == []
     assert model.config.dr_hf_base["weights_file"] == "weights.pth"
 
 
 def test_load_trained_model_reads_model_folders_and_names_wrong_ones(tmp_path):
-    model = create_model(ModelArguments(model_name="retfound_tiny"), image_size=32).eval()
+    model = create_model(ModelArguments(model_name="retfound_tiny"), image_size=32)[0].eval()
     model.save_pretrained(tmp_path / "best")
     reloaded = load_trained_model(tmp_path / "best").eval()
     x = torch.randn(1, 3, 32, 32)
@@ -231,8 +231,8 @@ FRESH_PROCESS = textwrap.dedent(
 
 def test_saved_models_load_in_plain_transformers_in_a_fresh_process(tmp_path):
     models = {
-        "baseline": create_model(ModelArguments(model_name="test_resnet"), image_size=48),
-        "retfound_tiny": create_model(ModelArguments(model_name="retfound_tiny"), image_size=64),
+        "baseline": create_model(ModelArguments(model_name="test_resnet"), image_size=48)[0],
+        "retfound_tiny": create_model(ModelArguments(model_name="retfound_tiny"), image_size=64)[0],
     }
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8))

@@ -21,7 +21,7 @@ from PIL import Image
 
 import dr_hf
 from dr_hf.data.prepare import PREPARE_INFO, prepare_dataset, read_prepare_info
-from dr_hf.data.transforms import FundusTransform, get_transforms, with_transforms
+from dr_hf.data.transforms import FundusTransform, with_transforms
 from dr_hf.grades import GRADE_NAMES
 
 SIZE = 48
@@ -190,7 +190,7 @@ def test_prepared_images_match_the_on_the_fly_transform(raw, tmp_path):
     )
     dataset = DatasetDict(train=concatenate_datasets([raw["train"], extra]))
     out = prepare_dataset(dataset, tmp_path / "bg", size=SIZE, ben_graham=True)
-    transform = FundusTransform(get_transforms(SIZE)[1], ben_graham=True, train=False, size=SIZE)
+    transform = FundusTransform(None, ben_graham=True, train=False, size=SIZE)
     prepared = load_from_disk(str(out))["train"]["image"]
     assert prepared[-1].size[0] > 1.2 * SIZE  # the cut disc's crop kept its aspect ratio
     for image, original in zip(prepared, dataset["train"]["image"]):

@@ -21,8 +21,8 @@ from transformers import AutoImageProcessor
 from dr_hf.cli import predict_main
 from dr_hf.config.parsing import config_from_yaml
 from dr_hf.data.fundus_processor import FundusImageProcessor
-from dr_hf.evaluation.predict import predict
 from dr_hf.grades import GRADE_NAMES
+from dr_hf.inference import predict
 from dr_hf.training.run import run_training
 
 QUICKSTART = "configs/quickstart.yaml"

@@ -74,7 +74,7 @@ def test_official_mae_checkpoint_loads_at_224(mae_file):
     path, state = mae_file
     model = create_model(
         ModelArguments(model_name="retfound_tiny", pretrained_weights=str(path)), image_size=224
-    )
+    )[0]
     loaded = model.timm_model.state_dict()
     encoder = {
         k: v for k, v in state.items() if not k.startswith(("decoder_", "mask_token", "norm."))
@@ -98,7 +98,7 @@ def test_official_mae_checkpoint_loads_at_another_size(mae_file):
     path, state = mae_file
     model = create_model(
         ModelArguments(model_name="retfound_tiny", pretrained_weights=str(path)), image_size=112
-    )
+    )[0]
     loaded = model.timm_model.state_dict()
     assert loaded["pos_embed"].shape == (1, 1 + 7 * 7, 64)
     assert torch.allclose(
@@ -181,6 +181,6 @@ def test_wrong_layouts_fail_with_the_problem_named(tmp_path, layout, message):
         checkpoint["model"]["extra_adapter.weight"] = torch.zeros(2)
         _save(path, checkpoint)
     with pytest.raises(CheckpointError, match=message) as error:
-        create_model(ModelArguments(model_name="retfound_tiny", pretrained_weights=str(path)))
+        create_model(ModelArguments(model_name="retfound_tiny", pretrained_weights=str(path)))[0]
     assert str(path) in str(error.value)
     assert not (tmp_path / "ran").exists()

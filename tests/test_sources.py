@@ -12,9 +12,9 @@ from dr_hf.config.arguments import DataArguments
 from dr_hf.config.parsing import DRArgumentParser, resolved_config
 from dr_hf.data.loading import DataError, load_dr_dataset, source_counts, stratified_split
 from dr_hf.data.prepare import prepare_dataset
+from dr_hf.data.prepared import steps_left_to_apply
 from dr_hf.data.synthetic import make_synthetic
 from dr_hf.grades import NUM_GRADES
-from dr_hf.training.settings import steps_left_to_apply
 
 
 @pytest.fixture(scope="module")

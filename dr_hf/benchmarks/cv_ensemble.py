@@ -12,8 +12,10 @@ from dr_hf.config.arguments import DataArguments
 from dr_hf.config.parsing import config_from_yaml
 from dr_hf.data.loading import load_dr_images
 from dr_hf.data.synthetic import make_synthetic
-from dr_hf.evaluation.ensemble import grade_dataset_ensemble, headline_metrics, load_graders
-from dr_hf.training.cv import CVArguments, fold_folder, run_cv
+from dr_hf.evaluation.ensemble import headline_metrics, member_metrics
+from dr_hf.inference import grade, load_graders
+from dr_hf.run_folder import fold_folder
+from dr_hf.training.cv import CVArguments, run_cv
 
 
 def bench_cv_ensemble(
@@ -41,10 +43,9 @@ def bench_cv_ensemble(
     held_out = load_dr_images(DataArguments(data_dir=str(test)))
     labels = np.asarray(held_out["label"], dtype=np.int64)
     paths = [fold_folder(output_dir, k) / "best" for k in range(folds)]
-    variants, _, members = grade_dataset_ensemble(
-        load_graders(paths, device="cpu"), paths, held_out, batch_size=64, num_workers=0
-    )
-    ensemble = headline_metrics(variants["plain"], labels)
+    graded = grade(load_graders(paths, device="cpu"), held_out, batch_size=64, num_workers=0)
+    members = member_metrics(paths, graded.members, labels)
+    ensemble = headline_metrics(graded.variants["plain"], labels)
     single = {name: [member[name] for member in members] for name in ("qwk", "referable_auroc")}
     return {
         "config": config, "folds": folds, "epochs": epochs, "num_train": num_train,

@@ -144,7 +144,7 @@ def bench_data(
         paths = sorted(str(p) for p in (folders[fmt] / "train_images").iterdir())
         labels = [grades[Path(p).stem] for p in paths]
         for size in sizes:
-            train_compose, _ = get_transforms(size)
+            train_compose = get_transforms(size)
             prepared = _all_rows(_prepared(raw, cache_dir, fmt, size))
             datasets = {
                 "a": ReferenceDataset(paths, labels, train_compose),

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from dr_hf.benchmarks.report import machine_info, summarize
 from dr_hf.config.arguments import ModelArguments
-from dr_hf.evaluation.predict import grade_batch, load_grader
 from dr_hf.grades import NUM_GRADES
+from dr_hf.inference import grade_batch, load_grader
 from dr_hf.models.graders import create_model, parameter_summary
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
@@ -70,7 +70,7 @@ def train_case(
     _fresh(device)
     torch.manual_seed(0)
     args = ModelArguments(model_name=model_name, lora=lora, lora_r=8)
-    model = create_model(args, image_size=image_size).to(device).train()
+    model = create_model(args, image_size=image_size)[0].to(device).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     scaler = torch.amp.GradScaler(
         device.type, enabled=precision == "fp16" and device.type == "cuda"
@@ -106,10 +106,10 @@ def train_case(
 
 
 def infer_case(model_name, precision, device, image_size, batch_size, warmup, steps, repeats):
-    """Images/s of `dr_hf.evaluation.predict.grade_batch` (predict's forward), without and with TTA."""
+    """Images/s of `dr_hf.inference.grade_batch` (predict's forward), without and with TTA."""
     _fresh(device)
     torch.manual_seed(0)
-    model = create_model(ModelArguments(model_name=model_name), image_size=image_size)
+    model = create_model(ModelArguments(model_name=model_name), image_size=image_size)[0]
     grader = load_grader(model, device=device)
     pixels = torch.randn(batch_size, 3, image_size, image_size, device=device)
     out = {}

@@ -1,4 +1,4 @@
-"""Inference throughput of `dr_hf.evaluation.predict.predict`, with and without test-time augmentation.
+"""Inference throughput of `dr_hf.inference.predict`, with and without test-time augmentation.
 
 `predict` runs end to end on photographs (decode, field-of-view crop, resize, batched forward),
 as `dr-hf predict` does. The model's batched forward alone, on in-memory tensors, is timed beside
@@ -16,7 +16,7 @@ from dr_hf.benchmarks.report import summarize
 from dr_hf.config.arguments import ModelArguments
 from dr_hf.data.quality import assess_quality
 from dr_hf.evaluation.explain import file_heatmaps
-from dr_hf.evaluation.predict import TTA_VIEWS, grade_batch, load_grader, predict
+from dr_hf.inference import TTA_VIEWS, grade_batch, load_grader, predict
 from dr_hf.models.graders import create_model
 
 
@@ -31,8 +31,8 @@ def bench_inference(
     alone, of `predict` with a Grad-CAM figure per photograph, and of the forward on tensors,
     with and without TTA where it applies, interleaved, after one warm-up round."""
     torch.manual_seed(0)
-    model = create_model(ModelArguments(model_name=model_name), image_size=image_size)
-    grader = load_grader(model, device="cpu")
+    model, processor = create_model(ModelArguments(model_name=model_name), image_size=image_size)
+    grader = load_grader(model, device="cpu", processor=processor)
     photos = [str(photo) for photo in photos]
     pixels = torch.randn(len(photos), 3, image_size, image_size)
 
@@ -44,7 +44,7 @@ def bench_inference(
         "batch_size": batch_size,
         "repeats": repeats,
         "tta_views": len(TTA_VIEWS),
-        "method": f"dr_hf.evaluation.predict.predict on {Path(photos[0]).suffix} files, workers 0",
+        "method": f"dr_hf.inference.predict on {Path(photos[0]).suffix} files, workers 0",
         "unit": "images/s",
         "rates": {
             f"{name}, {'TTA' if tta else 'no TTA'}": summarize(values, 2)

@@ -57,7 +57,7 @@ def measure_variant(spec: dict) -> dict:
         lora=spec["lora"],
         lora_r=spec["lora_r"],
     )
-    model = create_model(args, image_size=spec["image_size"])
+    model = create_model(args, image_size=spec["image_size"])[0]
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     size, batch = spec["image_size"], spec["batch_size"]
@@ -108,7 +108,7 @@ def _run_variant(spec: dict) -> dict:
 
 def _base_weights(model_name: str, image_size: int, path: Path) -> str:
     """A random-weights encoder file standing in for a pre-trained checkpoint."""
-    model = create_model(ModelArguments(model_name=model_name), image_size=image_size)
+    model = create_model(ModelArguments(model_name=model_name), image_size=image_size)[0]
     skip = tuple(f"{name}." for name in trained_head(model.timm_model))
     state = {k: v for k, v in model.timm_model.state_dict().items() if not k.startswith(skip)}
     safetensors.torch.save_file(state, path)
@@ -118,9 +118,9 @@ def _base_weights(model_name: str, image_size: int, path: Path) -> str:
 def vit_l_figures(lora_r: int = 8) -> dict:
     """RETFound ViT-L parameter counts with and without LoRA on qkv, built on the meta device."""
     with torch.device("meta"):
-        full = parameter_summary(create_model(ModelArguments(model_name="retfound")))
+        full = parameter_summary(create_model(ModelArguments(model_name="retfound"))[0])
         adapted = parameter_summary(
-            create_model(ModelArguments(model_name="retfound", lora=True, lora_r=lora_r))
+            create_model(ModelArguments(model_name="retfound", lora=True, lora_r=lora_r))[0]
         )
     mib = _FLOAT32 / 2**20
     return {

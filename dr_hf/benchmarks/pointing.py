@@ -1,4 +1,5 @@
-"""Where the heatmaps point: the pointing game on synthetic photographs whose lesions are known.
+"""Where the heatmaps point: the pointing game (`pointing_game`, `random_point_baseline`) on
+synthetic photographs whose lesions are known.
 
 The synthetic generator writes each photograph's lesion mask. For the referable ones (grade >= 2)
 the Grad-CAM map of the predicted grade is computed on the photograph as the model sees it, the
@@ -16,20 +17,63 @@ import torch
 from PIL import Image
 
 from dr_hf.config.arguments import ModelArguments
-from dr_hf.data.fundus_processor import normalize
-from dr_hf.data.preprocessing import _locate_fov, as_rgb_array
+from dr_hf.data.preprocessing import locate_fov
 from dr_hf.data.synthetic import make_synthetic
-from dr_hf.evaluation.heatmaps import gradcam, pointing_game, random_point_baseline
-from dr_hf.evaluation.predict import load_grader
+from dr_hf.evaluation.heatmaps import gradcam
+from dr_hf.inference import load_grader, open_image
 from dr_hf.models.graders import create_model
+
+
+def _masks_at(masks: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
+    """Masks as bool [N, H, W], resized to `shape` with nearest neighbour when it differs."""
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks of shape {masks.shape}: expected [N, H, W].")
+    if shape is not None and masks.shape[1:] != tuple(shape):
+        size = (shape[1], shape[0])
+        resized = [
+            cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) for m in masks
+        ]
+        masks = np.stack(resized) if resized else np.zeros((0, *shape), np.uint8)
+    return masks.astype(bool)
+
+
+def pointing_game(heatmaps: np.ndarray, masks: np.ndarray) -> float:
+    """Share of images whose heatmap peak (the first argmax) lies inside their lesion mask.
+
+    `masks` (bool or 0/1, [N, H, W]) are brought to the heatmaps' resolution with nearest
+    neighbour. Images whose mask is empty (at that resolution) are skipped: there is no lesion to
+    point at. Raises ValueError when every mask is empty.
+    """
+    heatmaps = np.asarray(heatmaps)
+    if heatmaps.ndim != 3 or len(heatmaps) != len(masks):
+        raise ValueError(f"heatmaps {heatmaps.shape} and {len(masks)} masks: expected [N, H, W].")
+    masks = _masks_at(masks, heatmaps.shape[1:])
+    keep = masks.any(axis=(1, 2))
+    if not keep.any():
+        raise ValueError("every mask is empty: the pointing game needs lesions to point at.")
+    peaks = heatmaps[keep].reshape(int(keep.sum()), -1).argmax(axis=1)
+    hits = masks[keep].reshape(int(keep.sum()), -1)[np.arange(len(peaks)), peaks]
+    return float(hits.mean())
+
+
+def random_point_baseline(masks: np.ndarray, shape: tuple[int, int] | None = None) -> float:
+    """The pointing game's expected score for a uniformly random point: the mean share of each
+    image covered by its mask. Empty masks are skipped, as `pointing_game` skips them; `shape`
+    (the heatmaps' H, W) resizes the masks the same way first."""
+    masks = _masks_at(masks, shape)
+    keep = masks.any(axis=(1, 2))
+    if not keep.any():
+        raise ValueError("every mask is empty: the pointing game needs lesions to point at.")
+    return float(masks[keep].mean(axis=(1, 2)).mean())
 
 
 def _mask_as_model_sees_it(photo: Image.Image, mask: np.ndarray, processor) -> np.ndarray:
     """The lesion mask through the processor's reduction, field-of-view crop and square resize."""
     side = processor.input_side
-    array = as_rgb_array(photo, side)
+    array = processor.reduce(photo)
     mask = cv2.resize(mask, (array.shape[1], array.shape[0]), interpolation=cv2.INTER_NEAREST)
-    box = _locate_fov(array, None) if processor.crop_fov else None
+    box = locate_fov(array, None) if processor.crop_fov else None
     if box is not None:
         x0, y0, x1, y1 = box
         mask = mask[y0:y1, x0:x1]
@@ -58,10 +102,11 @@ def bench_pointing(
             f"{model} is not a trained model folder: run the quick start first "
             "(dr-hf train --config configs/quickstart.yaml) or pass --pointing-model."
         )
+    processor = None
     if model is None:
         torch.manual_seed(0)
-        model = create_model(ModelArguments(model_name="test_resnet"), image_size=32)
-    grader = load_grader(model, device="cpu")
+        model, processor = create_model(ModelArguments(model_name="test_resnet"), image_size=32)
+    grader = load_grader(model, device="cpu", processor=processor)
     folder = make_synthetic(
         Path(cache_dir) / f"pointing_{image_size}_{seed}", num_images=num_images,
         image_size=image_size, seed=seed, overwrite=True, lesion_masks=True,
@@ -70,11 +115,11 @@ def bench_pointing(
     referable = [(image_id, int(grade)) for image_id, grade in rows if int(grade) >= 2]
     processor, pixels, masks = grader.processor, [], []
     for image_id, _ in referable:
-        photo = Image.open(folder / "train_images" / f"{image_id}.png").convert("RGB")
+        photo = open_image(folder / "train_images" / f"{image_id}.png")
         mask = np.asarray(Image.open(folder / "lesion_masks" / f"{image_id}.png"))
-        pixels.append(normalize(processor.pixels(photo), processor.image_mean, processor.image_std))
+        pixels.append(grader.view(photo)[1])
         masks.append(_mask_as_model_sees_it(photo, mask, processor))
-    maps = gradcam(grader, torch.from_numpy(np.stack(pixels)))
+    maps = gradcam(grader, torch.stack(pixels))
     masks = np.stack(masks)
     radius = max(1, round(TOLERANCE_AT_224 * processor.input_side / 224))
     near = _dilated(masks, radius)

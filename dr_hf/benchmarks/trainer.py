@@ -185,7 +185,7 @@ def bench_trainer(
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' but torch sees no CUDA GPU: use device='cpu'.")
     torch.manual_seed(0)
-    model = create_model(ModelArguments(model_name=model_name), image_size=image_size)
+    model = create_model(ModelArguments(model_name=model_name), image_size=image_size)[0]
     initial = copy.deepcopy(model.state_dict())
     data = TensorImages(batch_size * steps, image_size)
     rates = {"manual": [], "trainer": [], "manual_steady": [], "trainer_steady": []}

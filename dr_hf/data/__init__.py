@@ -5,7 +5,8 @@ layouts (`sources`: APTOS, EyePACS, IDRiD CSVs, grade folders, saved datasets), 
 stop bad input before training (`checks`, `files`), the train/validation split (`loading`), the
 field-of-view crop and Ben Graham normalisation (`preprocessing`) and the image processor that
 saves them with a model (`fundus_processor`), Albumentations augmentation applied on the fly
-(`transforms`), the `dr-hf prepare` cache (`prepare`) and the synthetic fundus set (`synthetic`,
+(`transforms`), the `dr-hf prepare` cache (`prepare`) and what a run still does to data prepared
+there (`prepared`), the gradeability verdict (`quality`) and the synthetic fundus set (`synthetic`,
 drawn by `fundus_render`). Nothing here knows about models.
 """
 

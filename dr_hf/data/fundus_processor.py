@@ -1,9 +1,10 @@
 """`FundusImageProcessor`: how a dr_hf grader wants its input, as a transformers image processor.
 
 RGB conversion, field-of-view crop, optional Ben Graham normalisation, resize to the model's input
-side, rescale and normalise with the model's mean and std: `model_input` and `normalize` below,
-which validation, `dr-hf evaluate` and `dr-hf predict` call too (through the deterministic
-`dr_hf.data.transforms.FundusTransform`), so no two of them can preprocess differently. Its settings are saved as
+side, rescale and normalise with the model's mean and std: `model_input` and `normalize` below.
+It is the only image-to-tensor step at inference (`dr_hf.inference`: `dr-hf predict`, `dr-hf
+evaluate`, the demo, heatmaps), and training's validation transform calls the same two functions,
+so no two of them can preprocess differently. Its settings are saved as
 `preprocessor_config.json` in every model folder dr_hf writes (`best/`, `checkpoint-N/`, LoRA
 adapters), with this file and `preprocessing.py` beside it and an `auto_map`, so that
 
@@ -75,6 +76,11 @@ class FundusImageProcessor(BaseImageProcessor):
     @property
     def input_side(self) -> int:
         return self.size["height"]
+
+    def reduce(self, image: Any) -> np.ndarray:
+        """The decoded photograph as RGB uint8, cheaply shrunk toward twice the input side: where
+        `pixels` starts, and what a gradeability verdict of the same photograph can judge."""
+        return as_rgb_array(image, self.input_side)
 
     def pixels(self, image: Any) -> np.ndarray:
         """One photograph (PIL image in any mode, or RGB uint8 array) as the model sees it,

@@ -29,7 +29,7 @@ _MIN_CONTRAST = 4  # grey levels between background and disc below which no disc
 _REDUCE_MARGIN = 2
 
 
-def _check_rgb(image: np.ndarray) -> None:
+def check_rgb(image: np.ndarray) -> None:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
         shape = getattr(image, "shape", type(image).__name__)
         raise ValueError(f"Expected an RGB image of shape (H, W, 3), got {shape}.")
@@ -37,12 +37,12 @@ def _check_rgb(image: np.ndarray) -> None:
         raise ValueError(f"Expected a uint8 RGB image, got dtype {image.dtype}: convert it first.")
 
 
-def _brightness(image: np.ndarray) -> np.ndarray:
+def brightness(image: np.ndarray) -> np.ndarray:
     # The brightest channel: fundus discs are red-dominant, so grey levels would waste contrast.
     return cv2.max(cv2.max(image[..., 0], image[..., 1]), image[..., 2])
 
 
-def _levels(small: np.ndarray) -> tuple[float, float]:
+def levels(small: np.ndarray) -> tuple[float, float]:
     """Background and disc brightness: the peak of the darker class Otsu's method separates
     (a vignetted rim can outnumber the black corners, so not its median) and the brighter
     class's median."""
@@ -98,22 +98,22 @@ def find_fov(image: np.ndarray, threshold: int | None = None) -> tuple[int, int,
     frame spans the full height. With no disc (a blank frame, or retina everywhere) the full
     frame is returned.
     """
-    _check_rgb(image)
-    box = _locate_fov(image, threshold)
+    check_rgb(image)
+    box = locate_fov(image, threshold)
     return box or (0, 0, image.shape[1], image.shape[0])
 
 
-def _locate_fov(image: np.ndarray, threshold: float | None) -> tuple[int, int, int, int] | None:
+def locate_fov(image: np.ndarray, threshold: float | None) -> tuple[int, int, int, int] | None:
     height, width = image.shape[:2]
     scale = max(height, width) / _WORK_SIDE
     # Brightness is taken before downscaling so that both stages see the same background level.
-    bright = cv2.medianBlur(_brightness(image), 3)  # drops isolated hot pixels
+    bright = cv2.medianBlur(brightness(image), 3)  # drops isolated hot pixels
     if scale > 1:
         size = (max(1, round(width / scale)), max(1, round(height / scale)))
         small = cv2.medianBlur(cv2.resize(bright, size, interpolation=cv2.INTER_AREA), 3)
     else:
         small, scale = bright, 1.0
-    background, disc = _levels(small)
+    background, disc = levels(small)
     if threshold is None:
         if disc - background < _MIN_CONTRAST or background > 0.3 * disc:
             return None
@@ -195,11 +195,11 @@ def ben_graham_normalise(
     field of view found, Graham's plain formula applies to the whole frame. `box` is the field
     of view's box when the caller knows it (the frame of a crop), so it is not located again.
     """
-    _check_rgb(image)
+    check_rgb(image)
     if not mask_outside:
         box = None
     elif box is None:
-        box = _locate_fov(image, None)
+        box = locate_fov(image, None)
     if sigma is None:
         diameter = box[2] - box[0] if box else min(image.shape[:2])
         sigma = max(1.0, diameter / 60)
@@ -242,13 +242,13 @@ def preprocess_fundus(
     A PIL image is first turned into an array by `as_rgb_array`.
     """
     array = as_rgb_array(image, size)
-    _check_rgb(array)
-    box = _locate_fov(array, None) if crop else None
+    check_rgb(array)
+    box = locate_fov(array, None) if crop else None
     if box is not None:
         x0, y0, x1, y1 = box
         array = np.ascontiguousarray(array[y0:y1, x0:x1])
     if size is not None:
-        array = _resize_shorter_side(array, size)
+        array = resize_shorter_side(array, size)
     if ben_graham:
         # After the crop the field of view is the frame; without a disc, no mask applies.
         frame = (0, 0, array.shape[1], array.shape[0]) if box is not None else None
@@ -314,7 +314,7 @@ def as_rgb_array(image: Any, size: int | None = None) -> np.ndarray:
     return np.asarray(image)
 
 
-def _resize_shorter_side(array: np.ndarray, size: int) -> np.ndarray:
+def resize_shorter_side(array: np.ndarray, size: int) -> np.ndarray:
     height, width = array.shape[:2]
     scale = size / min(height, width)
     new = (max(1, round(width * scale)), max(1, round(height * scale)))

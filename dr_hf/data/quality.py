@@ -6,7 +6,7 @@
 
 The photograph is judged near the scale the model sees it. It is shrunk so its shorter side is
 about the model's input side `size` (a 3000x2000 photo is not failed for being large), then,
-as `preprocess_fundus` does, cropped to the field-of-view (FOV) box `_locate_fov` finds, and
+as `preprocess_fundus` does, cropped to the field-of-view (FOV) box `locate_fov` finds, and
 that crop shrunk to a shorter side of `size`. Two limits keep the focus measure comparable
 between photographs: the crop is never enlarged (enlarging blurs every small photograph
 alike), and model sides under 128 pixels are judged at 128 (below that the Laplacian measures
@@ -48,12 +48,12 @@ import cv2
 import numpy as np
 
 from dr_hf.data.preprocessing import (
-    _brightness,
-    _check_rgb,
-    _levels,
-    _locate_fov,
-    _resize_shorter_side,
     as_rgb_array,
+    brightness,
+    check_rgb,
+    levels,
+    locate_fov,
+    resize_shorter_side,
 )
 
 __all__ = ["QUALITY_ISSUES", "QualityVerdict", "assess_quality", "quality_issues_text"]
@@ -99,7 +99,7 @@ def assess_quality(image: Any, size: int = 224) -> QualityVerdict:
         raise ValueError(f"size={size}: pass the model's input side in pixels, e.g. 224.")
     side = max(size, MIN_JUDGED_SIDE)
     array = as_rgb_array(image, side)
-    _check_rgb(array)
+    check_rgb(array)
     frame = _reduce(array, side)
     circle, measures = _fit_fov(frame)
     # Outside a disc that fails its checks, the whole view is measured: a bogus circle would
@@ -178,11 +178,11 @@ def _bright_outlines(frame: np.ndarray) -> list[np.ndarray]:
     """Outlines (OpenCV contours) of the largest region brighter than the surround: cut at
     Otsu's levels, then where pixels are lit (as `_photometry` counts them); none without contrast.
 
-    Levels come from `preprocessing._levels` (Otsu's classes), as in the FOV search; unlike
+    Levels come from `preprocessing.levels` (Otsu's classes), as in the FOV search; unlike
     there, a grey surround is accepted, so an over-exposed photo keeps its disc.
     """
-    bright = cv2.medianBlur(_brightness(frame), 3)
-    background, disc = _levels(bright)
+    bright = cv2.medianBlur(brightness(frame), 3)
+    background, disc = levels(bright)
     if disc - background < _MIN_CONTRAST:
         return []
     otsu = background + max(_EDGE_LEVEL * (disc - background), _MIN_CONTRAST / 2)
@@ -202,11 +202,11 @@ def _model_view(frame, circle, side) -> tuple[np.ndarray, np.ndarray]:
     """The frame as `preprocess_fundus` crops it for the model (the FOV box), shrunk to a
     shorter side of `side` but never enlarged, and the pixels of that view inside 90 % of the
     fitted circle (all of it without one)."""
-    box = _locate_fov(frame, None) or (0, 0, frame.shape[1], frame.shape[0])
+    box = locate_fov(frame, None) or (0, 0, frame.shape[1], frame.shape[0])
     x0, y0, x1, y1 = box
     view = np.ascontiguousarray(frame[y0:y1, x0:x1])
     if min(view.shape[:2]) > side:
-        view = _resize_shorter_side(view, side)
+        view = resize_shorter_side(view, side)
     if circle is None:
         return view, np.ones(view.shape[:2], bool)
     sx, sy = view.shape[1] / (x1 - x0), view.shape[0] / (y1 - y0)
@@ -236,14 +236,14 @@ def _photometry(view: np.ndarray, inside: np.ndarray) -> dict[str, float]:
     """Exposure, focus and colour measures of the pixels `inside` the model's view."""
     red, green, blue = (view[..., channel][inside] for channel in range(3))
     brightest = np.maximum(np.maximum(red, green), blue)
-    brightness = _median_u8(brightest)
+    level = _median_u8(brightest)
     clipped = (red >= 250).view(np.uint8) + (green >= 250) + (blue >= 250) >= 2
-    lit = brightest > 0.2 * brightness + 2
+    lit = brightest > 0.2 * level + 2
     r, g, b = (channel[lit].astype(np.int64) for channel in (red, green, blue))
     green_view = view[..., 1].astype(np.float32)
     log = cv2.Laplacian(cv2.GaussianBlur(green_view, (0, 0), 1.0), cv2.CV_32F)
     return {
-        "brightness": brightness,
+        "brightness": level,
         "luminance": _median_u8(cv2.cvtColor(view, cv2.COLOR_RGB2GRAY)[inside]),
         "clipped": float(clipped.mean()),
         "sharpness": float(log[inside].std() / (green.mean() + 1.0)),

@@ -27,15 +27,15 @@ from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD  # noqa: E402
 
 from dr_hf.data.fundus_processor import model_input, normalize  # noqa: E402
 from dr_hf.data.preprocessing import as_rgb_array, preprocess_fundus  # noqa: E402
-from dr_hf.data.quality import MIN_JUDGED_SIDE, assess_quality  # noqa: E402
 
 _MASK64 = (1 << 64) - 1
 
 
 def get_transforms(
     img_size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-) -> tuple[A.Compose, A.Compose]:
-    """(train, val) pipelines; CoarseDropout's 32-pixel holes at 224 scale with `img_size`."""
+) -> A.Compose:
+    """The training augmentation pipeline; CoarseDropout's 32-pixel holes at 224 scale with
+    `img_size`. Validation and inference use no pipeline: they run the processor's functions."""
     hole = max(1, round(32 * img_size / 224))
     mean, std = tuple(mean), tuple(std)
     train = A.Compose(
@@ -64,14 +64,7 @@ def get_transforms(
             ToTensorV2(),
         ]
     )
-    val = A.Compose(
-        [
-            A.Resize(img_size, img_size, interpolation=cv2.INTER_AREA),
-            A.Normalize(mean=mean, std=std),
-            ToTensorV2(),
-        ]
-    )
-    return train, val
+    return train
 
 
 def sample_seed(seed: int, epoch: int, image_id: str) -> int:
@@ -110,17 +103,15 @@ class FundusTransform:
     Training mode reseeds the Albumentations pipeline before every image from (seed, epoch,
     image_id), between the crop and the normalisation; call `set_epoch` at each epoch start.
     Validation mode (deterministic) calls `preprocessing.model_input` and `normalize`, the
-    functions `FundusImageProcessor`, `dr-hf evaluate` and `dr-hf predict` call, with `mean` and
-    `std`; `compose` is not used there. With `quality`, each image's gradeability verdict
-    (`dr_hf.data.quality.assess_quality`) comes out beside it as `quality`, judged on the same
-    decoded, reduced array as the model input. `size` is the output side: images shrink toward twice
+    functions `FundusImageProcessor` calls at inference, with `mean` and `std`; it takes no
+    `compose` (None). `size` is the output side: images shrink toward twice
     that before the field-of-view crop and Ben Graham runs at that size, as in `dr-hf prepare`, so
     neither runs on full-size pixels.
     """
 
     def __init__(
         self,
-        compose: A.Compose,
+        compose: A.Compose | None,
         crop: bool = True,
         ben_graham: bool = False,
         seed: int = 0,
@@ -128,13 +119,15 @@ class FundusTransform:
         size: int | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
-        quality: bool = False,
     ):
         if not train and size is None:
             raise ValueError("a validation FundusTransform needs the model's input side: size=N.")
+        if train and compose is None:
+            raise ValueError(
+                "a training FundusTransform needs its augmentation: get_transforms(N)."
+            )
         self.compose = compose
         self.mean, self.std = tuple(mean), tuple(std)
-        self.quality = quality
         self.crop = crop
         self.ben_graham = ben_graham
         self.seed = seed
@@ -152,13 +145,6 @@ class FundusTransform:
         size = self.size if self.ben_graham else None
         return preprocess_fundus(array, self.crop, self.ben_graham, size)
 
-    def _verdict(self, image: Any, array: Any):
-        """The gradeability verdict at the model's input side. `array` is the image as
-        `as_rgb_array(image, size)` reduced it, which is what the verdict reduces to itself
-        when `size` is at least the side it judges at; smaller models' images are judged anew."""
-        size = self.size or 224
-        return assess_quality(array if size >= MIN_JUDGED_SIDE else image, size)
-
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         images = batch["image"]
         ids = batch.get("image_id")
@@ -167,21 +153,15 @@ class FundusTransform:
                 "the training transform needs an `image_id` column to seed each image's "
                 f"augmentation; the batch has only {sorted(batch)}."
             )
-        pixel_values, verdicts = [], []
+        pixel_values = []
         for index, image in enumerate(images):
             if self.train:
                 reseed(self.compose, sample_seed(self.seed, self.epoch, ids[index]))
                 pixel_values.append(self.compose(image=self.preprocess(image))["image"])
-                array = image
             else:
-                array = as_rgb_array(image, self.size)  # decoded and reduced once, for both
-                pixels = model_input(array, self.size, self.crop, self.ben_graham)
+                pixels = model_input(image, self.size, self.crop, self.ben_graham)
                 pixel_values.append(torch.from_numpy(normalize(pixels, self.mean, self.std)))
-            if self.quality:
-                verdicts.append(self._verdict(image, array))
         out = {"pixel_values": pixel_values}
-        if self.quality:
-            out["quality"] = verdicts
         if "label" in batch:
             out["labels"] = list(batch["label"])
         return out
@@ -201,11 +181,11 @@ def with_transforms(
 
     Returns the new DatasetDict and the training transform, whose epoch the trainer sets.
     """
-    train_compose, val_compose = get_transforms(image_size, mean, std)
     options = {"crop": crop, "ben_graham": ben_graham, "seed": seed, "size": image_size}
     options |= {"mean": mean, "std": std}
-    train_tf = FundusTransform(train_compose if augment else val_compose, train=augment, **options)
-    val_tf = FundusTransform(val_compose, train=False, **options)
+    compose = get_transforms(image_size, mean, std) if augment else None
+    train_tf = FundusTransform(compose, train=augment, **options)
+    val_tf = FundusTransform(None, train=False, **options)
     splits = {
         name: split.with_transform(train_tf if name == "train" else val_tf)
         for name, split in dataset.items()

@@ -1,8 +1,8 @@
 """`dr-hf demo`: a Gradio page grading fundus photographs with one trained grader.
 
 - `dr_hf.demo.grading`: what the page shows, without Gradio: every photograph is graded by
-  `dr_hf.evaluation.predict.predict` (the code path of `dr-hf predict`, its preprocessing and
-  referable decision), shown as the model saw it (`processor.pixels`), with a Grad-CAM overlay
+  `dr_hf.inference.predict` (the code path of `dr-hf predict`, its preprocessing and
+  referable decision), shown as the model saw it (`Grader.view`), with a Grad-CAM overlay
   where `dr_hf.evaluation.heatmaps` can be imported;
 - `dr_hf.demo.app`: the Gradio Blocks app (a single-photograph tab, a several-photographs tab with
   the `dr-hf predict` table and its CSV), and `serve`, which launches it with safe defaults

@@ -30,7 +30,7 @@ from dr_hf.demo.grading import (
     heatmap_module,
     render_examples,
 )
-from dr_hf.evaluation.predict import Grader, load_grader
+from dr_hf.inference import Grader, load_grader
 
 logger = logging.getLogger(__name__)
 

@@ -58,6 +58,13 @@ def main(argv: list[str]) -> int:
         print(f"{MISSING} ({error})", file=sys.stderr)
         return 2
     try:
+        from dr_hf.inference import named_models
+
+        if len(named_models(args.model)) != 1:
+            raise ValueError(
+                f"{args.model} is a dr-hf cv folder of several models; the demo grades with one: "
+                "give one fold's best/ folder."
+            )
         if args.export_space:
             out = export_space(args.model, args.export_space, args.retfound_weights)
             print(f"Space written to {out}: run `python app.py` there, or upload the folder.")

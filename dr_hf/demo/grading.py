@@ -1,9 +1,9 @@
 """What the demo page shows, without Gradio: one photograph's answer, several photographs' table.
 
-Grading is `dr_hf.evaluation.predict.predict`, the function behind `dr-hf predict`: the model
+Grading is `dr_hf.inference.predict`, the function behind `dr-hf predict`: the model
 folder's processor, the referable decision and its operating point, and the failures of files
 that are not images all come from there, and the table has `PredictionResult.columns`. The page
-adds the photograph as the model saw it (`grader.processor.pixels`) and, where
+adds the photograph as the model saw it (`Grader.view`) and, where
 grad-cam imports, its Grad-CAM overlay for the predicted grade. Files are
 named by their base name on the page and in the CSV, never by the server's upload path.
 """
@@ -20,13 +20,10 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
 
-from dr_hf.data.fundus_processor import normalize
 from dr_hf.data.synthetic import make_synthetic
-from dr_hf.evaluation.predict import Grader, predict
-from dr_hf.evaluation.prediction_io import PredictionResult
 from dr_hf.grades import GRADE_NAMES, REFERABLE_MIN_GRADE
+from dr_hf.inference import Grader, PredictionResult, open_image, predict
 
 logger = logging.getLogger(__name__)
 
@@ -95,19 +92,17 @@ def grade_photo(grader: Grader, path: str | None, heatmaps: ModuleType | None) -
         name, reason = result.failures[0]
         return PhotoAnswer(message_html(f"Could not grade {name}: {reason}"), error=reason)
     row = result.records()[0]
-    with Image.open(path) as opened:  # decoded as predict decodes it
-        image = ImageOps.exif_transpose(opened).convert("RGB")
-    view = grader.processor.pixels(image)
-    overlay = heatmap_overlay(grader, view, heatmaps) if heatmaps else None
+    view, pixel_values = grader.view(open_image(path))  # decoded as predict decodes it
+    overlay = heatmap_overlay(grader, view, pixel_values, heatmaps) if heatmaps else None
     return PhotoAnswer(summary_html(row), view, probability_frame(row), overlay)
 
 
-def heatmap_overlay(grader: Grader, view: np.ndarray, heatmaps: ModuleType) -> np.ndarray | None:
+def heatmap_overlay(
+    grader: Grader, view: np.ndarray, pixel_values: torch.Tensor, heatmaps: ModuleType
+) -> np.ndarray | None:
     """Grad-CAM of the predicted grade over the model's view; None (logged) if it fails."""
-    p = grader.processor
-    pixel_values = torch.from_numpy(normalize(view, p.image_mean, p.image_std))[None]
     try:
-        return heatmaps.overlay(view, heatmaps.gradcam(grader, pixel_values)[0])
+        return heatmaps.overlay(view, heatmaps.gradcam(grader, pixel_values[None])[0])
     except Exception:  # an optional panel never costs the grade
         logger.exception("Grad-CAM failed; the page shows the grade without it")
         return None

@@ -1,20 +1,11 @@
-"""Using a trained grader: `dr-hf evaluate` and `dr-hf predict`.
+"""How good a trained grader is: `dr-hf evaluate` and `dr-hf compare`.
 
-`predict` loads a saved grader with the preprocessing it was trained with and grades photographs
-in batches (optionally with TTA); `prediction_io` gathers the inputs and writes the grades out.
 `evaluate` scores a held-out set with the clinical metrics and writes its report (`report`,
-figures in `plots`).
+figures in `plots`); an ensemble's report adds its members' metrics (`ensemble`); Grad-CAM
+figures of chosen cases come from `explain` and `heatmaps`; `compare` sets reports side by side.
+Grading itself is `dr_hf.inference`'s.
 """
 
 from dr_hf.evaluation.evaluate import EvaluateArguments, clinical_metrics, evaluate_model
-from dr_hf.evaluation.predict import Grader, grade_batch, load_grader, predict
 
-__all__ = [
-    "EvaluateArguments",
-    "Grader",
-    "clinical_metrics",
-    "evaluate_model",
-    "grade_batch",
-    "load_grader",
-    "predict",
-]
+__all__ = ["EvaluateArguments", "clinical_metrics", "evaluate_model"]

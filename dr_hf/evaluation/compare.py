@@ -25,9 +25,9 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from dr_hf.evaluation.ensemble import headline_metrics
-from dr_hf.evaluation.prediction_io import PROB_COLUMNS
 from dr_hf.evaluation.report import REPORT_FILES, write_metrics
 from dr_hf.grades import REFERABLE_MIN_GRADE
+from dr_hf.inference.results import PROB_COLUMNS
 from dr_hf.metrics import referable_scores
 
 HEADLINE = (

@@ -23,17 +23,17 @@ from datasets import Dataset
 from dr_hf.config.arguments import DataArguments
 from dr_hf.data.loading import load_dr_dataset, load_dr_images
 from dr_hf.data.multisource import common_prepare_info, source_label
-from dr_hf.evaluation.ensemble import grade_dataset_ensemble, model_paths, report_dir
+from dr_hf.evaluation.ensemble import member_metrics
 from dr_hf.evaluation.explain import case_heatmaps
-from dr_hf.evaluation.predict import load_grader
-from dr_hf.evaluation.prediction_io import PROB_COLUMNS
 from dr_hf.evaluation.report import (
     check_output_dir,
+    default_output_dir,
     prepare_output_dir,
     write_figures,
     write_metrics,
     write_predictions,
 )
+from dr_hf.inference import PROB_COLUMNS, Grading, grade, load_graders, named_models
 from dr_hf.metrics import (
     bootstrap_ci,
     compute_dr_metrics,
@@ -50,14 +50,9 @@ CI_METRICS = ("qwk", "macro_auroc", "referable_auroc")
 
 @dataclass
 class EvaluateArguments:
-    """What to evaluate and where the report goes (the data comes from DataArguments' flags)."""
+    """How to evaluate and where the report goes; the models come from `--model` /
+    `--models-file` (`dr_hf.inference.add_model_flags`), the data from DataArguments' flags."""
 
-    model: list[str] = field(
-        metadata={
-            "help": "A training output: best/, a checkpoint-N or a LoRA adapter folder; several "
-            "folders are evaluated as an ensemble (their probabilities averaged)."
-        }
-    )
     output: str | None = field(
         default=None,
         metadata={
@@ -157,14 +152,14 @@ def evaluate_model(
     `dr_hf.evaluation.ensemble`), `model` and `preprocessing` list the members', and `members`
     holds each member's headline metrics. A list of one is the same as the folder alone.
     """
-    paths = model_paths(model_path)
+    paths = named_models(model_path)
     data_args = resolve_data_args(paths[0], data_args, split)
     output_dir = Path(output_dir or report_dir(paths, data_args, split))
     check_output_dir(output_dir, overwrite)
     if heatmaps and len(paths) > 1:
         raise ValueError("Grad-CAM figures (--heatmaps) need one model, not an ensemble.")
-    graders = [load_grader(path, retfound_weights, device) for path in paths]
-    for size in {grader.preprocessing["image_size"] for grader in graders}:
+    graders = load_graders(paths, retfound_weights, device)
+    for size in {grader.processor.input_side for grader in graders}:
         if data_args.image_size and data_args.image_size != size:
             logger.warning(
                 "image_size=%d is ignored: the model was trained at %d pixels.",
@@ -173,8 +168,11 @@ def evaluate_model(
             )
     dataset = load_eval_split(data_args, split)
     prepared = common_prepare_info(data_args.data_dir)
-    options = (prepared, tta, batch_size, num_workers)
-    variants, quality, members = grade_dataset_ensemble(graders, paths, dataset, *options)
+    on_data = [grader.for_prepared(prepared) for grader in graders]
+    graded = check_graded(grade(on_data, dataset, tta, batch_size, num_workers, progress=None))
+    variants = graded.variants
+    labels = np.asarray(dataset["label"], dtype=np.int64)
+    members = member_metrics(paths, graded.members, labels) if len(paths) > 1 else None
     preprocessing = [grader.preprocessing for grader in graders]
     preprocessing = preprocessing[0] if len(graders) == 1 else preprocessing
 
@@ -186,9 +184,30 @@ def evaluate_model(
     if heatmaps:
         figures, grader = output_dir / "heatmaps", graders[0]
         header["heatmaps"] = case_heatmaps(grader, dataset, variants["plain"], heatmaps, figures)
+    quality = graded.quality
     return write_report(
         output_dir, header, preprocessing, dataset, variants, bootstrap, seed, quality, members
     )
+
+
+def check_graded(graded: Grading) -> Grading:
+    """`graded` when every image of the labelled set was graded; otherwise an error naming the
+    images that were not (a metric on fewer images would look like one on all of them)."""
+    if graded.failures:
+        listed = "; ".join(f"{name}: {reason}" for name, reason in graded.failures[:10])
+        raise ValueError(
+            f"{len(graded.failures)} image(s) of the evaluation set could not be graded ({listed}): "
+            "fix or remove them."
+        )
+    return graded
+
+
+def report_dir(model_path: str | Path | list, data_args: DataArguments, split: str = "all") -> Path:
+    """The default report folder: `default_output_dir` of one model; for an ensemble,
+    `eval_ensemble_<data>` beside the first member."""
+    paths = named_models(model_path)
+    first = paths[0] if len(paths) == 1 else paths[0].parent / "ensemble"
+    return default_output_dir(first, data_args, split)
 
 
 def resolve_data_args(
@@ -277,6 +296,7 @@ __all__ = [
     "clinical_metrics",
     "evaluate_model",
     "load_eval_split",
+    "report_dir",
     "resolve_data_args",
     "run_data_fields",
     "write_report",

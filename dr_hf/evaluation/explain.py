@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
-from PIL import Image, ImageOps
 
 from dr_hf.evaluation.heatmaps import heatmaps_for
 from dr_hf.grades import REFERABLE_MIN_GRADE
+from dr_hf.inference import open_image
 from dr_hf.metrics import referable_scores
 
 
@@ -25,11 +25,7 @@ def file_heatmaps(grader, names: list[str], out_dir: str | Path) -> list[Path]:
     stems = [_safe(Path(name).stem) for name in names]
     if len(set(stems)) < len(stems):
         stems = [f"{index:04d}_{stem}" for index, stem in enumerate(stems)]
-    images = []
-    for name in names:
-        with Image.open(name) as opened:
-            images.append(ImageOps.exif_transpose(opened).convert("RGB"))
-    return heatmaps_for(grader, images, out_dir, stems)
+    return heatmaps_for(grader, [open_image(name) for name in names], out_dir, stems)
 
 
 def select_cases(probabilities: np.ndarray, labels: np.ndarray, count: int) -> dict[str, list[int]]:

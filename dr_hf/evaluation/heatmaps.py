@@ -1,4 +1,4 @@
-"""Grad-CAM heatmaps of a grader's decisions, figures of them, and the pointing game.
+"""Grad-CAM heatmaps of a grader's decisions, and figures of them.
 
 Maps come from pytorch-grad-cam's `GradCAM`. The grader (a transformers TimmWrapper, possibly
 inside a PEFT LoRA model) returns an `ImageClassifierOutput`, so grad-cam sees it through a small
@@ -29,12 +29,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from dr_hf.data.fundus_processor import normalize
 from dr_hf.grades import GRADE_NAMES
 from dr_hf.models.parts import timm_backbone
 
-if TYPE_CHECKING:  # predict imports the datasets stack, which heatmaps do not need
-    from dr_hf.evaluation.predict import Grader
+if TYPE_CHECKING:  # dr_hf.inference imports the datasets stack, which heatmaps do not need
+    from dr_hf.inference.grader import Grader
 
 try:
     from pytorch_grad_cam import GradCAM
@@ -213,71 +212,27 @@ def write_heatmap(
     return path
 
 
-def _masks_at(masks: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
-    """Masks as bool [N, H, W], resized to `shape` with nearest neighbour when it differs."""
-    masks = np.asarray(masks)
-    if masks.ndim != 3:
-        raise ValueError(f"masks of shape {masks.shape}: expected [N, H, W].")
-    if shape is not None and masks.shape[1:] != tuple(shape):
-        size = (shape[1], shape[0])
-        resized = [
-            cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) for m in masks
-        ]
-        masks = np.stack(resized) if resized else np.zeros((0, *shape), np.uint8)
-    return masks.astype(bool)
-
-
-def pointing_game(heatmaps: np.ndarray, masks: np.ndarray) -> float:
-    """Share of images whose heatmap peak (the first argmax) lies inside their lesion mask.
-
-    `masks` (bool or 0/1, [N, H, W]) are brought to the heatmaps' resolution with nearest
-    neighbour. Images whose mask is empty (at that resolution) are skipped: there is no lesion to
-    point at. Raises ValueError when every mask is empty.
-    """
-    heatmaps = np.asarray(heatmaps)
-    if heatmaps.ndim != 3 or len(heatmaps) != len(masks):
-        raise ValueError(f"heatmaps {heatmaps.shape} and {len(masks)} masks: expected [N, H, W].")
-    masks = _masks_at(masks, heatmaps.shape[1:])
-    keep = masks.any(axis=(1, 2))
-    if not keep.any():
-        raise ValueError("every mask is empty: the pointing game needs lesions to point at.")
-    peaks = heatmaps[keep].reshape(int(keep.sum()), -1).argmax(axis=1)
-    hits = masks[keep].reshape(int(keep.sum()), -1)[np.arange(len(peaks)), peaks]
-    return float(hits.mean())
-
-
-def random_point_baseline(masks: np.ndarray, shape: tuple[int, int] | None = None) -> float:
-    """The pointing game's expected score for a uniformly random point: the mean share of each
-    image covered by its mask. Empty masks are skipped, as `pointing_game` skips them; `shape`
-    (the heatmaps' H, W) resizes the masks the same way first."""
-    masks = _masks_at(masks, shape)
-    keep = masks.any(axis=(1, 2))
-    if not keep.any():
-        raise ValueError("every mask is empty: the pointing game needs lesions to point at.")
-    return float(masks[keep].mean(axis=(1, 2)).mean())
-
-
 def heatmaps_for(
     grader: "Grader", images: list, out_dir: str | Path, names: list[str], batch_size: int = 16
 ) -> list[Path]:
     """Write `out_dir/<name>.png` (see `write_heatmap`) for each PIL image or RGB array, with the
     map of its predicted grade; returns the paths in order.
 
-    Each photograph goes through the grader's processor once: its `pixels` are what the figure
-    shows, and their normalisation is what the model grades. Probabilities are the softmax of
-    the logits of the Grad-CAM forward passes, so each batch runs the model once.
+    Each photograph goes through the grader's processor once (`Grader.view`): its uint8 view is
+    what the figure shows, and its normalised pixels are what the model grades. Probabilities
+    are the softmax of the logits of the Grad-CAM forward passes, so each batch runs the model
+    once.
     """
     if len(names) != len(images) or len(set(names)) != len(names):
         raise ValueError(f"{len(images)} images need as many distinct names, got {len(names)}.")
-    processor = grader.processor
     out_dir = Path(out_dir)
     paths = []
     for start in range(0, len(images), batch_size):
-        pixels = [processor.pixels(image) for image in images[start : start + batch_size]]
-        arrays = [normalize(p, processor.image_mean, processor.image_std) for p in pixels]
-        maps, logits = _cam_and_logits(grader, torch.from_numpy(np.stack(arrays)), None, batch_size)
+        views = [grader.view(image) for image in images[start : start + batch_size]]
+        pixel_values = torch.stack([values for _, values in views])
+        maps, logits = _cam_and_logits(grader, pixel_values, None, batch_size)
         probabilities = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
-        for offset, (photo, heatmap, probs) in enumerate(zip(pixels, maps, probabilities)):
+        for offset, ((photo, _), heatmap, probs) in enumerate(zip(views, maps, probabilities)):
             name = names[start + offset]
             paths.append(
                 write_heatmap(out_dir / f"{name}.png", photo, heatmap, GRADE_NAMES, probs, name)
@@ -289,8 +244,6 @@ __all__ = [
     "gradcam",
     "heatmaps_for",
     "overlay",
-    "pointing_game",
-    "random_point_baseline",
     "target_layer",
     "write_heatmap",
 ]

@@ -15,7 +15,7 @@ import numpy as np
 
 from dr_hf.config.arguments import DataArguments
 from dr_hf.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
-from dr_hf.evaluation.prediction_io import PROB_COLUMNS
+from dr_hf.inference.results import PROB_COLUMNS
 from dr_hf.metrics import referable_scores
 
 REPORT_FILES = ("metrics.json", "predictions.csv")

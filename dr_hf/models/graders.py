@@ -3,7 +3,8 @@
 A saved model is a standard transformers folder: `AutoModelForImageClassification`,
 `AutoImageProcessor` and `pipeline("image-classification")` load it without dr_hf, since
 config.json holds the timm architecture, its model_args, the grade names and a `pretrained_cfg`
-(mean, std, input size, interpolation) from which the image processor rebuilds the preprocessing.
+(mean, std, input size, interpolation). `create_model` returns the grader with its
+`FundusImageProcessor`, which training saves beside it and names in config.json.
 """
 
 import logging
@@ -24,11 +25,12 @@ from transformers import (
 )
 
 from dr_hf.config.arguments import ModelArguments
+from dr_hf.data.fundus_processor import FundusImageProcessor
 from dr_hf.errors import CheckpointError
 from dr_hf.grades import ID2LABEL, LABEL2ID, NUM_GRADES
 from dr_hf.models.base_record import BASE_WEIGHTS, base_fingerprint, read_base_record
 from dr_hf.models.lora import apply_lora, load_adapter
-from dr_hf.models.parts import trained_head
+from dr_hf.models.parts import data_config, trained_head
 from dr_hf.models.retfound import is_retfound, load_retfound_weights, retfound_architecture
 from dr_hf.models.weights import (
     adapt_pos_embed,
@@ -43,16 +45,21 @@ logger = logging.getLogger(__name__)
 
 
 def create_model(
-    args: ModelArguments, image_size: int | None = None
-) -> PreTrainedModel | PeftModel:
-    """Build the grader: timm baseline or RETFound, its initial weights, then LoRA if asked.
+    args: ModelArguments,
+    image_size: int | None = None,
+    crop_fov: bool = True,
+    ben_graham: bool = False,
+) -> tuple[PreTrainedModel | PeftModel, FundusImageProcessor]:
+    """Build the grader (timm baseline or RETFound, its initial weights, then LoRA if asked) and
+    the `FundusImageProcessor` that makes its input: input side, mean and std are the
+    architecture's (side `image_size` when given), crop and Ben Graham as asked.
 
     Weights: a local file (timm/torch state dict, safetensors, or for RETFound the official
     checkpoint), a Hub repository id (downloaded, or read from the HF cache), or None for timm's
     own random initialisation, which is kept (transformers' N(0, 0.02) re-initialisation is
     avoided). The config records the file's name and the base's tensor fingerprint, not its path.
     """
-    config = model_config(args, image_size)
+    config, processor = model_config(args, image_size, crop_fov, ben_graham)
     model = build_model(config)
     weights = args.pretrained_weights
     file = None
@@ -76,11 +83,18 @@ def create_model(
         f"{summary['total']:,}",
         summary["trainable_pct"],
     )
-    return model
+    return model, processor
 
 
-def model_config(args: ModelArguments, image_size: int | None = None) -> TimmWrapperConfig:
-    """The TimmWrapperConfig: timm architecture and kwargs, grades, preprocessing."""
+def model_config(
+    args: ModelArguments,
+    image_size: int | None = None,
+    crop_fov: bool = True,
+    ben_graham: bool = False,
+) -> tuple[TimmWrapperConfig, FundusImageProcessor]:
+    """The TimmWrapperConfig (timm architecture and kwargs, grades, and timm's data config for
+    tools that read only config.json) and the processor of the same input side and
+    normalisation."""
     if is_retfound(args.model_name):
         architecture, model_args = retfound_architecture(
             args.model_name, image_size, args.drop_path_rate
@@ -103,7 +117,7 @@ def model_config(args: ModelArguments, image_size: int | None = None) -> TimmWra
         if cfg.fixed_input_size and image_size:
             model_args["img_size"] = image_size
     labels = {"id2label": ID2LABEL, "label2id": LABEL2ID} if args.num_labels == NUM_GRADES else {}
-    return TimmWrapperConfig(
+    config = TimmWrapperConfig(
         architecture=architecture,
         model_args=model_args,
         num_labels=args.num_labels,
@@ -117,6 +131,17 @@ def model_config(args: ModelArguments, image_size: int | None = None) -> TimmWra
             "crop_mode": "center",
         },
     )
+    processor = FundusImageProcessor(
+        size=size, crop_fov=crop_fov, ben_graham=ben_graham, image_mean=mean, image_std=std
+    )
+    return config, processor
+
+
+def processor_for(model: torch.nn.Module) -> FundusImageProcessor:
+    """A processor for a model that came without one: the input side and normalisation its
+    config records (`data_config`), with the training defaults (crop on, Ben Graham off)."""
+    mean, std, size = data_config(model)
+    return FundusImageProcessor(size=size, image_mean=list(mean), image_std=list(std))
 
 
 def build_model(config: TimmWrapperConfig) -> TimmWrapperForImageClassification:

@@ -1,10 +1,12 @@
-"""RETFound as a timm ViT, and safe loading of checkpoint files (the official layouts included).
+"""RETFound as a timm ViT, and its official checkpoints' layouts (MAE and DINOv2) mapped onto it.
 
 RETFound (Zhou et al., Nature 2023) is a ViT-Large/16 pre-trained on retinal images with MAE:
 timm's `vit_large_patch16_224` with `global_pool="avg"` (mean of the patch tokens, cls excluded,
 then `fc_norm`), exactly as the official `models_vit.py`. The DINOv2 variant is timm's
 `vit_large_patch14_dinov2` at 224 pixels. `retfound_tiny` keeps the structure at a tiny width
-for tests and CPU demonstrations.
+for tests and CPU demonstrations. Finding, reading and checking weight files in general (a local
+file, a model folder, a Hub id; `weights_only` pickles; every gap or surplus named) is
+`dr_hf.models.weights`'; this module only says where RETFound's encoder sits in its files.
 """
 
 import logging

@@ -2,7 +2,7 @@
 
 `run` wires data, model, loss, optimiser and metrics into the `DRTrainer` (`trainer`, with its
 callbacks) and holds the notebook API `train`. Around it: losses for skewed grades (`losses`),
-layer-wise learning-rate decay (`optim`), settings derived before training (`settings`),
+layer-wise learning-rate decay (`optim`), the Trainer's arguments (`settings`), W&B (`reporting`),
 resuming (`resume`), the history rebuilt from the Trainer's logs (`history`), and what a finished
 run exports: `best/` with its model card (`export`, `model_card`) and the Hub upload (`hub`).
 """

@@ -28,7 +28,7 @@ from sklearn.model_selection import StratifiedKFold
 from dr_hf.config.arguments import DataArguments, DRTrainingArguments, ModelArguments
 from dr_hf.data.loading import load_dr_images
 from dr_hf.metrics import compute_dr_metrics, expected_calibration_error
-from dr_hf.run_folder import BEST, EVAL_RESULTS, read_validation_predictions
+from dr_hf.run_folder import BEST, EVAL_RESULTS, fold_folder, read_validation_predictions
 from dr_hf.training.resume import list_checkpoints
 from dr_hf.training.run import run_training
 
@@ -53,10 +53,6 @@ class CVArguments:
             raise ValueError(f"folds={self.folds}: cross-validation needs at least 2 folds.")
         if self.fold is not None and not 0 <= self.fold < self.folds:
             raise ValueError(f"fold={self.fold} must lie in 0..{self.folds - 1}.")
-
-
-def fold_folder(output_dir: str | Path, fold: int) -> Path:
-    return Path(output_dir) / f"fold-{fold}"
 
 
 def fold_indices(labels, ids, folds: int, seed: int) -> list[np.ndarray]:

@@ -18,10 +18,11 @@ from dr_hf.config.arguments import DataArguments, DRTrainingArguments, ModelArgu
 from dr_hf.config.parsing import config_from_dict, config_from_yaml, resolved_config
 from dr_hf.data.fundus_processor import FundusImageProcessor
 from dr_hf.data.loading import load_dr_dataset, source_counts
+from dr_hf.data.prepared import steps_left_to_apply
 from dr_hf.data.transforms import FundusTransform, with_transforms
 from dr_hf.metrics import compute_dr_metrics, make_compute_metrics, softmax
 from dr_hf.models.graders import create_model, parameter_summary
-from dr_hf.models.parts import base_model, data_config
+from dr_hf.models.parts import base_model
 from dr_hf.run_folder import (
     BEST,
     SOURCE_COUNTS,
@@ -34,13 +35,9 @@ from dr_hf.training.export import export_best
 from dr_hf.training.history import build_history
 from dr_hf.training.losses import training_loss
 from dr_hf.training.optim import layer_decay_optimizer
+from dr_hf.training.reporting import finish_wandb, wandb_environment
 from dr_hf.training.resume import resolve_resume
-from dr_hf.training.settings import (
-    finish_wandb,
-    steps_left_to_apply,
-    trainer_arguments,
-    wandb_environment,
-)
+from dr_hf.training.settings import trainer_arguments
 from dr_hf.training.trainer import AugmentationEpochCallback, BaseRecordCallback, DRTrainer
 
 logger = logging.getLogger(__name__)
@@ -85,14 +82,14 @@ def build_trainer(
     sources = source_counts(dataset) if "source" in dataset["train"].column_names else None
 
     # ---- Model ------------------------------------------------------------------------------
-    model = create_model(model_args, image_size=data_args.image_size)
-    mean, std, input_size = data_config(model)
-    image_size = data_args.image_size or input_size
-    processor = FundusImageProcessor(
-        size=image_size, crop_fov=data_args.crop_fov, ben_graham=data_args.ben_graham,
-        image_mean=list(mean), image_std=list(std),
-    )  # fmt: skip
+    model, processor = create_model(
+        model_args,
+        data_args.image_size,
+        crop_fov=data_args.crop_fov,
+        ben_graham=data_args.ben_graham,
+    )
     processor.name_in(base_model(model).config)  # so that pipeline() finds it in config.json
+    image_size, mean, std = processor.input_side, processor.image_mean, processor.image_std
 
     # ---- On-the-fly preprocessing and augmentation -----------------------------------------
     dataset, train_transform = with_transforms(

@@ -1,0 +1,192 @@
+"""`grade`: the one loop that turns photographs into grade probabilities.
+
+`dr-hf predict`, `dr-hf evaluate`, the demo page and the benchmarks all grade through it. Each
+photograph is decoded once (`open_image`), then each grader's processor makes that grader's
+input from it (`Grader.view`), so every member of an ensemble sees the photograph as it was
+trained to; one grader is an ensemble of one. A photograph that cannot be decoded or
+preprocessed becomes a named failure, never a silent drop.
+"""
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from datasets import Dataset
+from PIL import Image, ImageOps
+
+from dr_hf.data.files import DECODE_ERRORS
+from dr_hf.data.quality import MIN_JUDGED_SIDE, assess_quality
+from dr_hf.grades import NUM_GRADES
+from dr_hf.inference.grader import Grader, model_view
+from dr_hf.inference.results import collect_inputs
+
+PROGRESS_MIN_IMAGES = 64
+# Views averaged by test-time augmentation; the batch is square, so rot90 keeps its shape.
+TTA_VIEWS = (
+    lambda x: x,
+    lambda x: torch.flip(x, dims=[3]),
+    lambda x: torch.flip(x, dims=[2]),
+    lambda x: torch.rot90(x, 1, dims=[2, 3]),
+)
+
+
+def open_image(source) -> Image.Image:
+    """A photograph file (turned upright by its EXIF orientation), PIL image or RGB array as
+    an RGB PIL image."""
+    if isinstance(source, np.ndarray):
+        return Image.fromarray(source)
+    if isinstance(source, Image.Image):
+        return source
+    with Image.open(source) as opened:
+        return ImageOps.exif_transpose(opened).convert("RGB")
+
+
+@dataclass
+class Grading:
+    """What `grade` returns: the graded images' names in input order, each grader's
+    probabilities of them (`plain`, and with TTA also `tta`), why the other images could not be
+    graded, and the first grader's gradeability verdicts (None when not assessed)."""
+
+    names: list[str]
+    members: list[dict[str, np.ndarray]]
+    failures: list[tuple[str, str]]
+    quality: list | None = None
+
+    @property
+    def variants(self) -> dict[str, np.ndarray]:
+        """Each variant's probabilities averaged over the graders, in float64."""
+        return {
+            name: np.mean([member[name].astype(np.float64) for member in self.members], axis=0)
+            for name in self.members[0]
+        }
+
+
+class _Photos(torch.utils.data.Dataset):
+    """Each photograph as every processor's model sees it, with the gradeability verdict of the
+    first one's input; one that cannot be decoded or preprocessed yields its error instead. It
+    holds processors only, so DataLoader workers never touch a model."""
+
+    def __init__(self, sources: list | Dataset, processors: list, quality: bool):
+        self.sources, self.processors, self.quality = sources, processors, quality
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> dict:
+        try:
+            source = self.sources[index]
+            image = open_image(source["image"] if isinstance(source, dict) else source)
+            reduced: dict[int, np.ndarray] = {}  # decoded and reduced once per input side
+            inputs = []
+            for processor in self.processors:
+                side = processor.input_side
+                if side not in reduced:
+                    reduced[side] = processor.reduce(image)
+                inputs.append(model_view(processor, reduced[side])[1])
+        except DECODE_ERRORS as error:
+            return {"index": index, "error": f"{type(error).__name__}: {error}"}
+        item = {"index": index, "pixel_values": inputs, "quality": None}
+        if self.quality:  # judged on the array the first model's input was reduced from
+            side = self.processors[0].input_side
+            judged = reduced[side] if side >= MIN_JUDGED_SIDE else image
+            item["quality"] = assess_quality(judged, side)
+        return item
+
+
+def _collate(items: list[dict]) -> dict:
+    """A batch: each grader's inputs stacked, the failed images as (index, error)."""
+    good = [item for item in items if "pixel_values" in item]
+    stacked = [torch.stack(inputs) for inputs in zip(*(item["pixel_values"] for item in good))]
+    return {
+        "index": [item["index"] for item in good],
+        "pixel_values": stacked,
+        "quality": [item["quality"] for item in good],
+        "errors": [(item["index"], item["error"]) for item in items if "error" in item],
+    }
+
+
+@torch.inference_mode()
+def grade_batch(
+    grader: Grader, pixel_values: torch.Tensor, tta: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Softmax probabilities of a normalised batch, and with `tta` their mean over the flips and
+    rot90 (one forward pass over all views)."""
+    pixels = pixel_values.to(grader.device, non_blocking=True)
+    views = [view(pixels) for view in TTA_VIEWS] if tta else [pixels]
+    logits = grader.model(pixel_values=torch.cat(views)).logits.float()
+    probs = torch.softmax(logits, dim=-1).reshape(len(views), len(pixels), -1).cpu()
+    return probs[0], probs.mean(dim=0) if tta else None
+
+
+def auto_workers(count: int) -> int:
+    """DataLoader workers: none for a handful of images, a few for long lists of photographs."""
+    return 0 if count <= PROGRESS_MIN_IMAGES else min(4, os.cpu_count() or 1)
+
+
+def progress_batches(loader, total: int, progress: bool | None = None) -> Iterator[dict]:
+    """The loader's batches under a tqdm bar counting images (`index` and `errors` of each)."""
+    from tqdm.auto import tqdm
+
+    show = (total > PROGRESS_MIN_IMAGES or sys.stderr.isatty()) if progress is None else progress
+    with tqdm(total=total, unit="img", disable=not show, desc="Grading") as bar:
+        for batch in loader:
+            yield batch
+            bar.update(len(batch["index"]) + len(batch["errors"]))
+
+
+def grade(
+    graders: Grader | list[Grader],
+    images,
+    tta: bool = False,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    progress: bool | None = None,
+    quality: bool = True,
+) -> Grading:
+    """Grade `images` with every grader, one forward pass per grader and batch.
+
+    `images` are files, folders of images (searched recursively), PIL images or RGB arrays (see
+    `collect_inputs`), or a `datasets.Dataset` with `image` and `image_id` columns, graded row by
+    row in order. With `tta`, each grader's probabilities come plain and averaged over the flips
+    and rot90 (`TTA_VIEWS`) from the same forward pass; with `quality`, each image gets the
+    gradeability verdict of the array the first grader's input was made from.
+    """
+    graders = [graders] if isinstance(graders, Grader) else list(graders)
+    if not graders:
+        raise ValueError("Grading needs at least one model.")
+    if isinstance(images, Dataset):
+        sources, names, failures = images, [str(i) for i in images["image_id"]], []
+    else:
+        sources, names, failures = collect_inputs(images)
+    loader = torch.utils.data.DataLoader(
+        _Photos(sources, [grader.processor for grader in graders], quality),
+        batch_size=batch_size,
+        num_workers=auto_workers(len(sources)) if num_workers is None else num_workers,
+        collate_fn=_collate,
+        pin_memory=any(grader.device.type == "cuda" for grader in graders),
+    )
+    indices, verdicts = [], []
+    chunks: list[dict[str, list]] = [{"plain": [], "tta": []} for _ in graders]
+    for batch in progress_batches(loader, len(sources), progress):
+        failures += [(names[index], error) for index, error in batch["errors"]]
+        indices += batch["index"]
+        verdicts += batch["quality"]
+        for grader, pixels, chunk in zip(graders, batch["pixel_values"], chunks):
+            plain, averaged = grade_batch(grader, pixels, tta)
+            chunk["plain"].append(plain.numpy())
+            if tta:
+                chunk["tta"].append(averaged.numpy())
+    empty = np.zeros((0, NUM_GRADES), np.float32)
+    members = [
+        {name: np.concatenate(parts) if parts else empty for name, parts in chunk.items()}
+        for chunk in chunks
+    ]
+    if not tta:
+        members = [{"plain": member["plain"]} for member in members]
+    return Grading([names[i] for i in indices], members, failures, verdicts if quality else None)
+
+
+__all__ = ["TTA_VIEWS", "Grading", "grade", "grade_batch", "open_image"]
