@@ -4,6 +4,7 @@ that names the file; deeper images are scaled, not clipped."""
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +155,62 @@ def test_training_and_the_processor_scale_deep_images_too(retina):
     eight = processor(gray, return_tensors="np")["pixel_values"]
     sixteen = processor(deep, return_tensors="np")["pixel_values"]
     assert np.abs(eight - sixteen).max() < 0.05
+
+
+# ---- Through `predict`: each odd file gets a grade with its verdict, or its own error row ------
+
+
+def _odd_files(folder, retina: np.ndarray) -> dict[str, str]:
+    """Odd and hostile files, each with what `predict` must do with it: "graded" or "error"."""
+    folder.mkdir()
+    image = Image.fromarray(retina)
+    gray = image.convert("L")
+    image.convert("CMYK").save(folder / "cmyk.jpg", quality=90)
+    Image.fromarray(np.asarray(gray).astype(np.uint16) * 257).save(folder / "deep16.png")
+    Image.fromarray((np.asarray(gray) / 255).astype(np.float32), "F").save(folder / "float.tiff")
+    image.convert("RGBA").save(folder / "rgba.png")
+    image.convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.png")
+    image.save(folder / "anim.gif", save_all=True, append_images=[image.rotate(90)])
+    image.save(folder / "photo.webp")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image.save(folder / "rotated.jpg", exif=exif)
+    Image.new("RGB", (1, 1), (80, 20, 10)).save(folder / "one.png")
+    Image.new("RGB", (4000, 20), (80, 20, 10)).save(folder / "sliver.png")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not a photograph\n" * 10)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    (folder / "cut.png").write_bytes(buffer.getvalue()[:2000])
+    (folder / "bomb.png").write_bytes(_bomb_png(20000))
+    (folder / "readme.txt").write_text("skipped by extension")
+    graded = ["cmyk.jpg", "deep16.png", "float.tiff", "rgba.png", "palette.png", "anim.gif"]
+    graded += ["photo.webp", "rotated.jpg", "one.png", "sliver.png"]
+    errors = ["empty.jpg", "notes.jpg", "cut.png", "bomb.png"]
+    return {name: "graded" for name in graded} | {name: "error" for name in errors}
+
+
+def test_predict_grades_odd_files_or_reports_each(trained_run, retina, tmp_path, caplog):
+    from dr_hf.inference import predict
+
+    folder = tmp_path / "odd"
+    expected = _odd_files(folder, retina)
+    output_dir, _ = trained_run
+    with caplog.at_level("WARNING"):
+        result = predict(output_dir / "best", [folder], device="cpu", progress=False)
+    rows = {Path(row["image"]).name: row for row in result.records()}
+    assert set(rows) == set(expected)  # every photograph has its row; readme.txt is not one
+    for name, outcome in expected.items():
+        row = rows[name]
+        if outcome == "graded":
+            assert row["error"] == "" and row["grade"] in range(5), row
+            assert abs(sum(row[f"prob_{g}"] for g in range(5)) - 1) < 1e-4
+            assert row["gradable"] in (True, False)
+        else:
+            assert row["error"] and name in row["error"], row
+    assert "too large to decode safely" in rows["bomb.png"]["error"]
+    assert "readme.txt" in caplog.text and "skipped" in caplog.text
+    assert "anim.gif: first of 2 frames graded" in caplog.text
+    # Deep images are graded as their 8-bit original is, not clipped white or black.
+    assert rows["deep16.png"]["gradable"] == rows["float.tiff"]["gradable"]
+    assert not {"over_exposed", "too_dark"} & set(rows["deep16.png"]["quality_issues"].split(";"))

@@ -12,7 +12,11 @@ from PIL import Image as PILImage
 
 from dr_hf.errors import DataError, listing
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+# Formats Pillow reads that cameras, phones and archives produce; other files in a folder are
+# reported as skipped, never read.
+IMAGE_EXTENSIONS = tuple(
+    ".png .jpg .jpeg .jpe .tif .tiff .bmp .gif .webp .ppm .pgm .jp2 .j2k .dib".split()
+)
 # What PIL raises on a file it cannot decode: truncated or corrupted data (OSError, SyntaxError),
 # impossible header values (ValueError) and images above PIL's decompression-bomb pixel limit.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError)

@@ -20,12 +20,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dr_hf.data.preprocessing import to_rgb
 
-# Formats Pillow reads that cameras, phones and archives produce; a folder's other files are
-# reported as skipped by extension, never read silently.
-PHOTOGRAPH_EXTENSIONS = tuple(
-    ".png .jpg .jpeg .jpe .tif .tiff .bmp .gif .webp .ppm .pgm .jp2 .j2k .dib".split()
-)
-
 
 class PhotographError(ValueError):
     """A file that cannot be graded, with the reason in plain words (the file is named)."""

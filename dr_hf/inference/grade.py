@@ -7,6 +7,7 @@ trained to; one grader is an ensemble of one. A photograph that cannot be decode
 preprocessed becomes a named failure, never a silent drop.
 """
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -18,10 +19,14 @@ from datasets import Dataset
 from PIL import Image, ImageOps
 
 from dr_hf.data.files import DECODE_ERRORS
+from dr_hf.data.photographs import Photograph, open_photograph
+from dr_hf.data.preprocessing import to_rgb
 from dr_hf.data.quality import MIN_JUDGED_SIDE, assess_quality
 from dr_hf.grades import NUM_GRADES
 from dr_hf.inference.grader import Grader, model_view
 from dr_hf.inference.results import collect_inputs
+
+logger = logging.getLogger(__name__)
 
 PROGRESS_MIN_IMAGES = 64
 # Views averaged by test-time augmentation; the batch is square, so rot90 keeps its shape.
@@ -34,14 +39,19 @@ TTA_VIEWS = (
 
 
 def open_image(source) -> Image.Image:
-    """A photograph file (turned upright by its EXIF orientation), PIL image or RGB array as
-    an RGB PIL image."""
+    """A photograph file (see `open_photograph`: upright, first frame, 8-bit RGB), PIL image
+    (turned upright by its EXIF orientation, deeper modes scaled to 8-bit RGB) or RGB array."""
+    return open_photo(source).image
+
+
+def open_photo(source) -> Photograph:
+    """`open_image` with the notes of what was done to the file (the frame taken, a scaling)."""
     if isinstance(source, np.ndarray):
-        return Image.fromarray(source)
+        return Photograph(Image.fromarray(source))
     if isinstance(source, Image.Image):
-        return source
-    with Image.open(source) as opened:
-        return ImageOps.exif_transpose(opened).convert("RGB")
+        notes: list[str] = []
+        return Photograph(to_rgb(ImageOps.exif_transpose(source), notes), notes)
+    return open_photograph(source)
 
 
 @dataclass
@@ -78,7 +88,8 @@ class _Photos(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         try:
             source = self.sources[index]
-            image = open_image(source["image"] if isinstance(source, dict) else source)
+            photo = open_photo(source["image"] if isinstance(source, dict) else source)
+            image = photo.image
             reduced: dict[int, np.ndarray] = {}  # decoded and reduced once per input side
             inputs = []
             for processor in self.processors:
@@ -88,7 +99,7 @@ class _Photos(torch.utils.data.Dataset):
                 inputs.append(model_view(processor, reduced[side])[1])
         except DECODE_ERRORS as error:
             return {"index": index, "error": f"{type(error).__name__}: {error}"}
-        item = {"index": index, "pixel_values": inputs, "quality": None}
+        item = {"index": index, "pixel_values": inputs, "quality": None, "notes": photo.notes}
         if self.quality:  # judged on the array the first model's input was reduced from
             side = self.processors[0].input_side
             judged = reduced[side] if side >= MIN_JUDGED_SIDE else image
@@ -104,6 +115,7 @@ def _collate(items: list[dict]) -> dict:
         "index": [item["index"] for item in good],
         "pixel_values": stacked,
         "quality": [item["quality"] for item in good],
+        "notes": [item["notes"] for item in good],
         "errors": [(item["index"], item["error"]) for item in items if "error" in item],
     }
 
@@ -172,6 +184,9 @@ def grade(
     chunks: list[dict[str, list]] = [{"plain": [], "tta": []} for _ in graders]
     for batch in progress_batches(loader, len(sources), progress):
         failures += [(names[index], error) for index, error in batch["errors"]]
+        for index, notes in zip(batch["index"], batch["notes"]):
+            for note in notes:
+                logger.warning("%s: %s.", names[index], note)
         indices += batch["index"]
         verdicts += batch["quality"]
         for grader, pixels, chunk in zip(graders, batch["pixel_values"], chunks):

@@ -7,6 +7,7 @@ image-less folder becomes a named failure, never a silent drop. Results are a
 
 import csv
 import json
+import logging
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,8 +17,11 @@ import numpy as np
 from PIL import Image
 
 from dr_hf.data.files import IMAGE_EXTENSIONS
+from dr_hf.errors import listing
 from dr_hf.grades import GRADE_NAMES, NUM_GRADES, REFERABLE_MIN_GRADE
 from dr_hf.metrics import referable_scores
+
+logger = logging.getLogger(__name__)
 
 PROB_COLUMNS = [f"prob_{grade}" for grade in range(NUM_GRADES)]
 SAVE_FORMATS = ("csv", "jsonl", "json")
@@ -36,12 +40,21 @@ def collect_inputs(inputs: Iterable) -> tuple[list, list[str], list[tuple[str, s
             continue
         path = Path(item)
         if path.is_dir():
-            found = sorted(
+            files = sorted(
                 p
                 for p in path.rglob("*")
-                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                if not any(part.startswith(".") for part in p.relative_to(path).parts)
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
+            found = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+            if skipped := [p.relative_to(path).as_posix() for p in files if p not in set(found)]:
+                logger.warning(
+                    "%s: %d file(s) skipped, not a photograph by extension (%s): %s",
+                    path,
+                    len(skipped),
+                    " ".join(IMAGE_EXTENSIONS),
+                    listing(skipped),
+                )
             if not found:
                 failures.append((str(path), f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder"))
             sources += found
