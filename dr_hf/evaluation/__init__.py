@@ -6,13 +6,12 @@ in batches (optionally with TTA); `prediction_io` gathers the inputs and writes 
 figures in `plots`).
 """
 
-from dr_hf.evaluation.evaluate import EvaluateArguments, clinical_metrics, evaluate_model
+from dr_hf.evaluation.evaluate import EvaluateArguments, evaluate_model
 from dr_hf.evaluation.predict import Grader, grade_batch, load_grader, predict
 
 __all__ = [
     "EvaluateArguments",
     "Grader",
-    "clinical_metrics",
     "evaluate_model",
     "grade_batch",
     "load_grader",

@@ -20,7 +20,7 @@ from dr_hf.config.arguments import DataArguments
 from dr_hf.evaluation.predict import Grader, grade_dataset, load_grader, predict
 from dr_hf.evaluation.prediction_io import PredictionResult
 from dr_hf.evaluation.report import default_output_dir
-from dr_hf.metrics import compute_dr_metrics, expected_calibration_error
+from dr_hf.metrics import compute_dr_metrics
 
 MEMBER_METRICS = ("accuracy", "qwk", "macro_auroc", "referable_auroc", "ece")
 
@@ -128,7 +128,6 @@ def headline_metrics(
     """The metrics `names` (by default `MEMBER_METRICS`: accuracy, QWK, macro AUROC,
     referable-DR AUROC and ECE) of one set of probabilities."""
     metrics = compute_dr_metrics(probabilities, labels)
-    metrics["ece"] = expected_calibration_error(probabilities, labels)
     return {name: metrics[name] for name in names}
 
 
