@@ -7,6 +7,7 @@ import evaluate
 import numpy as np
 import pytest
 import torch
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     cohen_kappa_score,
     confusion_matrix,
@@ -245,10 +246,18 @@ def test_calibration_bins_by_hand_and_the_plot_shows_them():
     filled = count > 0
     by_bins = (count[filled] * np.abs(accuracy[filled] - confidence[filled])).sum() / 500
     assert expected_calibration_error(rng_probs, rng_labels) == pytest.approx(by_bins)
+    # The bins are scikit-learn's calibration_curve's, on the filled bins.
+    right = rng_probs.argmax(axis=1) == rng_labels
+    curve = calibration_curve(right, rng_probs.max(axis=1), n_bins=15)
+    assert curve[0] == pytest.approx(accuracy[filled]) and curve[1] == pytest.approx(
+        confidence[filled]
+    )
     # The figure draws the same bins, and shows the ECE it is given rather than its own.
     figure = reliability_figure(rng_probs, rng_labels, ece=0.123)
     top, bottom = figure.axes
-    assert [bar.get_height() for bar in top.patches] == pytest.approx(np.nan_to_num(accuracy))
+    (curve_line,) = [line for line in top.get_lines() if line.get_label() == "Grader"]
+    assert curve_line.get_xdata() == pytest.approx(confidence[filled])
+    assert curve_line.get_ydata() == pytest.approx(accuracy[filled])
     assert [bar.get_height() for bar in bottom.patches] == count.tolist()
     assert "ECE 0.123" in top.get_title()
     ece = expected_calibration_error(rng_probs, rng_labels)
@@ -342,3 +351,23 @@ def test_headline_intervals_are_those_of_a_direct_bootstrap(monkeypatch):
     assert "ci95" not in compute_dr_metrics(probs, labels)
     with pytest.raises(ValueError, match="bootstrap=0"):
         compute_dr_metrics(probs[:1], labels[:1], bootstrap=10)
+
+
+def test_confusion_matrix_figure_shows_counts_and_recall(tmp_path):
+    from PIL import Image
+
+    from dr_hf.evaluation.plots import plot_confusion_matrix
+
+    counts = np.array(
+        [[5, 1, 0, 0, 0], [2, 3, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 1, 1, 0]] + [[0] * 5]
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        saved = []
+        patch.setattr("matplotlib.figure.Figure.savefig", lambda fig, *a, **k: saved.append(fig))
+        plot_confusion_matrix(counts, tmp_path / "cm.png")
+    left, right = [ax for ax in saved[0].axes if ax.get_title()]
+    assert [t.get_text() for t in left.texts][:5] == ["5", "1", "0", "0", "0"]
+    assert [t.get_text() for t in right.texts][5:7] == ["0.40", "0.60"]  # grade 1: 2 of 5, 3 of 5
+    assert plot_confusion_matrix(counts, tmp_path / "cm.png").is_file()
+    with Image.open(tmp_path / "cm.png") as image:
+        assert image.size[0] > 600

@@ -7,10 +7,11 @@ metric is defined; a draw where it is not (an AUROC that drew one class) is skip
 
 The headline metrics of every draw come from `resampled_metrics`, a NumPy path that scores all
 draws at once; `functional` (scikit-learn) scores the point estimates, and the tests check that
-the two agree on every draw. Measured on 1000 images, 1000 draws, 2 CPU cores (Dec 2026):
-scikit-learn per draw takes 1.6 s for QWK (`cohen_kappa_score`), 2.7 s for referable AUROC
-(`roc_auc_score`), 15.6 s for macro AUROC and 2.7 s for macro F1; `resampled_metrics` takes
-0.03 s for QWK and about 1 s for all eight headline metrics together.
+the two agree on every draw. Measured on 1000 images and 1000 draws, on 2 shared CPU cores
+(Dec 2026): per draw, scikit-learn takes 1.6 s for QWK (`cohen_kappa_score`), 2.7 s for the
+referable AUROC (`roc_auc_score`) and 15.6 s for the macro AUROC, and `compute_dr_metrics` 78 s
+for everything; `resampled_metrics` takes 0.03 s for QWK and 1.5 s for all eight headline
+metrics.
 """
 
 import logging
