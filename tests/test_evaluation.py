@@ -36,7 +36,7 @@ def report(trained_run, synthetic_dir, tmp_path_factory):
 def read_predictions(folder):
     rows = list(csv.DictReader((folder / "predictions.csv").open()))
     labels = np.array([int(row["true_grade"]) for row in rows])
-    predicted = np.array([int(row["predicted_grade"]) for row in rows])
+    predicted = np.array([int(row["grade"]) for row in rows])
     probs = np.array([[float(row[f"prob_{g}"]) for g in range(5)] for row in rows])
     return rows, labels, predicted, probs
 
@@ -45,7 +45,7 @@ def test_report_holds_every_image_and_valid_figures(report, capsys):
     code, out, metrics = report
     assert code == 0
     rows, labels, predicted, probs = read_predictions(out)
-    assert metrics["num_images"] == len(rows) == 60 and len({r["image_id"] for r in rows}) == 60
+    assert metrics["num_images"] == len(rows) == 60 and len({r["image"] for r in rows}) == 60
     assert metrics["grade_counts"] == np.bincount(labels, minlength=5).tolist()
     assert np.array_equal(predicted, probs.argmax(axis=1))
     assert metrics["preprocessing"]["image_size"] == 32
@@ -153,14 +153,14 @@ def test_validation_split_is_the_runs_own_from_its_config(trained_run, synthetic
 
     assert evaluate_main(["--model", str(best), "--split", "validation", "--bootstrap", "0"]) == 0
     report = tmp_path / "run" / "eval_best_data_validation"
-    assert [row["image_id"] for row in read_predictions(report)[0]] == ids
+    assert [row["image"] for row in read_predictions(report)[0]] == ids
     metrics = evaluate_model(best, split="validation", bootstrap=0, output_dir=tmp_path / "api")
     assert metrics["num_images"] == 12
     # A data flag given on the command line overrides the run's value, and only that one.
     out = tmp_path / "five"
     argv = ["--model", str(best), "--split", "validation", "--max_eval_samples", "5"]
     assert evaluate_main(argv + ["--bootstrap", "0", "--output", str(out)]) == 0
-    assert [row["image_id"] for row in read_predictions(out)[0]] == ids[:5]
+    assert [row["image"] for row in read_predictions(out)[0]] == ids[:5]
     with pytest.raises(ValueError, match="No data"):
         evaluate_model(best, bootstrap=0, output_dir=tmp_path / "nothing")  # split "all"
 

@@ -1,20 +1,20 @@
 """What `dr-hf compare` does: set evaluation reports of the same images side by side.
 
-Each report folder is one `dr-hf evaluate` wrote (`metrics.json`, `predictions.csv`); the metrics
-are recomputed from the plain probabilities of `predictions.csv`, so that every report is scored,
-and resampled, the same way. Reports on different images, or on the same images with different
-true grades, are refused, naming the images.
+Each report folder is one `dr-hf evaluate` wrote (`metrics.json`, and `predictions.csv` read with
+`dr_hf.predictions.read_predictions`); the metrics are recomputed from its plain probabilities,
+so that every report is scored, and resampled, the same way. Reports on different images, or on
+the same images with different true grades, are refused, naming the images.
 
 Every bootstrap draw (`dr_hf.metrics.bootstrap_distribution`, on `scipy.stats.bootstrap`)
 resamples one set of image indices and scores all reports on it: the 95 % CIs of each report's
-headline metrics and the paired differences between reports come from the same draws. The two-sided p-value of a difference (QWK, referable-DR AUROC) is twice the share of
-draws whose difference lies at or across 0 (on the other side from the observed difference),
-capped at 1. DeLong's test is not computed: no maintained implementation is installed with
-dr_hf, so the AUROC comparison is the paired bootstrap only, as the outputs say.
+headline metrics and the paired differences between reports come from the same draws. The
+two-sided p-value of a difference (QWK, referable-DR AUROC) is twice the share of draws whose
+difference lies at or across 0 (on the other side from the observed difference), capped at 1.
+DeLong's test is not computed: no maintained implementation is installed with dr_hf, so the
+AUROC comparison is the paired bootstrap only, as the outputs say.
 """
 
 import argparse
-import csv
 import itertools
 import json
 from dataclasses import dataclass, replace
@@ -24,7 +24,6 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import RocCurveDisplay
 
-from dr_hf.evaluation.prediction_io import PROB_COLUMNS
 from dr_hf.evaluation.report import REPORT_FILES, write_metrics
 from dr_hf.grades import REFERABLE_MIN_GRADE
 from dr_hf.metrics import (
@@ -35,6 +34,7 @@ from dr_hf.metrics import (
     referable_scores,
     resampled_metrics,
 )
+from dr_hf.predictions import probabilities_of, read_predictions
 
 PAIRED = ("qwk", "referable_auroc")
 OUTPUT_FILES = ("comparison.json", "comparison.md", "comparison.png")
@@ -68,27 +68,10 @@ def read_report(folder: str | Path) -> Report:
                 f"{folder} holds no {name}: give report folders written by dr-hf evaluate."
             )
     model = json.loads((folder / "metrics.json").read_text()).get("model", "")
-    path = folder / "predictions.csv"
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = list(reader)
-    missing = [c for c in ("image_id", "true_grade", *PROB_COLUMNS) if c not in reader.fieldnames]
-    if missing or not rows:
-        raise ValueError(
-            f"{path} lacks {'the column(s) ' + ', '.join(missing) if missing else 'any image'}: "
-            "give report folders written by dr-hf evaluate."
-        )
-    try:
-        labels = np.array([int(row["true_grade"]) for row in rows], np.int64)
-        probs = np.array([[float(row[c]) for c in PROB_COLUMNS] for row in rows], np.float64)
-    except ValueError as error:
-        raise ValueError(f"{path} holds a value that is not a number ({error}).") from error
-    ids = [row["image_id"] for row in rows]
-    doubled = sorted({i for i in ids if ids.count(i) > 1})
-    if doubled:
-        raise ValueError(f"{path} lists image ids more than once: {_some(doubled)}.")
+    table = read_predictions(folder / "predictions.csv", require_labels=True)
+    labels = table["true_grade"].to_numpy(dtype=np.int64)
     model = model if isinstance(model, str) else "ensemble of " + ", ".join(model)
-    return Report(folder, model, ids, labels, probs)
+    return Report(folder, model, table["image"].tolist(), labels, probabilities_of(table))
 
 
 def _some(ids: list, limit: int = 10) -> str:

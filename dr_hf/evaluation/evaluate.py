@@ -26,15 +26,14 @@ from dr_hf.data.multisource import common_prepare_info, source_label
 from dr_hf.evaluation.ensemble import grade_dataset_ensemble, model_paths, report_dir
 from dr_hf.evaluation.explain import case_heatmaps
 from dr_hf.evaluation.predict import load_grader
-from dr_hf.evaluation.prediction_io import PROB_COLUMNS
 from dr_hf.evaluation.report import (
     check_output_dir,
     prepare_output_dir,
     write_figures,
     write_metrics,
-    write_predictions,
 )
 from dr_hf.metrics import compute_dr_metrics
+from dr_hf.predictions import PROB_COLUMNS, predictions_table, write_predictions
 from dr_hf.run_folder import RUN_CONFIG, read_run_config
 
 logger = logging.getLogger(__name__)
@@ -244,7 +243,10 @@ def write_report(
         results["gradeability"] = gradeability_report(ids, labels, variants["plain"], quality)
     if members is not None:
         results["members"] = members
-    write_predictions(output_dir / "predictions.csv", ids, labels, variants, quality)
+    table = predictions_table(
+        ids, variants["plain"], labels=labels, tta=variants.get("tta"), quality=quality
+    )
+    write_predictions(table, output_dir / "predictions.csv")
     results = write_metrics(output_dir / "metrics.json", results)
     logger.info("Evaluation report written to %s", output_dir)
     return results

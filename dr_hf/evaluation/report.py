@@ -1,11 +1,11 @@
 """The report folder of `dr-hf evaluate`: where it goes, and what is written into it.
 
-`metrics.json` (NaN as null), `predictions.csv` (plain and TTA probabilities per image), the
+`metrics.json` (NaN as null), `predictions.csv` (the `dr_hf.predictions` table, with the true
+grade and, with TTA, the TTA probabilities), the
 confusion-matrix, ROC and reliability figures, and the fixed-width table printed at the end. A
 folder already holding a report is refused before any work, unless told to overwrite it.
 """
 
-import csv
 import json
 import math
 import re
@@ -15,8 +15,6 @@ import numpy as np
 
 from dr_hf.config.arguments import DataArguments
 from dr_hf.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
-from dr_hf.evaluation.prediction_io import PROB_COLUMNS
-from dr_hf.metrics import referable_scores
 
 REPORT_FILES = ("metrics.json", "predictions.csv")
 FIGURES = ("confusion_matrix", "roc", "reliability")
@@ -90,35 +88,6 @@ def write_figures(
         title=title,
         ece=metrics["ece"],
     )
-
-
-def write_predictions(
-    path: Path, ids: list, labels: np.ndarray, variants: dict, quality: list | None = None
-) -> None:
-    """One row per image: its true grade, then each variant's grade, probabilities and
-    P(grade >= 2), rounded to 6 decimals, then its gradeability verdict when given."""
-    columns = ["image_id", "true_grade", "predicted_grade", *PROB_COLUMNS, "referable_prob"]
-    if "tta" in variants:
-        columns += [
-            "tta_predicted_grade",
-            *(f"tta_{c}" for c in PROB_COLUMNS),
-            "tta_referable_prob",
-        ]
-    columns += ["gradable", "quality_issues"] if quality is not None else []
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        per_variant = [
-            (probs.argmax(axis=1), np.round(probs, 6), np.round(referable_scores(probs), 6))
-            for probs in variants.values()
-        ]
-        for row, (image_id, label) in enumerate(zip(ids, labels)):
-            cells = [image_id, int(label)]
-            for grades, probs, referable in per_variant:
-                cells += [int(grades[row]), *probs[row].tolist(), float(referable[row])]
-            if quality is not None:
-                cells += [quality[row].gradable, ";".join(quality[row].issues)]
-            writer.writerow(cells)
 
 
 def write_metrics(path: Path, results: dict) -> dict:
@@ -208,5 +177,4 @@ __all__ = [
     "prepare_output_dir",
     "write_figures",
     "write_metrics",
-    "write_predictions",
 ]

@@ -24,9 +24,15 @@ from dr_hf.grades import NUM_GRADES, REFERABLE_MIN_GRADE
 GRADES = list(range(NUM_GRADES))
 SCREENING_SPECIFICITIES = (0.90, 0.95)
 HEADLINE = (
-    "accuracy", "qwk", "macro_f1", "macro_auroc", "referable_auroc",
-    "referable_sensitivity", "referable_specificity", "ece",
-)  # fmt: skip
+    "accuracy",
+    "qwk",
+    "macro_f1",
+    "macro_auroc",
+    "referable_auroc",
+    "referable_sensitivity",
+    "referable_specificity",
+    "ece",
+)
 """The scalar metrics every report, comparison and bootstrap interval speaks of."""
 
 
