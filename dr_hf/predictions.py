@@ -99,13 +99,13 @@ def predictions_table(
     if quality is not None:
         columns["gradable"] = [bool(verdict.gradable) for verdict in quality]
         columns["quality_issues"] = [";".join(verdict.issues) for verdict in quality]
-    table = pd.DataFrame(columns, columns=list(columns), index=range(n))
+    table = pd.DataFrame(columns, columns=list(columns), index=range(n), dtype=object)
     if failures is not None:
         table["error"] = ""
         failed = pd.DataFrame({"image": [str(name) for name, _ in failures]})
         failed["error"] = [reason for _, reason in failures]
         table = pd.concat([table, failed], ignore_index=True) if failures else table
-    return table[[column for column in COLUMNS if column in table]].astype(object).fillna("")
+    return table[[column for column in COLUMNS if column in table]].fillna("")
 
 
 def _probability_columns(probabilities: np.ndarray, prefix: str) -> dict[str, list[float]]:

@@ -58,6 +58,16 @@ def test_every_group_round_trips_through_csv(tmp_path):
     assert failed["error"].startswith("UnidentifiedImageError") and failed["prob_0"] == ""
 
 
+def test_failed_rows_leave_the_graded_rows_as_written(tmp_path):
+    probs = _probabilities(3)
+    table = predictions_table(["a", "b", "c"], probs, failures=[("d", "file not found")])
+    write_predictions(table, tmp_path / "p.csv")
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0].startswith("image,grade,grade_name,prob_0") and lines[0].endswith(",error")
+    assert [line.split(",")[1] for line in lines[1:]] == [*map(str, probs.argmax(1)), ""]
+    assert lines[-1].startswith("d,,,") and lines[-1].endswith(",file not found")
+
+
 def test_json_formats_hold_the_same_rows(tmp_path):
     table = predictions_table(["x", "y"], _probabilities(2), labels=[1, 3])
     write_predictions(table, tmp_path / "p.json")
