@@ -142,11 +142,21 @@ def test_qwk_uses_the_grade_scale_not_the_labels_present():
     assert ours != pytest.approx(cohen_kappa_score(labels, pred, weights="quadratic"))
 
 
-def test_evaluate_load_by_path_matches():
+def test_evaluate_load_by_path_gives_the_headline_function():
+    """What an `evaluate` user gets is compute_dr_metrics, batch by batch as evaluate feeds it
+    (probabilities stored as float32)."""
     probs, labels = _random_set(n=50, seed=5)
     metric = evaluate.load(DR_GRADING_PATH)
-    by_path = metric.compute(predictions=probs, references=labels)
+    for start in range(0, 50, 20):
+        metric.add_batch(
+            predictions=probs[start : start + 20], references=labels[start : start + 20]
+        )
+    by_path = metric.compute()
     _assert_matches(by_path, _sklearn_metrics(probs, labels))
+    direct = compute_dr_metrics(probs, labels)
+    assert by_path.keys() == direct.keys()
+    for name, point in direct["referable_operating_points"].items():
+        assert by_path["referable_operating_points"][name] == pytest.approx(point, abs=1e-6)
 
 
 @pytest.mark.parametrize(
