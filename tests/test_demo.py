@@ -6,6 +6,7 @@ grader; its answers must be `predict()`'s for the same files.
 
 import csv
 import importlib.util
+import json
 import re
 import socket
 import subprocess
@@ -122,7 +123,8 @@ def test_single_photo_and_a_bad_file(server, model_dir, photos, not_an_image):
         handle_file(str(photos[0])), api_name="/grade_photo"
     )
     with Image.open(heatmap) as overlay:  # the Grad-CAM overlay of the graded photograph
-        assert overlay.size[0] >= 64 and len(np.unique(np.asarray(overlay))) > 10
+        side = json.loads((model_dir / "preprocessor_config.json").read_text())["size"]["height"]
+        assert overlay.size == (side, side) and len(np.unique(np.asarray(overlay))) > 10
     want = expected_rows(model_dir, photos[:1])[0][photos[0].name]
     assert f"<span id='dr-grade'>{want['grade']}</span>" in summary
     for grade in range(5):
