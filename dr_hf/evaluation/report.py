@@ -15,6 +15,7 @@ import numpy as np
 
 from dr_hf.config.arguments import DataArguments
 from dr_hf.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
+from dr_hf.metrics import HEADLINE
 
 REPORT_FILES = ("metrics.json", "predictions.csv")
 FIGURES = ("confusion_matrix", "roc", "reliability")
@@ -120,9 +121,7 @@ def format_table(results: dict) -> str:
     def cell(value) -> str:
         return "     n/a" if value is None else f"{value:8.4f}"
 
-    keys = ["accuracy", "qwk", "macro_f1", "macro_auroc", "referable_auroc"]
-    keys += ["referable_sensitivity", "referable_specificity", "ece"]
-    for key in keys:
+    for key in HEADLINE:
         ci = results.get("ci95", {}).get(key)
         interval = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else ""
         line = f"{key:<34}{cell(results[key])}  {interval:<17}"
