@@ -9,8 +9,8 @@
       eval_results.json         the best model's validation metrics (EVAL_RESULTS, written by
                                 Trainer.save_metrics)
       training_history.json     per-epoch history (HISTORY)
-      validation_predictions.csv  the best model's probabilities on the validation split
-                                (VALIDATION_PREDICTIONS: image_id, true_grade, prob_0..prob_4)
+      validation_predictions.csv  the best model's predictions on the validation split
+                                (VALIDATION_PREDICTIONS, a `dr_hf.predictions` table)
       source_counts.json        images per grade per source and split, and photographs found
                                 in several sources (SOURCE_COUNTS; runs on several sources)
       best/                     the exported model or adapter, with its model card (BEST)
@@ -26,13 +26,19 @@ A `dr-hf cv` output folder holds one such run per fold, and stands for their `be
       cv_summary.json, .md      the folds' metrics and the out-of-fold ones (CV_SUMMARY)
 """
 
-import csv
 import json
 import zipfile
 from pathlib import Path
 
 import yaml
 from safetensors import SafetensorError, safe_open
+
+from dr_hf.predictions import (
+    predictions_table,
+    probabilities_of,
+    read_predictions,
+    write_predictions,
+)
 
 RUN_CONFIG = "config.yaml"
 LEGACY_PREPROCESSING = "dr_hf_preprocessing.json"
@@ -148,25 +154,17 @@ def write_history(output_dir: str | Path, history: dict) -> None:
 
 
 def write_validation_predictions(output_dir: str | Path, ids, labels, probabilities) -> None:
-    """One row per validation image: id, true grade and the five (calibrated) probabilities,
-    rounded to 8 decimals; cross-validation joins the folds' files into out-of-fold predictions."""
-    with open(Path(output_dir) / VALIDATION_PREDICTIONS, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image_id", "true_grade", *(f"prob_{g}" for g in range(5))])
-        for image_id, label, row in zip(ids, labels, probabilities):
-            writer.writerow([image_id, int(label), *(round(float(p), 8) for p in row)])
+    """The predictions table (`dr_hf.predictions`) of the validation images: image, true grade,
+    predicted grade and the five (calibrated) probabilities; cross-validation joins the folds'
+    tables into out-of-fold predictions."""
+    table = predictions_table(ids, probabilities, labels=labels)
+    write_predictions(table, Path(output_dir) / VALIDATION_PREDICTIONS)
 
 
 def read_validation_predictions(output_dir: str | Path) -> tuple[list[str], list[int], list]:
-    """(ids, true grades, probability rows) of `write_validation_predictions`' file."""
-    with open(Path(output_dir) / VALIDATION_PREDICTIONS, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    probabilities = [[float(row[f"prob_{g}"]) for g in range(5)] for row in rows]
-    return (
-        [row["image_id"] for row in rows],
-        [int(row["true_grade"]) for row in rows],
-        probabilities,
-    )
+    """(images, true grades, probability rows) of `write_validation_predictions`' file."""
+    table = read_predictions(Path(output_dir) / VALIDATION_PREDICTIONS, require_labels=True)
+    return table["image"].tolist(), table["true_grade"].tolist(), probabilities_of(table).tolist()
 
 
 def fold_folder(output_dir: str | Path, fold: int) -> Path:

@@ -15,6 +15,7 @@ from dr_hf.cli import main as cli_main
 from dr_hf.config.arguments import DataArguments
 from dr_hf.evaluation.compare import HEADLINE, compare_reports, paired_p_value
 from dr_hf.evaluation.evaluate import evaluate_model
+from dr_hf.predictions import predictions_table, write_predictions
 
 torch.set_num_threads(1)
 
@@ -32,16 +33,12 @@ def reports(trained_run, synthetic_dir, tmp_path_factory):
 
 
 def write_report(folder, ids, labels, probabilities, model="hand-made"):
-    """A report folder as `dr-hf evaluate` writes it (the columns compare reads)."""
+    """A report folder as `dr-hf evaluate` writes it: its metrics.json names the model, and
+    predictions.csv is the predictions table."""
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({"model": model}))
-    with open(folder / "predictions.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            ["image_id", "true_grade", "predicted_grade"] + [f"prob_{g}" for g in range(5)]
-        )
-        for image_id, label, probs in zip(ids, labels, probabilities):
-            writer.writerow([image_id, int(label), int(np.argmax(probs)), *np.round(probs, 6)])
+    table = predictions_table(ids, probabilities, labels=labels)
+    write_predictions(table, folder / "predictions.csv")
     return folder
 
 

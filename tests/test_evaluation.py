@@ -17,6 +17,7 @@ from dr_hf.cli import evaluate_main
 from dr_hf.config.arguments import DataArguments
 from dr_hf.data.loading import load_dr_dataset
 from dr_hf.evaluation.evaluate import evaluate_model
+from dr_hf.metrics import expected_calibration_error
 from dr_hf.models.lora import BASE_WEIGHTS
 
 torch.set_num_threads(1)
@@ -36,7 +37,7 @@ def report(trained_run, synthetic_dir, tmp_path_factory):
 def read_predictions(folder):
     rows = list(csv.DictReader((folder / "predictions.csv").open()))
     labels = np.array([int(row["true_grade"]) for row in rows])
-    predicted = np.array([int(row["predicted_grade"]) for row in rows])
+    predicted = np.array([int(row["grade"]) for row in rows])
     probs = np.array([[float(row[f"prob_{g}"]) for g in range(5)] for row in rows])
     return rows, labels, predicted, probs
 
@@ -45,7 +46,7 @@ def test_report_holds_every_image_and_valid_figures(report, capsys):
     code, out, metrics = report
     assert code == 0
     rows, labels, predicted, probs = read_predictions(out)
-    assert metrics["num_images"] == len(rows) == 60 and len({r["image_id"] for r in rows}) == 60
+    assert metrics["num_images"] == len(rows) == 60 and len({r["image"] for r in rows}) == 60
     assert metrics["grade_counts"] == np.bincount(labels, minlength=5).tolist()
     assert np.array_equal(predicted, probs.argmax(axis=1))
     assert metrics["preprocessing"]["image_size"] == 32
@@ -103,7 +104,10 @@ def test_tta_figures_are_reported_beside_the_plain_ones(report, capsys):
     tta = np.array([[float(r[f"tta_prob_{g}"]) for g in range(5)] for r in rows])
     assert not np.allclose(plain, tta) and np.allclose(tta.sum(axis=1), 1.0, atol=1e-4)
     assert {"qwk", "ece", "referable_operating_points"} <= set(metrics["tta"])
-    assert 0.0 <= metrics["ece"] <= 1.0
+    labels = np.array([int(r["true_grade"]) for r in rows])
+    # the CSV rounds to 1e-6: a confidence on a bin edge could move, so compare to 1e-4
+    assert metrics["ece"] == pytest.approx(expected_calibration_error(plain, labels), abs=1e-4)
+    assert metrics["tta"]["ece"] == pytest.approx(expected_calibration_error(tta, labels), abs=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["full", "checkpoint", "lora"])
@@ -153,14 +157,14 @@ def test_validation_split_is_the_runs_own_from_its_config(trained_run, synthetic
 
     assert evaluate_main(["--model", str(best), "--split", "validation", "--bootstrap", "0"]) == 0
     report = tmp_path / "run" / "eval_best_data_validation"
-    assert [row["image_id"] for row in read_predictions(report)[0]] == ids
+    assert [row["image"] for row in read_predictions(report)[0]] == ids
     metrics = evaluate_model(best, split="validation", bootstrap=0, output_dir=tmp_path / "api")
     assert metrics["num_images"] == 12
     # A data flag given on the command line overrides the run's value, and only that one.
     out = tmp_path / "five"
     argv = ["--model", str(best), "--split", "validation", "--max_eval_samples", "5"]
     assert evaluate_main(argv + ["--bootstrap", "0", "--output", str(out)]) == 0
-    assert [row["image_id"] for row in read_predictions(out)[0]] == ids[:5]
+    assert [row["image"] for row in read_predictions(out)[0]] == ids[:5]
     with pytest.raises(ValueError, match="No data"):
         evaluate_model(best, bootstrap=0, output_dir=tmp_path / "nothing")  # split "all"
 

@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dr_hf"
 LAYERS = {
-    "errors": 0, "grades": 0, "config": 0, "metrics": 0, "run_folder": 0,
+    "errors": 0, "grades": 0, "config": 0, "metrics": 0, "run_folder": 0, "predictions": 0,
     "data": 1, "models": 1,
     "training": 2, "evaluation": 2, "inference": 2,
     "cli": 3, "benchmarks": 3, "demo": 3, "__init__": 3,

@@ -2,7 +2,6 @@
 the Python API, W&B offline and the Hub upload boundary."""
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from transformers import AutoModelForImageClassification
 
 from dr_hf.config.parsing import config_from_dict, config_from_yaml
 from dr_hf.models.graders import load_trained_model
+from dr_hf.run_folder import read_validation_predictions
 from dr_hf.training.run import build_trainer, run_training, train
 
 HISTORY_KEYS = {"train_loss", "train_acc", "val_loss", "val_acc", "learning_rate", "epoch_time"}
@@ -28,7 +28,15 @@ def test_training_lowers_the_loss_and_keeps_the_original_history_keys(trained_ru
     )
     assert len(history["train_loss"]) == 3 and len(history["val_qwk"]) == 3
     assert history["train_loss"][-1] < history["train_loss"][0]
-    assert all(0.0 <= acc <= 100.0 for acc in history["train_acc"] + history["val_acc"])
+    # Accuracies are percentages of whole images: of the 60, those in the validation table
+    # are the validation split and the others trained.
+    n_val = len(read_validation_predictions(output_dir)[0])
+    for acc, n in [(a, n_val) for a in history["val_acc"]] + [
+        (a, 60 - n_val) for a in history["train_acc"]
+    ]:
+        assert acc * n / 100 == pytest.approx(round(acc * n / 100)), (acc, n)
+    best = json.loads((output_dir / "eval_results.json").read_text())
+    assert 100 * best["accuracy"] in [pytest.approx(acc) for acc in history["val_acc"]]
     assert json.loads((output_dir / "training_history.json").read_text()) == history
 
 
@@ -186,6 +194,8 @@ def test_push_to_hub_uploads_exactly_the_export_without_token(synthetic_dir, tmp
     monkeypatch.setattr(HfApi, "create_repo", fake_create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", fake_upload_folder)
     token = "hf_TESTTOKEN1234567890abcdef"
+    env_token = "hf_ENVTOKEN0987654321fedcba"  # the token a user keeps in the environment
+    monkeypatch.setenv("HF_TOKEN", env_token)
     values = tiny_config(
         synthetic_dir, tmp_path / "hub", model_name="retfound_tiny", lora=True, lora_r=4,
         num_train_epochs=1, push_to_hub=True, hub_model_id="someone/dr-grader", hub_token=token,
@@ -199,10 +209,11 @@ def test_push_to_hub_uploads_exactly_the_export_without_token(synthetic_dir, tmp
     }  # fmt: skip
     assert all(path.parent == best for path in calls["files"].values())
     assert "Not a medical device" in calls["card"] and "library_name: peft" in calls["card"]
-    for path in (tmp_path / "hub").rglob("*"):
-        if path.is_file():
-            assert token.encode() not in path.read_bytes(), path
-    assert "someone/dr-grader" not in os.environ.get("HF_TOKEN", "")
+    for secret in (token, env_token):  # neither token is written into the run or the card
+        assert secret not in calls["card"]
+        for path in (tmp_path / "hub").rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path
 
 
 def test_quickstart_config_shortened_lowers_the_loss(synthetic_dir, tmp_path):

@@ -1,6 +1,10 @@
 """Albumentations pipelines, the per-sample-seeded FundusTransform, collate and normalisation."""
 
+import ast
 import collections
+import os
+import subprocess
+import sys
 import warnings
 
 import albumentations as A
@@ -133,17 +137,50 @@ def test_reseed_reaches_nested_composes():
         return nested(image=image)["image"].tobytes()
 
     outcomes = [flipped(seed) for seed in range(20)]
-    assert len(set(outcomes)) == 2  # OneOf picks either flip depending on the seed
-    assert [flipped(seed) for seed in range(20)] == outcomes
+    # OneOf picks either flip depending on the seed: each outcome is one of the two mirrors
+    assert set(outcomes) == {np.flip(image, 1).tobytes(), np.flip(image, 0).tobytes()}
+    assert [flipped(seed) for seed in range(20)] == outcomes  # and the seed decides which
 
 
-def test_sample_seed_is_stable():
-    assert sample_seed(42, 3, "abc") == sample_seed(42, 3, "abc")
-    assert (
-        len({sample_seed(42, 3, "abc"), sample_seed(42, 4, "abc"), sample_seed(43, 3, "abc")}) == 3
+@pytest.mark.parametrize("flip, axis", [("HorizontalFlip", 2), ("VerticalFlip", 1)])
+def test_a_flip_alone_mirrors_the_validation_pixels(flip, axis):
+    """Where the drawn parameters say only one flip fired, the training pipeline's output is the
+    unaugmented output (its own resize and normalisation alone) mirrored along that axis, to the
+    bit."""
+    train = get_transforms(SIZE)
+    val = A.Compose([train.transforms[0], *train.transforms[-2:]])
+    image = np.asarray(fundus_image(90, 120, seed=0))
+    plain = val(image=image)["image"]
+    for i in range(400):
+        reseed(train, sample_seed(0, 0, f"id{i}"))
+        out = train(image=image)["image"]
+        if {type(t).__name__ for t in train.transforms[1:-2] if t.params} == {flip}:
+            break
+    else:
+        pytest.fail(f"no seed of 400 applied {flip} alone")
+    assert torch.equal(out, torch.flip(plain, dims=[axis]))
+    assert not torch.equal(out, plain)
+
+
+def test_sample_seed_is_the_same_in_another_interpreter():
+    """Python's hash() is salted per process: a seed built on it would change between the
+    workers and ranks of one run. An interpreter with another PYTHONHASHSEED gives the same
+    seeds; the run's seed, the epoch and the image id each change it."""
+    keys = [(42, 3, "abc"), (42, 4, "abc"), (43, 3, "abc"), (42, 3, "abd")]
+    here = [sample_seed(*key) for key in keys]
+    assert len(set(here)) == len(keys) and all(0 <= s < 2**64 for s in here)
+    hash_seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
+    code = (
+        f"from dr_hf.data.transforms import sample_seed; print([sample_seed(*k) for k in {keys}])"
     )
-    # blake2b, not the per-process salted hash(): the value is fixed across interpreters.
-    assert sample_seed(0, 0, "x") == 0x12E2068556CA2830
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=os.environ | {"PYTHONHASHSEED": hash_seed},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert ast.literal_eval(done.stdout.strip()) == here
 
 
 @pytest.mark.parametrize("train", [True, False])

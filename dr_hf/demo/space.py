@@ -7,6 +7,7 @@ state, and `README.md` with the Space's front matter. `python app.py` there serv
 on 127.0.0.1:7860, or where `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT` say (a Space sets them).
 """
 
+import importlib.util
 import logging
 import shutil
 import subprocess
@@ -133,6 +134,8 @@ def local_wheel(output: Path, package_dir: str | Path | None = None) -> str | No
     if not (root / "pyproject.toml").is_file():
         return None
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q"]
+    if importlib.util.find_spec("setuptools"):  # the build backend is here: no package index
+        command.append("--no-build-isolation")
     try:
         subprocess.run([*command, "-w", str(output), str(root)], check=True, timeout=300)
     except (OSError, subprocess.SubprocessError) as error:

@@ -6,6 +6,6 @@ figures of chosen cases come from `explain` and `heatmaps`; `compare` sets repor
 Grading itself is `dr_hf.inference`'s.
 """
 
-from dr_hf.evaluation.evaluate import EvaluateArguments, clinical_metrics, evaluate_model
+from dr_hf.evaluation.evaluate import EvaluateArguments, evaluate_model
 
-__all__ = ["EvaluateArguments", "clinical_metrics", "evaluate_model"]
+__all__ = ["EvaluateArguments", "evaluate_model"]

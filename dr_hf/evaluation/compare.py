@@ -1,20 +1,20 @@
 """What `dr-hf compare` does: set evaluation reports of the same images side by side.
 
-Each report folder is one `dr-hf evaluate` wrote (`metrics.json`, `predictions.csv`); the metrics
-are recomputed from the plain probabilities of `predictions.csv`, so that every report is scored,
-and resampled, the same way. Reports on different images, or on the same images with different
-true grades, are refused, naming the images.
+Each report folder is one `dr-hf evaluate` wrote (`metrics.json`, and `predictions.csv` read with
+`dr_hf.predictions.read_predictions`); the metrics are recomputed from its plain probabilities,
+so that every report is scored, and resampled, the same way. Reports on different images, or on
+the same images with different true grades, are refused, naming the images.
 
-Every bootstrap draw resamples one set of image indices and scores all reports on it: the 95 %
-CIs of each report's headline metrics and the paired differences between reports come from the
-same draws. The two-sided p-value of a difference (QWK, referable-DR AUROC) is twice the share of
-draws whose difference lies at or across 0 (on the other side from the observed difference),
-capped at 1. DeLong's test is not computed: no maintained implementation is installed with
-dr_hf, so the AUROC comparison is the paired bootstrap only, as the outputs say.
+Every bootstrap draw (`dr_hf.metrics.bootstrap_distribution`, on `scipy.stats.bootstrap`)
+resamples one set of image indices and scores all reports on it: the 95 % CIs of each report's
+headline metrics and the paired differences between reports come from the same draws. The
+two-sided p-value of a difference (QWK, referable-DR AUROC) is twice the share of draws whose
+difference lies at or across 0 (on the other side from the observed difference), capped at 1.
+DeLong's test is not computed: no maintained implementation is installed with dr_hf, so the
+AUROC comparison is the paired bootstrap only, as the outputs say.
 """
 
 import argparse
-import csv
 import itertools
 import json
 from dataclasses import dataclass, replace
@@ -22,18 +22,20 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from sklearn.metrics import roc_curve
+from sklearn.metrics import RocCurveDisplay
 
-from dr_hf.evaluation.ensemble import headline_metrics
 from dr_hf.evaluation.report import REPORT_FILES, write_metrics
 from dr_hf.grades import REFERABLE_MIN_GRADE
-from dr_hf.inference.results import PROB_COLUMNS
-from dr_hf.metrics import referable_scores
+from dr_hf.metrics import (
+    HEADLINE,
+    bootstrap_distribution,
+    compute_dr_metrics,
+    percentile_interval,
+    referable_scores,
+    resampled_metrics,
+)
+from dr_hf.predictions import probabilities_of, read_predictions
 
-HEADLINE = (
-    "accuracy", "qwk", "macro_f1", "macro_auroc", "referable_auroc",
-    "referable_sensitivity", "referable_specificity", "ece",
-)  # fmt: skip
 PAIRED = ("qwk", "referable_auroc")
 OUTPUT_FILES = ("comparison.json", "comparison.md", "comparison.png")
 PAIRED_TEST = (
@@ -66,27 +68,10 @@ def read_report(folder: str | Path) -> Report:
                 f"{folder} holds no {name}: give report folders written by dr-hf evaluate."
             )
     model = json.loads((folder / "metrics.json").read_text()).get("model", "")
-    path = folder / "predictions.csv"
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = list(reader)
-    missing = [c for c in ("image_id", "true_grade", *PROB_COLUMNS) if c not in reader.fieldnames]
-    if missing or not rows:
-        raise ValueError(
-            f"{path} lacks {'the column(s) ' + ', '.join(missing) if missing else 'any image'}: "
-            "give report folders written by dr-hf evaluate."
-        )
-    try:
-        labels = np.array([int(row["true_grade"]) for row in rows], np.int64)
-        probs = np.array([[float(row[c]) for c in PROB_COLUMNS] for row in rows], np.float64)
-    except ValueError as error:
-        raise ValueError(f"{path} holds a value that is not a number ({error}).") from error
-    ids = [row["image_id"] for row in rows]
-    doubled = sorted({i for i in ids if ids.count(i) > 1})
-    if doubled:
-        raise ValueError(f"{path} lists image ids more than once: {_some(doubled)}.")
+    table = read_predictions(folder / "predictions.csv", require_labels=True)
+    labels = table["true_grade"].to_numpy(dtype=np.int64)
     model = model if isinstance(model, str) else "ensemble of " + ", ".join(model)
-    return Report(folder, model, ids, labels, probs)
+    return Report(folder, model, table["image"].tolist(), labels, probabilities_of(table))
 
 
 def _some(ids: list, limit: int = 10) -> str:
@@ -123,26 +108,27 @@ def align(reports: list[Report]) -> list[Report]:
     return aligned
 
 
+def headline(report: Report) -> dict[str, float]:
+    """The `HEADLINE` metrics of one report's plain probabilities."""
+    metrics = compute_dr_metrics(report.probabilities, report.labels)
+    return {name: metrics[name] for name in HEADLINE}
+
+
 def bootstrap_draws(reports: list[Report], n: int, seed: int = 0) -> np.ndarray:
-    """[n, reports, HEADLINE] metrics: in each draw every report is scored on the same
+    """[reports, HEADLINE, n] metrics: in each draw every report is scored on the same
     resampled image indices (so differences between reports are paired)."""
     labels = reports[0].labels
-    indices = np.random.default_rng(seed).integers(0, len(labels), size=(n, len(labels)))
-    return np.array(
-        [
-            [
-                list(headline_metrics(r.probabilities[idx], labels[idx], HEADLINE).values())
-                for r in reports
-            ]
-            for idx in indices
-        ]
-    )
+
+    def statistic(indices: np.ndarray) -> np.ndarray:
+        return np.stack([resampled_metrics(r.probabilities, labels, indices) for r in reports])
+
+    return bootstrap_distribution(statistic, len(labels), n, seed)
 
 
 def interval(values: np.ndarray) -> list[float | None]:
     """Percentile 95 % interval of the draws where the value is defined."""
-    defined = values[~np.isnan(values)]
-    return [float(v) for v in np.quantile(defined, [0.025, 0.975])] if len(defined) else [None] * 2
+    lo, hi, skipped = percentile_interval(values)
+    return [float(lo), float(hi)] if skipped < len(values) else [None, None]
 
 
 def paired_p_value(differences: np.ndarray, observed: float) -> float:
@@ -174,8 +160,8 @@ def compare_reports(
     draws = bootstrap_draws(loaded, bootstrap, seed)
     entries = [
         {"name": name, "folder": str(report.folder), "model": report.model}
-        | {"metrics": headline_metrics(report.probabilities, report.labels, HEADLINE)}
-        | {"ci95": {m: interval(draws[:, k, j]) for j, m in enumerate(HEADLINE)}}
+        | {"metrics": headline(report)}
+        | {"ci95": {m: interval(draws[k, j]) for j, m in enumerate(HEADLINE)}}
         for k, (name, report) in enumerate(zip(names, loaded))
     ]
     pairs = []
@@ -184,7 +170,7 @@ def compare_reports(
         for metric in PAIRED:
             j = HEADLINE.index(metric)
             observed = entries[a]["metrics"][metric] - entries[b]["metrics"][metric]
-            differences = draws[:, a, j] - draws[:, b, j]
+            differences = draws[a, j] - draws[b, j]
             pair[metric] = {
                 "difference": observed, "ci95": interval(differences),
                 "p_value": paired_p_value(differences, observed),
@@ -235,18 +221,17 @@ def comparison_markdown(result: dict) -> str:
 
 
 def plot_referable_rocs(reports: list[Report], names: list[str], path: Path) -> Path:
-    """The referable-DR ROC curves, P(grade >= 2), of every report in one figure."""
+    """The referable-DR ROC curves, P(grade >= 2), of every report in one figure
+    (`RocCurveDisplay`, its legend giving each report's AUROC)."""
     figure = Figure(figsize=(6.5, 6))
     ax = figure.add_subplot(1, 1, 1)
     for name, report in zip(names, reports):
         positive = report.labels >= REFERABLE_MIN_GRADE
         if positive.any() and not positive.all():
             scores = referable_scores(report.probabilities)
-            fpr, tpr, _ = roc_curve(positive, scores)
-            auroc = headline_metrics(report.probabilities, report.labels, HEADLINE)[
-                "referable_auroc"
-            ]
-            ax.plot(fpr, tpr, lw=2, label=f"{name} (AUROC {auroc:.3f})")
+            RocCurveDisplay.from_predictions(
+                positive, scores, name=name, ax=ax, curve_kwargs={"lw": 2}
+            )
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), title="Referable DR (grade >= 2)")
     ax.set(xlabel="1 - specificity (false positive rate)", ylabel="Sensitivity")

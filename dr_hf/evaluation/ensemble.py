@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dr_hf.metrics import compute_dr_metrics, expected_calibration_error
+from dr_hf.metrics import compute_dr_metrics
 
 MEMBER_METRICS = ("accuracy", "qwk", "macro_auroc", "referable_auroc", "ece")
 
@@ -21,7 +21,6 @@ def headline_metrics(
     """The metrics `names` (by default `MEMBER_METRICS`: accuracy, QWK, macro AUROC,
     referable-DR AUROC and ECE) of one set of probabilities."""
     metrics = compute_dr_metrics(probabilities, labels)
-    metrics["ece"] = expected_calibration_error(probabilities, labels)
     return {name: metrics[name] for name in names}
 
 

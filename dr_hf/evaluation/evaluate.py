@@ -31,21 +31,15 @@ from dr_hf.evaluation.report import (
     prepare_output_dir,
     write_figures,
     write_metrics,
-    write_predictions,
 )
-from dr_hf.inference import PROB_COLUMNS, Grading, grade, load_graders, named_models
-from dr_hf.metrics import (
-    bootstrap_ci,
-    compute_dr_metrics,
-    expected_calibration_error,
-    referable_operating_points,
-)
+from dr_hf.inference import Grading, grade, load_graders, named_models
+from dr_hf.metrics import compute_dr_metrics
+from dr_hf.predictions import PROB_COLUMNS, predictions_table, write_predictions
 from dr_hf.run_folder import RUN_CONFIG, read_run_config
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("all", "train", "validation")
-CI_METRICS = ("qwk", "macro_auroc", "referable_auroc")
 
 
 @dataclass
@@ -106,22 +100,6 @@ def run_data_fields(model_path: str | Path) -> dict:
     `dr_hf.models.graders.run_config`); {} without one."""
     names = {item.name for item in fields(DataArguments) if item.init}
     return {key: value for key, value in read_run_config(model_path).items() if key in names}
-
-
-def clinical_metrics(
-    probabilities: np.ndarray, labels: np.ndarray, bootstrap: int = 1000, seed: int = 0
-) -> dict:
-    """Training's metrics plus ECE, referable-DR sensitivity at 90 % and 95 % specificity with
-    their thresholds on P(grade >= 2), and percentile-bootstrap 95 % CIs of QWK and AUROCs."""
-    metrics = compute_dr_metrics(probabilities, labels)
-    metrics["ece"] = expected_calibration_error(probabilities, labels)
-    metrics["referable_operating_points"] = referable_operating_points(probabilities, labels)
-    if bootstrap:
-        metrics["ci95"] = {
-            name: list(bootstrap_ci(name, probabilities, labels, n=bootstrap, seed=seed))
-            for name in CI_METRICS
-        }
-    return metrics
 
 
 def evaluate_model(
@@ -237,7 +215,7 @@ def gradeability_report(ids: list, labels: np.ndarray, probabilities: np.ndarray
     ]
     metrics = None
     if gradable.sum() >= 2:
-        metrics = clinical_metrics(probabilities[gradable], labels[gradable], bootstrap=0)
+        metrics = compute_dr_metrics(probabilities[gradable], labels[gradable])
     return {
         "num_gradable": int(gradable.sum()),
         "num_ungradable": int((~gradable).sum()),
@@ -274,7 +252,7 @@ def write_report(
         "bootstrap": bootstrap,
     }
     for name, probabilities in variants.items():
-        metrics = clinical_metrics(probabilities, labels, bootstrap, seed)
+        metrics = compute_dr_metrics(probabilities, labels, bootstrap, seed)
         write_figures(output_dir, probabilities, labels, metrics, name)
         if name == "plain":
             results |= metrics
@@ -285,7 +263,10 @@ def write_report(
         results["gradeability"] = gradeability_report(ids, labels, variants["plain"], quality)
     if members is not None:
         results["members"] = members
-    write_predictions(output_dir / "predictions.csv", ids, labels, variants, quality)
+    table = predictions_table(
+        ids, variants["plain"], labels=labels, tta=variants.get("tta"), quality=quality
+    )
+    write_predictions(table, output_dir / "predictions.csv")
     results = write_metrics(output_dir / "metrics.json", results)
     logger.info("Evaluation report written to %s", output_dir)
     return results
@@ -293,7 +274,6 @@ def write_report(
 
 __all__ = [
     "EvaluateArguments",
-    "clinical_metrics",
     "evaluate_model",
     "load_eval_split",
     "report_dir",

@@ -1,4 +1,5 @@
-"""The figures of an evaluation: confusion matrix, ROC curves and reliability diagram.
+"""The figures of an evaluation: confusion matrix, ROC curves and reliability diagram, drawn by
+scikit-learn's `ConfusionMatrixDisplay`, `RocCurveDisplay` and `CalibrationDisplay`.
 
 Figures are built with matplotlib's object API (`matplotlib.figure.Figure`), which renders PNGs
 with the Agg backend and touches no global pyplot state: safe on servers and in threads.
@@ -8,15 +9,11 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from sklearn.metrics import roc_curve
+from sklearn.calibration import CalibrationDisplay
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 from dr_hf.grades import GRADE_NAMES, NUM_GRADES, REFERABLE_MIN_GRADE
-from dr_hf.metrics import (
-    binary_auroc,
-    calibration_bins,
-    expected_calibration_error,
-    referable_scores,
-)
+from dr_hf.metrics import calibration_bins, expected_calibration_error, referable_scores
 
 DPI = 120
 
@@ -34,19 +31,12 @@ def plot_confusion_matrix(confusion: np.ndarray, path: str | Path, title: str = 
     fractions = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     figure = Figure(figsize=(12, 5))
     short = [f"{grade}: {name}" for grade, name in enumerate(GRADE_NAMES)]
-    panels = (("Counts", counts, "{:d}"), ("Row-normalised (recall)", fractions, "{:.2f}"))
+    panels = (("Counts", counts, "d"), ("Row-normalised (recall)", fractions, ".2f"))
     for index, (name, values, fmt) in enumerate(panels):
         ax = figure.add_subplot(1, 2, index + 1)
-        image = ax.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
-        for (row, col), value in np.ndenumerate(values):
-            colour = "white" if fractions[row, col] > 0.5 else "black"
-            ax.text(col, row, fmt.format(value), ha="center", va="center", color=colour)
-        ax.set_xticks(range(NUM_GRADES), short, rotation=30, ha="right")
-        ax.set_yticks(range(NUM_GRADES), short)
-        ax.set_xlabel("Predicted grade")
-        ax.set_ylabel("True grade")
-        ax.set_title(name)
-        figure.colorbar(image, ax=ax, fraction=0.046)
+        display = ConfusionMatrixDisplay(values, display_labels=short)
+        display.plot(ax=ax, cmap="Blues", values_format=fmt, xticks_rotation=30)
+        ax.set(xlabel="Predicted grade", ylabel="True grade", title=name)
     if title:
         figure.suptitle(title)
     return _save(figure, path)
@@ -66,18 +56,19 @@ def plot_roc(
     per_grade, referable = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
     for grade in range(NUM_GRADES):
         positive = labels == grade
-        if positive.all() or not positive.any():
-            continue
-        fpr, tpr, _ = roc_curve(positive, probabilities[:, grade])
-        auc = binary_auroc(positive, probabilities[:, grade])
-        per_grade.plot(fpr, tpr, label=f"{grade} {GRADE_NAMES[grade]} (AUROC {auc:.3f})")
+        if positive.any() and not positive.all():
+            name = f"{grade} {GRADE_NAMES[grade]}"
+            RocCurveDisplay.from_predictions(
+                positive, probabilities[:, grade], name=name, ax=per_grade
+            )
     per_grade.set_title("Per grade, one vs rest")
 
     positive, scores = labels >= REFERABLE_MIN_GRADE, referable_scores(probabilities)
     if positive.any() and not positive.all():
-        fpr, tpr, _ = roc_curve(positive, scores)
-        auc = binary_auroc(positive, scores)
-        referable.plot(fpr, tpr, color="C3", lw=2, label=f"Referable DR (AUROC {auc:.3f})")
+        style = {"color": "C3", "lw": 2}
+        RocCurveDisplay.from_predictions(
+            positive, scores, name="Referable DR", ax=referable, curve_kwargs=style
+        )
     for name, point in (operating_points or {}).items():
         if point.get("sensitivity") is not None and point.get("specificity") is not None:
             referable.plot(
@@ -118,23 +109,23 @@ def reliability_figure(
     title: str = "",
     ece: float | None = None,
 ) -> Figure:
-    """Accuracy against confidence (top-label probability) per bin, with the bins' image counts
-    below; the bars would lie on the diagonal for a calibrated grader. The bins are those of
-    `expected_calibration_error`; `ece` is the value already computed, if any."""
-    count, accuracy, _ = calibration_bins(probabilities, labels, n_bins)
+    """Accuracy against confidence (top-label probability) per bin (`CalibrationDisplay`), with
+    the bins' image counts below; the curve would lie on the diagonal for a calibrated grader.
+    The bins are those of `expected_calibration_error`; `ece` is the value already computed,
+    if any."""
+    count, accuracy, confidence = calibration_bins(probabilities, labels, n_bins)
     if ece is None:
         ece = expected_calibration_error(probabilities, labels, n_bins)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    filled = count > 0
+    top_label = np.asarray(probabilities).max(axis=1)
+    display = CalibrationDisplay(accuracy[filled], confidence[filled], top_label)
     figure = Figure(figsize=(6, 7))
     top = figure.add_subplot(4, 1, (1, 3))
-    width = 1.0 / n_bins
-    top.bar(edges[:-1], np.nan_to_num(accuracy), width=width, align="edge", edgecolor="black")
-    top.plot([0, 1], [0, 1], ls="--", color="grey", label="Perfect calibration")
-    top.set_xlim(0, 1)
-    top.set_ylim(0, 1)
-    top.set_ylabel("Accuracy")
+    display.plot(ax=top, name="Grader")
+    top.set(xlim=(0, 1), ylim=(0, 1), xlabel="", ylabel="Accuracy")
     top.set_title(f"{title + ': r' if title else 'R'}eliability (ECE {ece:.3f})")
     top.legend(loc="upper left")
+    width, edges = 1.0 / n_bins, np.linspace(0.0, 1.0, n_bins + 1)
     bottom = figure.add_subplot(4, 1, 4, sharex=top)
     bottom.bar(edges[:-1], count, width=width, align="edge", color="grey")
     bottom.set_xlabel("Confidence (highest grade probability)")

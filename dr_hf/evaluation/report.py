@@ -1,11 +1,11 @@
 """The report folder of `dr-hf evaluate`: where it goes, and what is written into it.
 
-`metrics.json` (NaN as null), `predictions.csv` (plain and TTA probabilities per image), the
+`metrics.json` (NaN as null), `predictions.csv` (the `dr_hf.predictions` table, with the true
+grade and, with TTA, the TTA probabilities), the
 confusion-matrix, ROC and reliability figures, and the fixed-width table printed at the end. A
 folder already holding a report is refused before any work, unless told to overwrite it.
 """
 
-import csv
 import json
 import math
 import re
@@ -15,8 +15,7 @@ import numpy as np
 
 from dr_hf.config.arguments import DataArguments
 from dr_hf.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
-from dr_hf.inference.results import PROB_COLUMNS
-from dr_hf.metrics import referable_scores
+from dr_hf.metrics import HEADLINE
 
 REPORT_FILES = ("metrics.json", "predictions.csv")
 FIGURES = ("confusion_matrix", "roc", "reliability")
@@ -92,35 +91,6 @@ def write_figures(
     )
 
 
-def write_predictions(
-    path: Path, ids: list, labels: np.ndarray, variants: dict, quality: list | None = None
-) -> None:
-    """One row per image: its true grade, then each variant's grade, probabilities and
-    P(grade >= 2), rounded to 6 decimals, then its gradeability verdict when given."""
-    columns = ["image_id", "true_grade", "predicted_grade", *PROB_COLUMNS, "referable_prob"]
-    if "tta" in variants:
-        columns += [
-            "tta_predicted_grade",
-            *(f"tta_{c}" for c in PROB_COLUMNS),
-            "tta_referable_prob",
-        ]
-    columns += ["gradable", "quality_issues"] if quality is not None else []
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        per_variant = [
-            (probs.argmax(axis=1), np.round(probs, 6), np.round(referable_scores(probs), 6))
-            for probs in variants.values()
-        ]
-        for row, (image_id, label) in enumerate(zip(ids, labels)):
-            cells = [image_id, int(label)]
-            for grades, probs, referable in per_variant:
-                cells += [int(grades[row]), *probs[row].tolist(), float(referable[row])]
-            if quality is not None:
-                cells += [quality[row].gradable, ";".join(quality[row].issues)]
-            writer.writerow(cells)
-
-
 def write_metrics(path: Path, results: dict) -> dict:
     """Write `results` as JSON and return them as written (see `json_safe`)."""
     results = json_safe(results)
@@ -151,9 +121,7 @@ def format_table(results: dict) -> str:
     def cell(value) -> str:
         return "     n/a" if value is None else f"{value:8.4f}"
 
-    keys = ["accuracy", "qwk", "macro_f1", "macro_auroc", "referable_auroc"]
-    keys += ["referable_sensitivity", "referable_specificity", "ece"]
-    for key in keys:
+    for key in HEADLINE:
         ci = results.get("ci95", {}).get(key)
         interval = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else ""
         line = f"{key:<34}{cell(results[key])}  {interval:<17}"
@@ -208,5 +176,4 @@ __all__ = [
     "prepare_output_dir",
     "write_figures",
     "write_metrics",
-    "write_predictions",
 ]

@@ -19,7 +19,7 @@ from datasets import Dataset
 from PIL import Image, ImageOps
 
 from dr_hf.data.files import DECODE_ERRORS
-from dr_hf.data.photographs import Photograph, open_photograph
+from dr_hf.data.photographs import Photograph, PhotographError, open_photograph
 from dr_hf.data.preprocessing import to_rgb
 from dr_hf.data.quality import MIN_JUDGED_SIDE, assess_quality
 from dr_hf.grades import NUM_GRADES
@@ -97,6 +97,8 @@ class _Photos(torch.utils.data.Dataset):
                 if side not in reduced:
                     reduced[side] = processor.reduce(image)
                 inputs.append(model_view(processor, reduced[side])[1])
+        except PhotographError as error:  # says what is wrong in plain words, naming the file
+            return {"index": index, "error": str(error)}
         except DECODE_ERRORS as error:
             return {"index": index, "error": f"{type(error).__name__}: {error}"}
         item = {"index": index, "pixel_values": inputs, "quality": None, "notes": photo.notes}

@@ -5,10 +5,7 @@ image-less folder becomes a named failure, never a silent drop. Results are a
 `PredictionResult`, saved as CSV, JSON Lines or one JSON array.
 """
 
-import csv
-import json
 import logging
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +15,11 @@ from PIL import Image
 
 from dr_hf.data.files import IMAGE_EXTENSIONS
 from dr_hf.errors import listing
-from dr_hf.grades import GRADE_NAMES, NUM_GRADES, REFERABLE_MIN_GRADE
+from dr_hf.grades import REFERABLE_MIN_GRADE
 from dr_hf.metrics import referable_scores
+from dr_hf.predictions import PROB_COLUMNS, SAVE_FORMATS, predictions_table, write_predictions
 
 logger = logging.getLogger(__name__)
-
-PROB_COLUMNS = [f"prob_{grade}" for grade in range(NUM_GRADES)]
-SAVE_FORMATS = ("csv", "jsonl", "json")
 
 
 def collect_inputs(inputs: Iterable) -> tuple[list, list[str], list[tuple[str, str]]]:
@@ -102,55 +97,33 @@ class PredictionResult:
             return self.grades >= REFERABLE_MIN_GRADE
         return referable_scores(self.probabilities) >= self.referable_threshold
 
+    def table(self):
+        """The predictions table (`dr_hf.predictions`): graded images first, then failures
+        with their `error`."""
+        quality = self.quality or [None] * len(self.names)
+        graded = [v is None or v.gradable or not self.only_gradable for v in quality]
+        return predictions_table(
+            self.names,
+            self.probabilities,
+            referable=self.referable,
+            operating_point=self.operating_point,
+            referable_threshold=self.referable_threshold,
+            quality=self.quality,
+            graded=graded,
+            failures=self.failures,
+        )
+
     def records(self) -> list[dict]:
-        """One dict per input: graded images first, then failures with their `error`."""
-        rows = []
-        grades, referable = self.grades, self.referable
-        scores = referable_scores(self.probabilities)
-        threshold = "" if self.referable_threshold is None else round(self.referable_threshold, 6)
-        for i, name in enumerate(self.names):
-            grade, verdict = int(grades[i]), self.quality[i] if self.quality else None
-            graded = verdict is None or verdict.gradable or not self.only_gradable
-            row = {"image": name, "grade": grade if graded else ""}
-            row["grade_name"] = GRADE_NAMES[grade] if graded else ""
-            row |= {c: round(float(p), 6) for c, p in zip(PROB_COLUMNS, self.probabilities[i])}
-            row |= {"referable_prob": round(float(scores[i]), 6)}
-            row |= {"referable": bool(referable[i]) if graded else ""}
-            row |= {"operating_point": self.operating_point, "referable_threshold": threshold}
-            if verdict is not None:
-                row |= {"gradable": verdict.gradable, "quality_issues": ";".join(verdict.issues)}
-            rows.append(row | {"error": ""})
-        return rows + [{"image": name, "error": reason} for name, reason in self.failures]
+        """One dict per row of `table`."""
+        return self.table().to_dict(orient="records")
 
     @property
     def columns(self) -> list[str]:
-        columns = ["image", "grade", "grade_name", *PROB_COLUMNS, "referable_prob", "referable"]
-        columns += ["operating_point", "referable_threshold"]
-        columns += ["gradable", "quality_issues"] if self.quality is not None else []
-        return columns + ["error"]
+        return list(self.table().columns)
 
     def save(self, path: str | Path | None = None, fmt: str | None = None) -> None:
-        """CSV, JSON Lines (`.jsonl`) or a JSON array (`.json`), by `fmt` or else the path's
-        suffix; CSV on stdout without a path."""
-        suffix = Path(path).suffix.lower() if path else ""
-        fmt = fmt or {".jsonl": "jsonl", ".json": "json"}.get(suffix, "csv")
-        if fmt not in SAVE_FORMATS:
-            raise ValueError(f"fmt={fmt!r} is not known: choose one of {SAVE_FORMATS}.")
-        handle = open(path, "w", newline="") if path else sys.stdout
-        try:
-            if fmt == "json":
-                json.dump(self.records(), handle, indent=1)
-                handle.write("\n")
-            elif fmt == "jsonl":
-                for row in self.records():
-                    handle.write(json.dumps(row) + "\n")
-            else:
-                writer = csv.DictWriter(handle, fieldnames=self.columns)
-                writer.writeheader()
-                writer.writerows(self.records())
-        finally:
-            if path:
-                handle.close()
+        """`dr_hf.predictions.write_predictions`: CSV, JSON Lines or a JSON array."""
+        write_predictions(self.table(), path, fmt)
 
 
 __all__ = ["PROB_COLUMNS", "SAVE_FORMATS", "PredictionResult", "collect_inputs"]

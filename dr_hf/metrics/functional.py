@@ -1,15 +1,39 @@
-"""Grading metrics in plain NumPy, fast enough to bootstrap a thousand times.
+"""Grading metrics of one set of probabilities, each a scikit-learn call on the 0-4 scale.
 
-Everything is derived from one 5x5 confusion matrix (rows = true grade) and, for the AUROCs, from
-rank statistics; the tests check each value against scikit-learn. A metric that a sample cannot
-define (the recall of a grade that no image has, an AUROC with one class) is `nan`, never a guess.
-Accuracies, recalls, sensitivities and specificities are fractions in [0, 1].
+A metric that the images cannot define (the recall of a grade no image has, an AUROC with one
+class, a kappa whose chance agreement is already perfect) is `nan`, never a guess; scikit-learn's
+warning about it is silenced, since the `nan` says it. Accuracies, recalls, sensitivities and
+specificities are fractions in [0, 1].
 """
 
+import warnings
+
 import numpy as np
-from scipy.stats import rankdata
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import (
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
 
 from dr_hf.grades import NUM_GRADES, REFERABLE_MIN_GRADE
+
+GRADES = list(range(NUM_GRADES))
+SCREENING_SPECIFICITIES = (0.90, 0.95)
+HEADLINE = (
+    "accuracy",
+    "qwk",
+    "macro_f1",
+    "macro_auroc",
+    "referable_auroc",
+    "referable_sensitivity",
+    "referable_specificity",
+    "ece",
+)
+"""The scalar metrics every report, comparison and bootstrap interval speaks of."""
 
 
 def check_inputs(probabilities, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -42,57 +66,34 @@ def check_inputs(probabilities, labels) -> tuple[np.ndarray, np.ndarray]:
     return probs, y
 
 
-def confusion(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """5x5 count matrix, rows = true grade, columns = predicted grade."""
-    flat = np.bincount(labels * NUM_GRADES + predicted, minlength=NUM_GRADES * NUM_GRADES)
-    return flat.reshape(NUM_GRADES, NUM_GRADES)
-
-
-def _divide(num, den):
-    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-
-
-def qwk_from_confusion(cm: np.ndarray) -> float:
-    """Quadratic weighted Cohen kappa over the full 0-4 scale (sklearn with labels=range(5)).
-
-    `nan` when chance agreement is already perfect (e.g. every image and prediction one grade).
-    """
-    n = cm.sum()
-    grades = np.arange(len(cm))
-    weights = (grades[:, None] - grades[None, :]) ** 2
-    expected = np.outer(cm.sum(axis=1), cm.sum(axis=0)) / n
-    return float(1.0 - _divide((weights * cm).sum(), (weights * expected).sum()))
-
-
 def quadratic_weighted_kappa(labels, predicted_grades) -> float:
-    """QWK of predicted grades against true grades (both ints 0-4)."""
-    return qwk_from_confusion(confusion(np.asarray(labels), np.asarray(predicted_grades)))
+    """QWK over the full 0-4 scale (not only the grades present); `nan` when undefined."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        return float(
+            cohen_kappa_score(labels, predicted_grades, weights="quadratic", labels=GRADES)
+        )
 
 
 def binary_auroc(y_true, scores) -> float:
-    """Area under the ROC curve via the Mann-Whitney U statistic (ties count half); `nan`
-    unless both classes are present."""
+    """Area under the ROC curve; `nan` unless both classes are present."""
     y = np.asarray(y_true, dtype=bool)
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if y.all() or not y.any():
         return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(y, scores))
 
 
 def macro_auroc(probabilities, labels) -> float:
     """One-vs-rest AUROC averaged over the grades present in `labels`; `nan` with fewer than two.
 
-    With all five grades present this equals sklearn's `roc_auc_score(multi_class="ovr")`.
+    With all five grades present this is `roc_auc_score(multi_class="ovr")`, which refuses a
+    set that misses a grade; the per-grade form scores such a set too.
     """
     probs, y = np.asarray(probabilities), np.asarray(labels)
     present = np.unique(y)
     if len(present) < 2:
         return float("nan")
-    return float(np.mean([binary_auroc(y == g, probs[:, g]) for g in present]))
+    return float(np.mean([roc_auc_score(y == g, probs[:, g]) for g in present]))
 
 
 def referable_scores(probabilities) -> np.ndarray:
@@ -105,40 +106,34 @@ def referable_auroc(probabilities, labels) -> float:
     return binary_auroc(np.asarray(labels) >= REFERABLE_MIN_GRADE, referable_scores(probabilities))
 
 
-def accuracy(probabilities, labels) -> float:
-    """Fraction of images whose argmax grade is the true grade."""
-    return float(np.mean(np.asarray(probabilities).argmax(axis=1) == np.asarray(labels)))
-
-
-def qwk(probabilities, labels) -> float:
-    """QWK of the argmax grade: the (probabilities, labels) form that `bootstrap_ci` takes."""
-    return quadratic_weighted_kappa(labels, np.asarray(probabilities).argmax(axis=1))
-
-
 def grading_metrics(probabilities, labels) -> dict:
     """Every grading metric of `probabilities` [N, 5] (softmax) against integer grades [N].
 
     Keys: accuracy, class_0_acc..class_4_acc (recall of each grade, `nan` for a grade absent
     from the labels), qwk, macro_f1 (over the grades in labels or predictions, as sklearn),
     macro_auroc, referable_auroc, referable_sensitivity, referable_specificity (predicted grade
-    >= 2 as the operating point) and confusion_matrix (5x5 list of lists, rows = true grade).
+    >= 2 as the operating point), ece (`expected_calibration_error`) and confusion_matrix (5x5
+    list of lists, rows = true grade).
     """
     probs, y = check_inputs(probabilities, labels)
-    cm = confusion(y, probs.argmax(axis=1))
-    tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
-    seen = (support + predicted) > 0
-    f1 = _divide(2 * tp, support + predicted)
-    r = REFERABLE_MIN_GRADE
-    metrics = {"accuracy": float(tp.sum() / cm.sum())}
-    metrics.update({f"class_{g}_acc": float(v) for g, v in enumerate(_divide(tp, support))})
+    predicted = probs.argmax(axis=1)
+    referable, referred = y >= REFERABLE_MIN_GRADE, predicted >= REFERABLE_MIN_GRADE
+    recall = recall_score(y, predicted, labels=GRADES, average=None, zero_division=np.nan)
+    metrics = {"accuracy": float(np.mean(predicted == y))}
+    metrics.update({f"class_{g}_acc": float(v) for g, v in enumerate(recall)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        sensitivity = recall_score(referable, referred, zero_division=np.nan)
+        specificity = recall_score(~referable, ~referred, zero_division=np.nan)
     metrics.update(
-        qwk=qwk_from_confusion(cm),
-        macro_f1=float(f1[seen].mean()),
+        qwk=quadratic_weighted_kappa(y, predicted),
+        macro_f1=float(f1_score(y, predicted, average="macro")),
         macro_auroc=macro_auroc(probs, y),
         referable_auroc=referable_auroc(probs, y),
-        referable_sensitivity=float(_divide(cm[r:, r:].sum(), cm[r:].sum())),
-        referable_specificity=float(_divide(cm[:r, :r].sum(), cm[:r].sum())),
-        confusion_matrix=cm.tolist(),
+        referable_sensitivity=float(sensitivity),
+        referable_specificity=float(specificity),
+        ece=expected_calibration_error(probs, y),
+        confusion_matrix=confusion_matrix(y, predicted, labels=GRADES).tolist(),
     )
     return metrics
 
@@ -147,23 +142,26 @@ def calibration_bins(
     probabilities, labels, n_bins: int = 15
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(count, accuracy, confidence) per equal-width bin (i/n, (i+1)/n] of the top-label
-    probability: images, fraction right and mean confidence in each bin (`nan` where empty)."""
+    probability: images, fraction right and mean confidence in each bin (`nan` where empty).
+
+    The bins are `sklearn.calibration.calibration_curve`'s (strategy "uniform"), whose values on
+    the filled bins these are; it returns no counts, which the ECE weights by.
+    """
     probs, y = check_inputs(probabilities, labels)
     if n_bins < 1:
         raise ValueError(f"n_bins must be at least 1, got {n_bins}.")
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == y
+    bins = np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], confidence)
     count = np.bincount(bins, minlength=n_bins)
-    accuracy = _divide(np.bincount(bins, weights=correct, minlength=n_bins), count)
-    mean_confidence = _divide(np.bincount(bins, weights=confidence, minlength=n_bins), count)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        accuracy = np.bincount(bins, weights=correct, minlength=n_bins) / count
+        mean_confidence = np.bincount(bins, weights=confidence, minlength=n_bins) / count
     return count, accuracy, mean_confidence
 
 
 def expected_calibration_error(probabilities, labels, n_bins: int = 15) -> float:
     """Top-label ECE: |accuracy - confidence| of each `calibration_bins` bin, weighted by the
-    fraction of images in it (Guo et al. 2017)."""
+    fraction of images in it (Guo et al. 2017); scikit-learn has no ECE."""
     count, accuracy, confidence = calibration_bins(probabilities, labels, n_bins)
     filled = count > 0
     gap = np.abs(accuracy[filled] - confidence[filled])
@@ -177,8 +175,6 @@ def sensitivity_at_specificity(scores, y_true_binary, specificity: float) -> tup
     For referable DR pass `referable_scores(probabilities)` and `labels >= 2`; screening reports
     use 0.90 and 0.95. Returns (nan, nan) unless both classes are present.
     """
-    from sklearn.metrics import roc_curve
-
     if not 0.0 <= specificity <= 1.0:
         raise ValueError(f"specificity must lie in [0, 1], got {specificity}.")
     y = np.asarray(y_true_binary).astype(bool)
@@ -188,9 +184,6 @@ def sensitivity_at_specificity(scores, y_true_binary, specificity: float) -> tup
     ok = (1.0 - fpr) >= specificity - 1e-12
     best = np.flatnonzero(ok)[np.argmax(tpr[ok])]
     return float(tpr[best]), float(thresholds[best])
-
-
-SCREENING_SPECIFICITIES = (0.90, 0.95)
 
 
 def referable_operating_points(

@@ -27,15 +27,12 @@ from sklearn.model_selection import StratifiedKFold
 
 from dr_hf.config.arguments import DataArguments, DRTrainingArguments, ModelArguments
 from dr_hf.data.loading import load_dr_images
-from dr_hf.metrics import compute_dr_metrics, expected_calibration_error
+from dr_hf.metrics import HEADLINE, compute_dr_metrics
 from dr_hf.run_folder import BEST, EVAL_RESULTS, fold_folder, read_validation_predictions
 from dr_hf.training.resume import list_checkpoints
 from dr_hf.training.run import run_training
 
 logger = logging.getLogger(__name__)
-
-SUMMARY_METRICS = ("accuracy", "qwk", "macro_f1", "macro_auroc", "referable_auroc")
-SUMMARY_METRICS += ("referable_sensitivity", "referable_specificity")
 
 
 @dataclass
@@ -132,10 +129,9 @@ def summarize_cv(output_dir: str | Path) -> dict:
             f"{output_dir}: the folds' validation sets overlap; they were cut differently."
         )
     out_of_fold = compute_dr_metrics(np.asarray(probabilities), np.asarray(labels))
-    out_of_fold["ece"] = expected_calibration_error(np.asarray(probabilities), np.asarray(labels))
-    out_of_fold.pop("confusion_matrix")
+    out_of_fold = {k: v for k, v in out_of_fold.items() if isinstance(v, float)}
     table = {}
-    for name in SUMMARY_METRICS:
+    for name in HEADLINE:
         values = [results.get(name) for results in per_fold]
         finite = [v for v in values if isinstance(v, float) and np.isfinite(v)]
         table[name] = {

@@ -1,8 +1,9 @@
 """Diabetic retinopathy grading metrics as a local `evaluate` module.
 
-Load it offline by path, `evaluate.load("<dr_hf>/metrics/dr_grading")`, or instantiate
-`DRGrading()`; `dr_hf.metrics.compute_dr_metrics` calls the same arithmetic directly. It lives in
-`dr_hf.metrics.functional`, which the tests check against scikit-learn.
+What a user of the `evaluate` library gets: load it offline by path,
+`evaluate.load(dr_hf.metrics.DR_GRADING_PATH)`, or instantiate `DRGrading()`. It returns
+`dr_hf.metrics.compute_dr_metrics` of the accumulated predictions: the numbers `dr-hf evaluate`
+and training report.
 """
 
 import datasets
@@ -10,12 +11,13 @@ import evaluate
 import numpy as np
 
 from dr_hf.grades import NUM_GRADES
-from dr_hf.metrics.functional import grading_metrics
+from dr_hf.metrics.headline import compute_dr_metrics
 
 _DESCRIPTION = """
 Metrics of a 5-grade diabetic retinopathy grader (0 no DR ... 4 proliferative DR): accuracy,
 per-grade accuracy (recall), quadratic weighted kappa, macro F1, one-vs-rest macro AUROC, and
-referable-DR (grade >= 2) AUROC, sensitivity and specificity, plus the confusion matrix.
+referable-DR (grade >= 2) AUROC, sensitivity and specificity, expected calibration error, the
+screening operating points and the confusion matrix.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -32,6 +34,9 @@ Returns:
     macro_auroc: one-vs-rest AUROC averaged over the grades present; nan with one grade only.
     referable_auroc: AUROC of P(grade >= 2) for referable DR; nan unless both sides are present.
     referable_sensitivity, referable_specificity: at predicted grade >= 2 (fractions 0-1).
+    ece: top-label expected calibration error (15 equal-width bins).
+    referable_operating_points: per target specificity (spec_90, spec_95), the threshold on
+        P(grade >= 2) with the sensitivity and specificity it reaches.
     confusion_matrix: 5x5 list of lists of counts, rows = true grade, columns = predicted grade.
 Examples:
     >>> metric = DRGrading()
@@ -68,4 +73,4 @@ class DRGrading(evaluate.Metric):
         probabilities = np.asarray(predictions, dtype=np.float64)
         # float32 storage can leave rows a hair off 1; the softmax itself was checked upstream
         probabilities /= probabilities.sum(axis=1, keepdims=True)
-        return grading_metrics(probabilities, references)
+        return compute_dr_metrics(probabilities, references)

@@ -1,0 +1,188 @@
+"""The predictions table: one schema, one writer and one reader for every file of per-image grades.
+
+Training's `validation_predictions.csv`, `dr-hf evaluate`'s `predictions.csv` and `dr-hf
+predict`'s output (CSV, JSON Lines or a JSON array) are this table; `dr-hf compare` and
+cross-validation read it back with `read_predictions`. One row per image, the columns in this
+order, a group only where it applies:
+
+    image                the image: the dataset's image id, or the file given to predict
+    true_grade           the label, when known (validation, evaluate)
+    grade, grade_name    the predicted grade (argmax) and its name; empty for an image not
+                         graded (ungradable with --only-gradable, or a failed row)
+    prob_0 ... prob_4    the five grade probabilities
+    referable_prob       P(grade >= 2)
+    referable            the referable decision (predict), taken by
+    operating_point,     the rule (argmax, spec90, spec95, threshold, ensemble_argmax,
+    referable_threshold  ensemble_threshold) and the threshold on P(grade >= 2), if any
+    tta_grade, tta_prob_0 ... tta_prob_4, tta_referable_prob
+                         the same under test-time augmentation (evaluate --tta)
+    gradable,            the gradeability verdict, when assessed, and its issues joined by ";"
+    quality_issues
+    error                why an input could not be graded (predict); its other cells are empty
+
+Probabilities are rounded to 6 decimals. An empty cell is "" in every format. A new column is
+added in `predictions_table` (and `COLUMNS`); every writer and reader follows.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dr_hf.grades import GRADE_NAMES, NUM_GRADES
+from dr_hf.metrics.functional import referable_scores
+
+PROB_COLUMNS = [f"prob_{grade}" for grade in range(NUM_GRADES)]
+TTA_COLUMNS = ["tta_grade", *(f"tta_{c}" for c in PROB_COLUMNS), "tta_referable_prob"]
+DECISION_COLUMNS = ["referable", "operating_point", "referable_threshold"]
+QUALITY_COLUMNS = ["gradable", "quality_issues"]
+COLUMNS = [
+    "image",
+    "true_grade",
+    "grade",
+    "grade_name",
+    *PROB_COLUMNS,
+    "referable_prob",
+    *DECISION_COLUMNS,
+    *TTA_COLUMNS,
+    *QUALITY_COLUMNS,
+    "error",
+]
+LEGACY_NAMES = {"image_id": "image", "predicted_grade": "grade"}
+"""Column names of tables written before this schema, renamed on reading."""
+SAVE_FORMATS = ("csv", "jsonl", "json")
+DECIMALS = 6
+
+
+def predictions_table(
+    images: list[str],
+    probabilities: np.ndarray,
+    *,
+    labels=None,
+    tta: np.ndarray | None = None,
+    referable: np.ndarray | None = None,
+    operating_point: str | None = None,
+    referable_threshold: float | None = None,
+    quality: list | None = None,
+    graded: np.ndarray | None = None,
+    failures: list[tuple[str, str]] | None = None,
+) -> pd.DataFrame:
+    """The table of `images` graded with `probabilities` [N, 5]; each keyword adds its group.
+
+    `labels`: true grades. `tta`: the TTA probabilities. `referable` (decisions), with the
+    `operating_point` and `referable_threshold` that took them. `quality`: gradeability verdicts
+    (`gradable`, `issues`). `graded`: False where the grade and decision are left empty.
+    `failures`: (image, reason) rows appended with only their `error`; given (even empty), the
+    table has an `error` column.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    n = len(images)
+    graded = np.ones(n, bool) if graded is None else np.asarray(graded, bool)
+    grades = probabilities.argmax(axis=1)
+    columns = {"image": [str(image) for image in images]}
+    if labels is not None:
+        columns["true_grade"] = [int(label) for label in labels]
+    columns["grade"] = [int(g) if ok else "" for g, ok in zip(grades, graded)]
+    columns["grade_name"] = [GRADE_NAMES[g] if ok else "" for g, ok in zip(grades, graded)]
+    columns |= _probability_columns(probabilities, "")
+    if referable is not None:
+        threshold = "" if referable_threshold is None else round(referable_threshold, DECIMALS)
+        columns["referable"] = [bool(r) if ok else "" for r, ok in zip(referable, graded)]
+        columns["operating_point"] = [operating_point or ""] * n
+        columns["referable_threshold"] = [threshold] * n
+    if tta is not None:
+        tta = np.asarray(tta, dtype=np.float64)
+        columns["tta_grade"] = [int(g) for g in tta.argmax(axis=1)]
+        columns |= _probability_columns(tta, "tta_")
+    if quality is not None:
+        columns["gradable"] = [bool(verdict.gradable) for verdict in quality]
+        columns["quality_issues"] = [";".join(verdict.issues) for verdict in quality]
+    table = pd.DataFrame(columns, columns=list(columns), index=range(n), dtype=object)
+    if failures is not None:
+        table["error"] = ""
+        failed = pd.DataFrame({"image": [str(name) for name, _ in failures]})
+        failed["error"] = [reason for _, reason in failures]
+        table = pd.concat([table, failed], ignore_index=True) if failures else table
+    return table[[column for column in COLUMNS if column in table]].fillna("")
+
+
+def _probability_columns(probabilities: np.ndarray, prefix: str) -> dict[str, list[float]]:
+    rounded = np.round(probabilities, DECIMALS)
+    columns = {f"{prefix}{c}": rounded[:, g].tolist() for g, c in enumerate(PROB_COLUMNS)}
+    scores = np.round(referable_scores(probabilities), DECIMALS)
+    return columns | {f"{prefix}referable_prob": scores.tolist()}
+
+
+def write_predictions(table: pd.DataFrame, path: str | Path | None = None, fmt: str | None = None):
+    """Write the table as CSV, JSON Lines (`.jsonl`) or one JSON array (`.json`), by `fmt` or
+    else the path's suffix; CSV on standard output without a path."""
+    suffix = Path(path).suffix.lower() if path else ""
+    fmt = fmt or {".jsonl": "jsonl", ".json": "json"}.get(suffix, "csv")
+    if fmt not in SAVE_FORMATS:
+        raise ValueError(f"fmt={fmt!r} is not known: choose one of {SAVE_FORMATS}.")
+    handle = open(path, "w", newline="") if path else sys.stdout
+    try:
+        if fmt == "csv":
+            table.to_csv(handle, index=False, lineterminator="\n")
+        else:
+            rows = table.to_dict(orient="records")
+            if fmt == "json":
+                handle.write(json.dumps(rows, indent=1) + "\n")
+            else:
+                handle.writelines(json.dumps(row) + "\n" for row in rows)
+    finally:
+        if path:
+            handle.close()
+
+
+def read_predictions(path: str | Path, require_labels: bool = False) -> pd.DataFrame:
+    """A predictions CSV as a DataFrame, older column names renamed (`LEGACY_NAMES`).
+
+    Refuses, naming the file, a table without `image` or the probabilities (or `true_grade`
+    when `require_labels`), with an image listed twice, or with a value that is not a number
+    in a graded row (a row with an `error` has no probabilities and is kept as it is).
+    """
+    path = Path(path)
+    table = pd.read_csv(path, dtype=str, keep_default_na=False).rename(columns=LEGACY_NAMES)
+    required = ["image", *(["true_grade"] if require_labels else []), *PROB_COLUMNS]
+    missing = [column for column in required if column not in table.columns]
+    if missing or table.empty:
+        lacks = f"the column(s) {', '.join(missing)}" if missing else "any image"
+        raise ValueError(f"{path} lacks {lacks}: give a predictions table written by dr-hf.")
+    doubled = table["image"][table["image"].duplicated()].unique().tolist()
+    if doubled:
+        shown = ", ".join(doubled[:10]) + (
+            f" ... ({len(doubled)} in all)" if len(doubled) > 10 else ""
+        )
+        raise ValueError(f"{path} lists images more than once: {shown}.")
+    failed = table["error"] != "" if "error" in table.columns else pd.Series(False, table.index)
+    numeric = [c for c in (*PROB_COLUMNS, "true_grade") if c in table.columns]
+    for column in numeric:
+        values = pd.to_numeric(table.loc[~failed, column], errors="coerce")
+        if values.isna().any():
+            row = values.index[values.isna()][0]
+            raise ValueError(
+                f"{path}, line {row + 2} ({table['image'][row]}): {column} = "
+                f"{table[column][row]!r} is not a number."
+            )
+        table[column] = table[column].astype(object)
+        table.loc[~failed, column] = values.astype(int if column == "true_grade" else float)
+    return table
+
+
+def probabilities_of(table: pd.DataFrame, prefix: str = "") -> np.ndarray:
+    """[N, 5] float64 probabilities of the table's rows (`prefix` "tta_" for the TTA ones)."""
+    return table[[prefix + column for column in PROB_COLUMNS]].to_numpy(dtype=np.float64)
+
+
+__all__ = [
+    "COLUMNS",
+    "PROB_COLUMNS",
+    "SAVE_FORMATS",
+    "predictions_table",
+    "probabilities_of",
+    "read_predictions",
+    "write_predictions",
+]
