@@ -31,14 +31,30 @@ def bench_cv_ensemble(
     """Train `folds` fold models with `config` on `num_train` synthetic photographs (seed 0) and
     grade `num_test` others (seed 101) with each and with their ensemble."""
     cache_dir = Path(cache_dir)
-    train = make_synthetic(cache_dir / f"cv_train_{num_train}", num_images=num_train,
-                           image_size=image_size, seed=0, overwrite=True)  # fmt: skip
-    test = make_synthetic(cache_dir / f"cv_test_{num_test}", num_images=num_test,
-                          image_size=image_size, seed=101, overwrite=True)  # fmt: skip
+    train = make_synthetic(
+        cache_dir / f"cv_train_{num_train}",
+        num_images=num_train,
+        image_size=image_size,
+        seed=0,
+        overwrite=True,
+    )
+    test = make_synthetic(
+        cache_dir / f"cv_test_{num_test}",
+        num_images=num_test,
+        image_size=image_size,
+        seed=101,
+        overwrite=True,
+    )
     output_dir = cache_dir / "cv_run"
     shutil.rmtree(output_dir, ignore_errors=True)
-    values = {"data_dir": str(train), "output_dir": str(output_dir), "num_train_epochs": epochs,
-              "disable_tqdm": True, "save_total_limit": 1, **(overrides or {})}  # fmt: skip
+    values = {
+        "data_dir": str(train),
+        "output_dir": str(output_dir),
+        "num_train_epochs": epochs,
+        "disable_tqdm": True,
+        "save_total_limit": 1,
+        **(overrides or {}),
+    }
     summary = run_cv(*config_from_yaml(config, **values), CVArguments(folds=folds))
     held_out = load_dr_images(DataArguments(data_dir=str(test)))
     labels = np.asarray(held_out["label"], dtype=np.int64)
@@ -48,8 +64,12 @@ def bench_cv_ensemble(
     ensemble = headline_metrics(graded.variants["plain"], labels)
     single = {name: [member[name] for member in members] for name in ("qwk", "referable_auroc")}
     return {
-        "config": config, "folds": folds, "epochs": epochs, "num_train": num_train,
-        "num_test": num_test, "image_size": image_size,
+        "config": config,
+        "folds": folds,
+        "epochs": epochs,
+        "num_train": num_train,
+        "num_test": num_test,
+        "image_size": image_size,
         "cv_out_of_fold_qwk": summary["metrics"]["qwk"]["out_of_fold"],
         "cv_mean_fold_qwk": summary["metrics"]["qwk"]["mean"],
         "held_out_single_fold_qwk": single["qwk"],
@@ -57,4 +77,4 @@ def bench_cv_ensemble(
         "held_out_ensemble_qwk": ensemble["qwk"],
         "held_out_single_fold_referable_auroc": single["referable_auroc"],
         "held_out_ensemble_referable_auroc": ensemble["referable_auroc"],
-    }  # fmt: skip
+    }

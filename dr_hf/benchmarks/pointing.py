@@ -108,9 +108,13 @@ def bench_pointing(
         model, processor = create_model(ModelArguments(model_name="test_resnet"), image_size=32)
     grader = load_grader(model, device="cpu", processor=processor)
     folder = make_synthetic(
-        Path(cache_dir) / f"pointing_{image_size}_{seed}", num_images=num_images,
-        image_size=image_size, seed=seed, overwrite=True, lesion_masks=True,
-    )  # fmt: skip
+        Path(cache_dir) / f"pointing_{image_size}_{seed}",
+        num_images=num_images,
+        image_size=image_size,
+        seed=seed,
+        overwrite=True,
+        lesion_masks=True,
+    )
     rows = [line.split(",") for line in (folder / "train.csv").read_text().splitlines()[1:]]
     referable = [(image_id, int(grade)) for image_id, grade in rows if int(grade) >= 2]
     processor, pixels, masks = grader.processor, [], []

@@ -52,7 +52,7 @@ def _tiny_settings(repeats: int, device: str) -> dict[str, dict]:
                 "dataloader_num_workers": 0,
                 "save_strategy": "epoch",
             },
-        },  # fmt: skip
+        },
     }
 
 

@@ -157,9 +157,12 @@ def trainer_steps_per_second(
     clock = StepClock(device)
     data_args = DataArguments(image_size=data[0]["pixel_values"].shape[-1], augment=False)
     run = build_trainer(
-        data_args, ModelArguments(model_name=model_name), args, [clock],
+        data_args,
+        ModelArguments(model_name=model_name),
+        args,
+        [clock],
         dataset=_placeholder_images(data_args.image_size),
-    )  # fmt: skip
+    )
     trainer = run.trainer
     trainer.model.load_state_dict(initial)
     trainer.train_dataset = data

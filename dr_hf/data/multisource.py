@@ -73,8 +73,10 @@ def load_sources(folders: list[str], role: str, load_one: Callable[[str], Loaded
     if shared:
         logger.warning(
             "%s: %d photograph(s) appear in several sources (same file content):\n%s",
-            where, len(shared), listing([", ".join(item["images"]) for item in shared]),
-        )  # fmt: skip
+            where,
+            len(shared),
+            listing([", ".join(item["images"]) for item in shared]),
+        )
     return train, validation, where
 
 

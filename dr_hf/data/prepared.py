@@ -44,8 +44,10 @@ def steps_left_to_apply(data_args: DataArguments) -> tuple[bool, bool]:
         if data_args.image_size and train.get("size", data_args.image_size) < data_args.image_size:
             logger.warning(
                 "%s was prepared at %s px, below image_size=%s: images are upsampled.",
-                data, train["size"], data_args.image_size,
-            )  # fmt: skip
+                data,
+                train["size"],
+                data_args.image_size,
+            )
     return steps_to_apply(data_args.crop_fov, data_args.ben_graham, train)
 
 

@@ -52,44 +52,67 @@ def _single_tab(grader: Grader, examples: list[list[str]], heatmaps) -> None:
     with gr.Row():
         with gr.Column():
             photo = gr.File(
-                label="Fundus photograph", file_types=["image"], type="filepath",
+                label="Fundus photograph",
+                file_types=["image"],
+                type="filepath",
                 elem_id="dr-photo",
-            )  # fmt: skip
+            )
             gr.Examples(
-                [[path] for path, _ in examples], inputs=[photo],
-                example_labels=[label for _, label in examples], label="Synthetic examples",
-            )  # fmt: skip
+                [[path] for path, _ in examples],
+                inputs=[photo],
+                example_labels=[label for _, label in examples],
+                label="Synthetic examples",
+            )
             with gr.Row():
                 view = gr.Image(
-                    label="As the model saw it", interactive=False, format="png", height=300,
+                    label="As the model saw it",
+                    interactive=False,
+                    format="png",
+                    height=300,
                     elem_id="dr-model-view",
-                )  # fmt: skip
+                )
                 heatmap = gr.Image(
-                    label="Grad-CAM of the predicted grade", interactive=False, format="png",
-                    height=300, visible=bool(heatmaps), elem_id="dr-heatmap",
-                )  # fmt: skip
+                    label="Grad-CAM of the predicted grade",
+                    interactive=False,
+                    format="png",
+                    height=300,
+                    visible=bool(heatmaps),
+                    elem_id="dr-heatmap",
+                )
         with gr.Column():
             summary = gr.HTML(elem_id="dr-summary")
             plot = gr.BarPlot(
-                x="grade", y="probability", y_lim=[0, 1], sort=None, label="Probabilities",
-                height=260, elem_id="dr-plot",
-            )  # fmt: skip
+                x="grade",
+                y="probability",
+                y_lim=[0, 1],
+                sort=None,
+                label="Probabilities",
+                height=260,
+                elem_id="dr-plot",
+            )
 
     def on_photo(path):
         answer = grade_photo(grader, path, heatmaps)
         return answer.summary, answer.probabilities, answer.model_view, answer.heatmap
 
     photo.change(
-        on_photo, [photo], [summary, plot, view, heatmap], api_name="grade_photo",
-        concurrency_id="grader", concurrency_limit=1,
-    )  # fmt: skip
+        on_photo,
+        [photo],
+        [summary, plot, view, heatmap],
+        api_name="grade_photo",
+        concurrency_id="grader",
+        concurrency_limit=1,
+    )
 
 
 def _batch_tab(grader: Grader, tables: Path) -> None:
     photos = gr.File(
-        label="Fundus photographs", file_count="multiple", file_types=["image"],
-        type="filepath", elem_id="dr-photos",
-    )  # fmt: skip
+        label="Fundus photographs",
+        file_count="multiple",
+        file_types=["image"],
+        type="filepath",
+        elem_id="dr-photos",
+    )
     button = gr.Button("Grade all", variant="primary", elem_id="dr-grade-all")
     message = gr.Markdown(elem_id="dr-batch-message")
     table = gr.Dataframe(label="Grades", interactive=False, elem_id="dr-table")
@@ -99,9 +122,13 @@ def _batch_tab(grader: Grader, tables: Path) -> None:
         return grade_photos(grader, paths, tables)
 
     button.click(
-        on_photos, [photos], [table, download, message], api_name="grade_photos",
-        concurrency_id="grader", concurrency_limit=1,
-    )  # fmt: skip
+        on_photos,
+        [photos],
+        [table, download, message],
+        api_name="grade_photos",
+        concurrency_id="grader",
+        concurrency_limit=1,
+    )
 
 
 def build_app(grader: Grader, workdir: str | Path, heatmaps=None) -> gr.Blocks:
@@ -152,17 +179,29 @@ class DemoServer:
         self.demo.queue(max_size=queue_size, default_concurrency_limit=1)
 
     def launch(
-        self, host: str | None = HOST, port: int | None = PORT, share: bool = False,
-        max_file_size: str | int = MAX_FILE_SIZE, block: bool = True, quiet: bool = False,
-    ) -> str:  # fmt: skip
+        self,
+        host: str | None = HOST,
+        port: int | None = PORT,
+        share: bool = False,
+        max_file_size: str | int = MAX_FILE_SIZE,
+        block: bool = True,
+        quiet: bool = False,
+    ) -> str:
         """Serve on host:port (None: Gradio's `GRADIO_SERVER_NAME` / `_PORT` or its defaults);
         with `block`, until interrupted, then close. Returns the local URL."""
         _, self.url, _ = self.demo.launch(
-            server_name=host, server_port=port, share=share, max_file_size=max_file_size,
+            server_name=host,
+            server_port=port,
+            share=share,
+            max_file_size=max_file_size,
             allowed_paths=[str(self.workdir / "examples"), str(self.workdir / "tables")],
-            prevent_thread_lock=True, ssr_mode=False, mcp_server=False, run_history=False, css=CSS,
+            prevent_thread_lock=True,
+            ssr_mode=False,
+            mcp_server=False,
+            run_history=False,
+            css=CSS,
             quiet=quiet,
-        )  # fmt: skip
+        )
         if block:
             try:
                 _stop_on_sigterm()

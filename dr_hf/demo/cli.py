@@ -21,15 +21,17 @@ def demo_parser() -> argparse.ArgumentParser:
         "--model", required=True, help="best/, a checkpoint-N or a LoRA adapter folder."
     )
     parser.add_argument(
-        "--host", default="127.0.0.1",
+        "--host",
+        default="127.0.0.1",
         help="Address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the "
         "network).",
-    )  # fmt: skip
+    )
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument(
-        "--retfound-weights", "--retfound_weights",
+        "--retfound-weights",
+        "--retfound_weights",
         help="Base weights of a RETFound adapter, when the recorded path is not found here.",
-    )  # fmt: skip
+    )
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: CUDA when available).")
     parser.add_argument(
         "--share", action="store_true", help="Also make a public gradio.live link (off by default)."
@@ -38,9 +40,11 @@ def demo_parser() -> argparse.ArgumentParser:
         "--max-file-size", "--max_file_size", default="20mb", help="Upload limit (default 20mb)."
     )
     parser.add_argument(
-        "--export-space", "--export_space", metavar="DIR",
+        "--export-space",
+        "--export_space",
+        metavar="DIR",
         help="Write a Hugging Face Space folder serving this model to DIR, then exit.",
-    )  # fmt: skip
+    )
     return parser
 
 
@@ -70,9 +74,14 @@ def main(argv: list[str]) -> int:
             print(f"Space written to {out}: run `python app.py` there, or upload the folder.")
             return 0
         serve(
-            args.model, args.retfound_weights, args.device, host=args.host, port=args.port,
-            share=args.share, max_file_size=args.max_file_size,
-        )  # fmt: skip
+            args.model,
+            args.retfound_weights,
+            args.device,
+            host=args.host,
+            port=args.port,
+            share=args.share,
+            max_file_size=args.max_file_size,
+        )
     except (OSError, ValueError) as error:  # no model, a non-empty folder, a busy port
         print(f"dr-hf demo: {error}", file=sys.stderr)
         return 2

@@ -61,10 +61,12 @@ def render_examples(folder: str | Path, size: int = 256) -> list[list[str]]:
         for row in csv.DictReader(f):
             first.setdefault(int(row["diagnosis"]), row["id_code"])
     return [
-        [str(folder / "train_images" / f"{first[grade]}.png"),
-         f"synthetic, drawn as grade {grade} ({GRADE_NAMES[grade]})"]
+        [
+            str(folder / "train_images" / f"{first[grade]}.png"),
+            f"synthetic, drawn as grade {grade} ({GRADE_NAMES[grade]})",
+        ]
         for grade in sorted(first)
-    ]  # fmt: skip
+    ]
 
 
 def by_name(result: PredictionResult) -> PredictionResult:

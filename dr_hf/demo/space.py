@@ -25,9 +25,13 @@ logger = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # dr_hf/
 
 TRAINING_STATE = (
-    "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth", "trainer_state.json",
+    "optimizer.pt",
+    "scheduler.pt",
+    "scaler.pt",
+    "rng_state*.pth",
+    "trainer_state.json",
     "training_args.bin",
-)  # fmt: skip
+)
 NO_GIT = (
     "# dr-hf: not exported from a git checkout with a remote. Install it as it is installed "
     "where this folder was made: `dr-hf @ git+https://<host>/<owner>/<repo>@<commit>`, or copy "
@@ -172,9 +176,11 @@ def copy_model(model: Path, target: Path) -> None:
 
 
 def export_space(
-    model: str | Path, output: str | Path, retfound_weights: str | Path | None = None,
+    model: str | Path,
+    output: str | Path,
+    retfound_weights: str | Path | None = None,
     title: str = "DR grader demo",
-) -> Path:  # fmt: skip
+) -> Path:
     """Write the Space folder `output` (which must not exist or be empty) and return it."""
     model, output = Path(model), Path(output)
     if not model.is_dir():
@@ -197,6 +203,6 @@ def export_space(
             notice=NOTICE,
             model=model.name,
             python=f"{sys.version_info.major}.{sys.version_info.minor}",
-        )  # fmt: skip
+        )
     )
     return output

@@ -142,9 +142,12 @@ def paired_p_value(differences: np.ndarray, observed: float) -> float:
 
 
 def compare_reports(
-    reports: list, output: str | Path | None = None, bootstrap: int = 2000, seed: int = 0,
+    reports: list,
+    output: str | Path | None = None,
+    bootstrap: int = 2000,
+    seed: int = 0,
     overwrite: bool = False,
-) -> dict:  # fmt: skip
+) -> dict:
     """Compare report folders of the same images; write `comparison.json`, `comparison.md` and
     `comparison.png` into `output` (default: `comparison` beside the first report) and return
     what `comparison.json` holds. A folder holding a comparison is refused unless `overwrite`."""
@@ -172,9 +175,10 @@ def compare_reports(
             observed = entries[a]["metrics"][metric] - entries[b]["metrics"][metric]
             differences = draws[a, j] - draws[b, j]
             pair[metric] = {
-                "difference": observed, "ci95": interval(differences),
+                "difference": observed,
+                "ci95": interval(differences),
                 "p_value": paired_p_value(differences, observed),
-            }  # fmt: skip
+            }
         pairs.append(pair)
     result = {"output": str(output), "num_images": len(loaded[0].ids), "bootstrap": bootstrap}
     result |= {"seed": seed, "test": PAIRED_TEST, "delong": DELONG_NOTE}
@@ -198,10 +202,11 @@ def comparison_markdown(result: dict) -> str:
     """The metrics table (value [95 % CI] per report) and the paired tests, as Markdown."""
     reports = result["reports"]
     lines = [
-        f"# Comparison of {len(reports)} reports on {result['num_images']} images", "",
+        f"# Comparison of {len(reports)} reports on {result['num_images']} images",
+        "",
         "| Metric | " + " | ".join(r["name"] for r in reports) + " |",
         "|---|" + "---|" * len(reports),
-    ]  # fmt: skip
+    ]
     for metric in HEADLINE:
         cells = [_value(r["metrics"][metric], r["ci95"][metric]) for r in reports]
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")

@@ -85,8 +85,10 @@ def calibrate(model: nn.Module, logits: np.ndarray, labels: np.ndarray) -> tuple
     }
     logger.info(
         "Temperature %.3f folded into the classifier: validation ECE %.4f -> %.4f.",
-        temperature, record["ece_before"], record["ece_after"],
-    )  # fmt: skip
+        temperature,
+        record["ece_before"],
+        record["ece_after"],
+    )
     return calibrated, record
 
 

@@ -97,8 +97,13 @@ def run_cv(
         split = DatasetDict(train=images.select(train_rows), validation=images.select(folds[fold]))
         args = copy.copy(training_args)  # the caller's arguments stay as they are
         args.output_dir, args.resume_from_checkpoint = str(folder), resume
-        logger.info("Fold %d of %d: %d training, %d validation images.", fold, cv_args.folds,
-                    len(train_rows), len(held_out))  # fmt: skip
+        logger.info(
+            "Fold %d of %d: %d training, %d validation images.",
+            fold,
+            cv_args.folds,
+            len(train_rows),
+            len(held_out),
+        )
         run_training(data_args, model_args, args, callbacks, dataset=split)
     if not training_args.should_save or not all(
         (fold_folder(output_dir, k) / EVAL_RESULTS).is_file() for k in range(cv_args.folds)
@@ -140,8 +145,12 @@ def summarize_cv(output_dir: str | Path) -> dict:
             "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
             "out_of_fold": out_of_fold[name],
         }
-    summary = {"folds": len(folders), "num_images": len(ids), "metrics": table,
-               "out_of_fold": out_of_fold}  # fmt: skip
+    summary = {
+        "folds": len(folders),
+        "num_images": len(ids),
+        "metrics": table,
+        "out_of_fold": out_of_fold,
+    }
     (output_dir / "cv_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (output_dir / "cv_summary.md").write_text(summary_markdown(summary))
     return summary
@@ -156,9 +165,11 @@ def summary_markdown(summary: dict) -> str:
     )
     lines = [
         f"{folds}-fold cross-validation, {summary['num_images']} images (each graded once, by "
-        "the fold model that did not train on it, for the out-of-fold column).", "",
-        header, "|" + "---|" * (folds + 4),
-    ]  # fmt: skip
+        "the fold model that did not train on it, for the out-of-fold column).",
+        "",
+        header,
+        "|" + "---|" * (folds + 4),
+    ]
 
     def cell(value) -> str:
         return "-" if value is None or not np.isfinite(value) else f"{value:.4f}"

@@ -44,9 +44,14 @@ def export_best(
     base_config = base_model(trainer.model).config
     base_name = (base_config.dr_hf_base or {}).get("pretrained_weights") or base_config.architecture
     card = render_model_card(
-        data_args, model_args, trainer.args, results, str(base_name),
-        trainer.processing_class.input_side, model_id=model_id or str(folder),
-    )  # fmt: skip
+        data_args,
+        model_args,
+        trainer.args,
+        results,
+        str(base_name),
+        trainer.processing_class.input_side,
+        model_id=model_id or str(folder),
+    )
     card.save(partial / "README.md")
     if folder.exists():
         shutil.rmtree(folder)

@@ -167,7 +167,9 @@ def training_loss(args, labels: Sequence[int], num_classes: int = NUM_GRADES):
     `label_smoothing_factor`, `focal_gamma`) and training labels, and the class weights used."""
     weights = class_weights(labels, num_classes, args.class_weighting)
     loss_fn = make_loss_fn(
-        args.loss, weight=weights, label_smoothing=args.label_smoothing_factor,
+        args.loss,
+        weight=weights,
+        label_smoothing=args.label_smoothing_factor,
         focal_gamma=args.focal_gamma,
-    )  # fmt: skip
+    )
     return loss_fn, weights

@@ -22,10 +22,20 @@ _HEADLINE_METRICS = (
     ("referable_specificity", "Referable DR specificity"),
 )
 _TRAINING_FIELDS = (
-    "num_train_epochs", "per_device_train_batch_size", "learning_rate", "weight_decay",
-    "lr_scheduler_type", "warmup_steps", "loss", "class_weighting", "label_smoothing_factor",
-    "layer_decay", "seed", "fp16", "bf16",
-)  # fmt: skip
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "learning_rate",
+    "weight_decay",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "loss",
+    "class_weighting",
+    "label_smoothing_factor",
+    "layer_decay",
+    "seed",
+    "fp16",
+    "bf16",
+)
 
 
 def _is_hub_id(name: str) -> bool:
@@ -46,9 +56,10 @@ def _data_description(data_args: DataArguments) -> str:
     folders = data_args.data_dir or [data_args.train_csv or data_args.dataset_name or "unspecified"]
     name = "+".join(Path(str(source)).name or str(source) for source in folders)
     validation = (
-        " + ".join(data_args.validation_dir or []) or data_args.validation_csv
+        " + ".join(data_args.validation_dir or [])
+        or data_args.validation_csv
         or f"a stratified {data_args.validation_split:.0%} split of the training data (seed {data_args.split_seed})"
-    )  # fmt: skip
+    )
     return f"`{name}`; validation: {validation}"
 
 

@@ -93,9 +93,15 @@ def build_trainer(
 
     # ---- On-the-fly preprocessing and augmentation -----------------------------------------
     dataset, train_transform = with_transforms(
-        dataset, image_size=image_size, mean=mean, std=std, crop=crop, ben_graham=ben_graham,
-        augment=data_args.augment, seed=args.seed,
-    )  # fmt: skip
+        dataset,
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        crop=crop,
+        ben_graham=ben_graham,
+        augment=data_args.augment,
+        seed=args.seed,
+    )
 
     # ---- Trainer ----------------------------------------------------------------------------
     trainer = DRTrainer(
@@ -115,9 +121,16 @@ def build_trainer(
         ],
     )
     return TrainingRun(
-        trainer, dataset, train_transform, image_size, processor, parameter_summary(model),
-        weights, resolved_config(data_args, model_args, training_args), sources,
-    )  # fmt: skip
+        trainer,
+        dataset,
+        train_transform,
+        image_size,
+        processor,
+        parameter_summary(model),
+        weights,
+        resolved_config(data_args, model_args, training_args),
+        sources,
+    )
 
 
 def run_training(
