@@ -25,11 +25,13 @@ from datasets import DatasetDict  # noqa: E402
 from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # noqa: E402
 from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD  # noqa: E402
 
+from dr_hf.data.device_augment import draw_parameters  # noqa: E402
 from dr_hf.data.fundus_processor import model_input, normalize  # noqa: E402
 from dr_hf.data.preprocessing import as_rgb_array, preprocess_fundus  # noqa: E402
 from dr_hf.data.quality import MIN_JUDGED_SIDE, assess_quality  # noqa: E402
 
 _MASK64 = (1 << 64) - 1
+AUGMENT_ON = ("cpu", "gpu")
 
 
 def get_transforms(
@@ -116,6 +118,14 @@ class FundusTransform:
     decoded, reduced array as the model input. `size` is the output side: images shrink toward twice
     that before the field-of-view crop and Ben Graham runs at that size, as in `dr-hf prepare`, so
     neither runs on full-size pixels.
+
+    With `augment_on="gpu"` a training transform only crops and resizes: it returns the uint8
+    image (3, size, size) and, as `augment_params`, the parameters `compose` would draw for it
+    (`device_augment.draw_parameters`); `DRTrainer` applies them on the device. A source of raw
+    uint8 arrays (`dr-hf prepare --format raw`, a `pixels` column) is read without decoding.
+
+    The epoch lives in shared memory, so DataLoader workers that persist across epochs
+    (`dataloader_persistent_workers`) see each `set_epoch`.
     """
 
     def __init__(
@@ -129,9 +139,14 @@ class FundusTransform:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         quality: bool = False,
+        augment_on: str = "cpu",
     ):
         if not train and size is None:
             raise ValueError("a validation FundusTransform needs the model's input side: size=N.")
+        if augment_on not in AUGMENT_ON:
+            raise ValueError(f"augment_on={augment_on!r}: choose one of {', '.join(AUGMENT_ON)}.")
+        if augment_on == "gpu" and size is None:
+            raise ValueError("augment_on='gpu' needs the model's input side: size=N.")
         self.compose = compose
         self.mean, self.std = tuple(mean), tuple(std)
         self.quality = quality
@@ -140,10 +155,40 @@ class FundusTransform:
         self.seed = seed
         self.train = train
         self.size = size
-        self.epoch = 0
+        self.augment_on = augment_on
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self._epoch.fill_(int(epoch))
+
+    def _images(self, batch: dict[str, list]) -> list:
+        """Decoded PIL images, or the raw cache's uint8 arrays viewed at (size, size, 3)."""
+        if "image" in batch or "pixels" not in batch:
+            return batch["image"]
+        side = self.size
+        images = []
+        for row, data in enumerate(batch["pixels"]):
+            if side is None or len(data) != side * side * 3:
+                raise ValueError(
+                    f"row {row} of a raw uint8 cache holds {len(data)} bytes, not the "
+                    f"{side}x{side}x3 of image_size={side}: train at the size the cache was "
+                    "prepared for, or prepare it again with --image_size."
+                )
+            images.append(np.frombuffer(data, np.uint8).reshape(side, side, 3))
+        return images
+
+    def _device_input(self, image: Any, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+        """The uint8 image at (size, size) and the parameters the pipeline would draw for it."""
+        array = self.preprocess(image)
+        if array.shape[:2] != (self.size, self.size):
+            array = cv2.resize(array, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        reseed(self.compose, seed)
+        params = draw_parameters(self.compose, array)
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), params
 
     def preprocess(self, image: Any) -> np.ndarray:
         """Field-of-view crop and optional Ben Graham (at `size`, as `dr-hf prepare` runs it);
@@ -160,16 +205,22 @@ class FundusTransform:
         return assess_quality(array if size >= MIN_JUDGED_SIDE else image, size)
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        images = batch["image"]
+        images = self._images(batch)
         ids = batch.get("image_id")
         if self.train and ids is None:
             raise KeyError(
                 "the training transform needs an `image_id` column to seed each image's "
                 f"augmentation; the batch has only {sorted(batch)}."
             )
-        pixel_values, verdicts = [], []
+        pixel_values, verdicts, params = [], [], []
         for index, image in enumerate(images):
-            if self.train:
+            if self.train and self.augment_on == "gpu":
+                seed = sample_seed(self.seed, self.epoch, ids[index])
+                pixels, row = self._device_input(image, seed)
+                pixel_values.append(pixels)
+                params.append(torch.from_numpy(row))
+                array = image
+            elif self.train:
                 reseed(self.compose, sample_seed(self.seed, self.epoch, ids[index]))
                 pixel_values.append(self.compose(image=self.preprocess(image))["image"])
                 array = image
@@ -180,6 +231,8 @@ class FundusTransform:
             if self.quality:
                 verdicts.append(self._verdict(image, array))
         out = {"pixel_values": pixel_values}
+        if params:
+            out["augment_params"] = params
         if self.quality:
             out["quality"] = verdicts
         if "label" in batch:
@@ -196,15 +249,22 @@ def with_transforms(
     ben_graham: bool = False,
     augment: bool = True,
     seed: int = 0,
+    augment_on: str = "cpu",
 ) -> tuple[DatasetDict, FundusTransform]:
     """Attach the training transform to "train" and the validation one to every other split.
 
-    Returns the new DatasetDict and the training transform, whose epoch the trainer sets.
+    Returns the new DatasetDict and the training transform, whose epoch the trainer sets. With
+    `augment_on="gpu"` the training split yields uint8 images and `augment_params`.
     """
     train_compose, val_compose = get_transforms(image_size, mean, std)
     options = {"crop": crop, "ben_graham": ben_graham, "seed": seed, "size": image_size}
     options |= {"mean": mean, "std": std}
-    train_tf = FundusTransform(train_compose if augment else val_compose, train=augment, **options)
+    train_tf = FundusTransform(
+        train_compose if augment else val_compose,
+        train=augment,
+        augment_on=augment_on if augment else "cpu",
+        **options,
+    )
     val_tf = FundusTransform(val_compose, train=False, **options)
     splits = {
         name: split.with_transform(train_tf if name == "train" else val_tf)
