@@ -25,7 +25,7 @@ from datasets import DatasetDict  # noqa: E402
 from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # noqa: E402
 from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD  # noqa: E402
 
-from dr_hf.data.device_augment import draw_parameters  # noqa: E402
+from dr_hf.data.device_augment import DeviceAugmentation, draw_parameters  # noqa: E402
 from dr_hf.data.fundus_processor import model_input, normalize  # noqa: E402
 from dr_hf.data.preprocessing import as_rgb_array, preprocess_fundus  # noqa: E402
 from dr_hf.data.quality import MIN_JUDGED_SIDE, assess_quality  # noqa: E402
@@ -164,6 +164,13 @@ class FundusTransform:
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch.fill_(int(epoch))
+
+    def device_half(self) -> DeviceAugmentation | None:
+        """What the trainer applies on the device to this transform's batches (None: nothing,
+        the batches arrive augmented and normalised)."""
+        if not self.train or self.augment_on != "gpu":
+            return None
+        return DeviceAugmentation(self.mean, self.std)
 
     def _images(self, batch: dict[str, list]) -> list:
         """Decoded PIL images, or the raw cache's uint8 arrays viewed at (size, size, 3)."""

@@ -24,15 +24,6 @@ def trainer_arguments(data_args: DataArguments, training_args: DRTrainingArgumen
     frozen bases. The Trainer never sees `push_to_hub` (it would upload every checkpoint; dr_hf
     uploads `best/`) nor `hub_token` (it pickles its arguments into each checkpoint).
     """
-    if (
-        data_args.augment
-        and training_args.dataloader_persistent_workers
-        and training_args.dataloader_num_workers > 0
-    ):
-        raise ValueError(
-            "dataloader_persistent_workers would keep each worker's augmentation at epoch 0: set it "
-            "to false (workers restart each epoch and see the new epoch's seeds) or augment=false."
-        )
     if training_args.push_to_hub and not training_args.hub_model_id:
         raise ValueError("push_to_hub needs --hub_model_id user/name (checked before training).")
     args = copy.copy(training_args)
@@ -109,6 +100,7 @@ def steps_left_to_apply(data_args: DataArguments) -> tuple[bool, bool]:
             "were prepared differently: prepare both with the same `dr-hf prepare` settings, or use "
             "the raw images for both."
         )
+    check_raw_cache(train, data_args.image_size, data)
     if train is not None:
         for step, flag in (("crop", "crop_fov"), ("ben_graham", "ben_graham")):
             if train[step] and not getattr(data_args, flag):
@@ -123,3 +115,15 @@ def steps_left_to_apply(data_args: DataArguments) -> tuple[bool, bool]:
                 data, train["size"], data_args.image_size,
             )  # fmt: skip
     return steps_to_apply(data_args.crop_fov, data_args.ben_graham, train)
+
+
+def check_raw_cache(info: dict | None, image_size: int | None, data: str) -> None:
+    """A raw uint8 cache (`dr-hf prepare --format raw`) holds images of one side only: refuse a
+    run at another (or an unstated) `image_size` before any image is read."""
+    if info is None or info.get("format") != "raw" or image_size == info["image_size"]:
+        return
+    raise ValueError(
+        f"{data} holds raw uint8 images of {info['image_size']} px, but the run trains at "
+        f"image_size={image_size}: pass --image_size {info['image_size']}, or prepare the data "
+        f"again with --image_size {image_size}."
+    )
