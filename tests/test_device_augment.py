@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 from transformers import default_data_collator
 
 from dr_hf.data import device_augment as D
-from dr_hf.data.device_augment import augment_batch, draw_parameters
-from dr_hf.data.transforms import FundusTransform, get_transforms, reseed, sample_seed
+from dr_hf.data.device_augment import augment_batch
+from dr_hf.data.transforms import FundusTransform, get_transforms
 
 SIZE = 48
 STD255 = np.asarray(STD, np.float32)[:, None, None] * 255
@@ -59,7 +59,7 @@ def test_device_input_is_uint8_with_a_parameter_row_per_image():
     _, device_tf = transforms()
     out = device_tf({"image": [photo(0), photo(1)], "image_id": ["a", "b"], "label": [0, 1]})
     assert [p.dtype for p in out["pixel_values"]] == [torch.uint8] * 2
-    assert out["pixel_values"][0].shape == (3, SIZE, SIZE)
+    assert out["pixel_values"][0].shape == (SIZE, SIZE, 3)
     assert [p.shape for p in out["augment_params"]] == [(D.NUM_PARAMS,)] * 2
     collated = default_data_collator([dict(zip(out, v)) for v in zip(*out.values())])
     assert collated["pixel_values"].dtype == torch.uint8
@@ -71,7 +71,7 @@ def test_every_augmentation_off_matches_the_cpu_path_within_one_level():
     cpu_tf, device_tf = transforms()
     for tf in (cpu_tf, device_tf):
         for t in tf.compose.transforms:
-            if isinstance(t, D._HANDLED):
+            if isinstance(t, D.RANDOM_TRANSFORMS):
                 t.p = 0.0
     cpu, device, params = both([f"img_{i}" for i in range(6)], cpu_tf=cpu_tf, device_tf=device_tf)
     assert not params.any()
@@ -174,15 +174,14 @@ def test_channel_statistics_match_the_cpu_path():
 def test_draw_refuses_a_transform_without_a_device_version():
     import albumentations as A
 
-    compose = A.Compose([A.Blur(p=1.0)])
-    reseed(compose, sample_seed(0, 0, "x"))
+    compose = A.Compose([A.Resize(SIZE, SIZE), A.Blur(p=1.0)])
     with pytest.raises(TypeError, match="Blur has no device implementation"):
-        draw_parameters(compose, photo(0))
+        FundusTransform(compose, size=SIZE, augment_on="gpu")
 
 
 def test_augment_batch_refuses_float_input():
     with pytest.raises(ValueError, match="square uint8"):
-        augment_batch(torch.zeros(1, 3, 8, 8), torch.zeros(1, D.NUM_PARAMS), MEAN, STD)
+        augment_batch(torch.zeros(1, 8, 8, 3), torch.zeros(1, D.NUM_PARAMS), MEAN, STD)
 
 
 @pytest.mark.parametrize("augment_on", ["cpu", "gpu"])

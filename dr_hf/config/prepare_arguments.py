@@ -21,8 +21,9 @@ class PrepareArguments:
     format: str = field(
         default="png",
         metadata={
-            "help": "png: PNG, shorter side `size`. raw: uint8 bytes of image_size squares (default "
-            "224), read without decoding; train at that image_size.",
-            "choices": ["png", "raw"],
+            "help": "png: PNG, shorter side `size`; jpeg: the same as JPEG (quality 95, lossy). "
+            "raw: uint8 bytes of image_size squares (default 224), read without decoding; train "
+            "at that image_size.",
+            "choices": ["png", "jpeg", "raw"],
         },
     )

@@ -1,8 +1,8 @@
 """The training augmentation applied to uint8 batches on the training device (`--augment_on gpu`).
 
-One random draw, two appliers. The draw is Albumentations' own: `draw_parameters` reseeds the
-training `Compose` exactly as the CPU path does (`transforms.reseed` with `sample_seed(seed,
-epoch, image_id)`) and asks each random transform for the decision and parameters it would
+One random draw, two appliers. The draw is Albumentations' own: `draw_parameters` seeds each
+random transform of the training `Compose` exactly as the CPU path does (`transforms.reseed`
+with `sample_seed(seed, epoch, image_id)`) and asks it for the decision and parameters it would
 use, without touching a pixel. A DataLoader worker does that (microseconds) and ships the
 parameters beside the uint8 image; `augment_batch` then applies them to the whole batch on the
 device: flips and 90-degree rotations exactly, the Affine through `F.affine_grid` /
@@ -14,7 +14,7 @@ The parameters of one image depend on (seed, epoch, image id) alone, so a batch'
 the number of workers, the rank and a resume change nothing; every image of a batch has its own.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import albumentations as A
 import numpy as np
@@ -27,7 +27,7 @@ HFLIP, VFLIP, ROT90, AFFINE, MATRIX, BC, ALPHA, BETA, DROPOUT, HOLES = (
     0, 1, 2, 3, slice(4, 10), 10, 11, 12, 13, slice(14, 14 + 4 * MAX_HOLES),
 )  # fmt: skip
 NUM_PARAMS = 14 + 4 * MAX_HOLES
-_HANDLED = (
+RANDOM_TRANSFORMS = (
     A.HorizontalFlip,
     A.VerticalFlip,
     A.RandomRotate90,
@@ -43,37 +43,53 @@ def no_augmentation() -> np.ndarray:
     return np.zeros(NUM_PARAMS, np.float64)
 
 
-def draw_parameters(compose: A.Compose, image: np.ndarray) -> np.ndarray:
-    """The parameter row `compose` (already reseeded for this image) would apply to `image`.
-
-    Each random transform draws what `BasicTransform.__call__` draws, in the same order and
-    from its own generators: `should_apply`, then `get_params`, then the data-dependent ones.
-    """
-    row = no_augmentation()
-    data = {"image": image}
-    for transform in compose.transforms:
+def random_children(compose: A.Compose) -> list[tuple[int, type, A.BasicTransform]]:
+    """(position, kind, transform) of each random transform of `compose`, found once per
+    pipeline; a TypeError for one without a device version."""
+    children = []
+    for index, transform in enumerate(compose.transforms):
         if isinstance(transform, _DETERMINISTIC):
             continue
-        if not isinstance(transform, _HANDLED):
+        kind = next((k for k in RANDOM_TRANSFORMS if isinstance(transform, k)), None)
+        if kind is None:
             raise TypeError(
                 f"{type(transform).__name__} has no device implementation: augment_on=gpu "
                 "applies HorizontalFlip, VerticalFlip, RandomRotate90, Affine, "
                 "RandomBrightnessContrast and CoarseDropout."
             )
+        children.append((index, kind, transform))
+    return children
+
+
+def draw_parameters(
+    children: list[tuple[int, type, A.BasicTransform]],
+    child_seed: Callable[[int], int],
+    image: np.ndarray,
+) -> np.ndarray:
+    """The parameter row the pipeline's `children` (`random_children`) would apply to `image`,
+    each seeded with `child_seed(position)` as `transforms.reseed` seeds it.
+
+    Each draws what `BasicTransform.__call__` draws, in the same order and from its own
+    generators: `should_apply`, then `get_params`, then the data-dependent ones.
+    """
+    row = no_augmentation()
+    data = {"image": image}
+    for index, kind, transform in children:
+        transform.set_random_seed(child_seed(index))
         if not transform.should_apply():
             continue
         params = transform.update_transform_params(transform.get_params(), data)
         params.update(transform.get_params_dependent_on_data(params=params, data=data))
-        if isinstance(transform, A.HorizontalFlip):
+        if kind is A.HorizontalFlip:
             row[HFLIP] = 1
-        elif isinstance(transform, A.VerticalFlip):
+        elif kind is A.VerticalFlip:
             row[VFLIP] = 1
-        elif isinstance(transform, A.RandomRotate90):
+        elif kind is A.RandomRotate90:
             row[ROT90] = params["factor"]
-        elif isinstance(transform, A.Affine):
+        elif kind is A.Affine:
             row[AFFINE] = 1
             row[MATRIX] = np.asarray(params["matrix"], np.float64)[:2].reshape(-1)
-        elif isinstance(transform, A.RandomBrightnessContrast):
+        elif kind is A.RandomBrightnessContrast:
             row[BC], row[ALPHA], row[BETA] = 1, params["alpha"], params["beta"]
         else:
             holes = np.asarray(params["holes"], np.float64)[:MAX_HOLES]
@@ -122,15 +138,15 @@ def augment_batch(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> torch.Tensor:
-    """Augment and normalise a uint8 batch (N, 3, S, S) with its parameter rows (N, NUM_PARAMS):
-    float32 (N, 3, S, S), as the CPU pipeline's output, on the batch's device."""
-    if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[-1] != pixels.shape[-2]:
+    """Augment and normalise a uint8 batch as read, (N, S, S, 3), with its parameter rows
+    (N, NUM_PARAMS): float32 (N, 3, S, S), as the CPU pipeline's output, on the batch's device."""
+    if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[1] != pixels.shape[2]:
         raise ValueError(
-            f"augment_batch takes square uint8 batches (N, 3, S, S); got {pixels.dtype} "
+            f"augment_batch takes square uint8 batches (N, S, S, 3); got {pixels.dtype} "
             f"{tuple(pixels.shape)}."
         )
     params = params.to(pixels.device)
-    x = pixels.float()
+    x = pixels.permute(0, 3, 1, 2).float().contiguous()
     flip = params[:, HFLIP].bool()[:, None, None, None]
     x = torch.where(flip, x.flip(-1), x)
     flip = params[:, VFLIP].bool()[:, None, None, None]

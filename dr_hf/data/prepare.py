@@ -2,7 +2,7 @@
 
 Each image is cropped to its field of view, resized so that its shorter side is `size`, and
 optionally Ben-Graham normalised (`preprocess_fundus`, as the on-the-fly transform does), then
-stored PNG-encoded. `datasets.map` writes the encoded images to Arrow files as it goes, so
+stored PNG-encoded (or JPEG, quality 95: smaller, lossy). `datasets.map` writes the encoded images to Arrow files as it goes, so
 memory stays flat: beside a source read from disk (its usual cache, which a rerun finds), or,
 for a source held in memory such as `load_dr_dataset`'s, in a temporary folder beside the
 output that is removed once `save_to_disk` has written the result. `dr_hf_prepare.json` beside
@@ -34,18 +34,24 @@ from dr_hf.data.preprocessing import preprocess_fundus
 logger = logging.getLogger(__name__)
 
 PREPARE_INFO = "dr_hf_prepare.json"
-FORMATS = ("png", "raw")
+FORMATS = ("png", "jpeg", "raw")
+_JPEG_QUALITY = 95
 RAW_COLUMN = "pixels"
 _PNG_COMPRESSION = 1  # ~4x faster to write than the default level 6, files ~25 % larger
 _WRITER_BATCH = 100  # encoded images held in memory between two writes of map's Arrow file
 
 
-def _prepare_batch(batch: dict[str, list], size: int, crop: bool, ben_graham: bool) -> dict:
+def _prepare_batch(
+    batch: dict[str, list], size: int, crop: bool, ben_graham: bool, jpeg: bool = False
+) -> dict:
     images = []
     for image in batch["image"]:
         array = preprocess_fundus(image, crop=crop, ben_graham=ben_graham, size=size)
         buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format="PNG", compress_level=_PNG_COMPRESSION)
+        if jpeg:
+            Image.fromarray(array).save(buffer, format="JPEG", quality=_JPEG_QUALITY)
+        else:
+            Image.fromarray(array).save(buffer, format="PNG", compress_level=_PNG_COMPRESSION)
         images.append({"bytes": buffer.getvalue(), "path": None})
     return {"image": images}
 
@@ -65,8 +71,8 @@ def _prepare_batch_raw(
 def _writer(dataset: DatasetDict, format: str, image_size: int | None):
     """(map function, its extra arguments, columns it replaces, output features) of `format`."""
     features = next(iter(dataset.values())).features
-    if format == "png":
-        return _prepare_batch, {}, None, features
+    if format in ("png", "jpeg"):
+        return _prepare_batch, {"jpeg": format == "jpeg"}, None, features
     kept = {name: feature for name, feature in features.items() if name != "image"}
     raw_features = Features({RAW_COLUMN: Value("binary")} | kept)
     return _prepare_batch_raw, {"image_size": image_size}, ["image"], raw_features
@@ -163,8 +169,10 @@ def prepare_dataset(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     info = {"crop": crop, "ben_graham": ben_graham, "size": size}
+    if format != "png":
+        info["format"] = format
     if format == "raw":
-        info |= {"format": "raw", "image_size": image_size}
+        info["image_size"] = image_size
     info["dr_hf_version"] = version("dr-hf")
     (output_dir / PREPARE_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return output_dir

@@ -25,7 +25,11 @@ from datasets import DatasetDict  # noqa: E402
 from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # noqa: E402
 from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD  # noqa: E402
 
-from dr_hf.data.device_augment import DeviceAugmentation, draw_parameters  # noqa: E402
+from dr_hf.data.device_augment import (  # noqa: E402
+    DeviceAugmentation,
+    draw_parameters,
+    random_children,
+)
 from dr_hf.data.fundus_processor import model_input, normalize  # noqa: E402
 from dr_hf.data.preprocessing import as_rgb_array, preprocess_fundus  # noqa: E402
 from dr_hf.data.quality import MIN_JUDGED_SIDE, assess_quality  # noqa: E402
@@ -120,7 +124,7 @@ class FundusTransform:
     neither runs on full-size pixels.
 
     With `augment_on="gpu"` a training transform only crops and resizes: it returns the uint8
-    image (3, size, size) and, as `augment_params`, the parameters `compose` would draw for it
+    image (size, size, 3) and, as `augment_params`, the parameters `compose` would draw for it
     (`device_augment.draw_parameters`); `DRTrainer` applies them on the device. A source of raw
     uint8 arrays (`dr-hf prepare --format raw`, a `pixels` column) is read without decoding.
 
@@ -156,6 +160,8 @@ class FundusTransform:
         self.train = train
         self.size = size
         self.augment_on = augment_on
+        device = train and augment_on == "gpu"
+        self._random_children = random_children(compose) if device else []
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     @property
@@ -185,17 +191,18 @@ class FundusTransform:
                     f"{side}x{side}x3 of image_size={side}: train at the size the cache was "
                     "prepared for, or prepare it again with --image_size."
                 )
-            images.append(np.frombuffer(data, np.uint8).reshape(side, side, 3))
+            images.append(np.frombuffer(bytearray(data), np.uint8).reshape(side, side, 3))
         return images
 
     def _device_input(self, image: Any, seed: int) -> tuple[torch.Tensor, np.ndarray]:
-        """The uint8 image at (size, size) and the parameters the pipeline would draw for it."""
+        """The uint8 image at (size, size, 3), channels last as read, and the parameters the
+        pipeline would draw for it; the device transposes the batch."""
         array = self.preprocess(image)
         if array.shape[:2] != (self.size, self.size):
             array = cv2.resize(array, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        reseed(self.compose, seed)
-        params = draw_parameters(self.compose, array)
-        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), params
+        child_seed = lambda index: _splitmix64(seed, index)  # noqa: E731  (reseed's seeds)
+        params = draw_parameters(self._random_children, child_seed, array)
+        return torch.from_numpy(np.require(array, requirements=("C", "W"))), params
 
     def preprocess(self, image: Any) -> np.ndarray:
         """Field-of-view crop and optional Ben Graham (at `size`, as `dr-hf prepare` runs it);
