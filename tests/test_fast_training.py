@@ -2,6 +2,7 @@
 device inside `dr-hf train`, persistent workers, channels-last, fused AdamW, SDPA attention."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,3 +192,27 @@ def test_dataset_dict_of_raw_rows_loads_through_load_dr_dataset(caches):
     _, raw = caches
     data = load_dr_dataset(*config_from_dict({"data_dir": str(raw)})[:1])
     assert isinstance(data, DatasetDict) and data["train"].column_names[0] == "pixels"
+
+
+def test_quickstart_with_augment_on_gpu_and_a_raw_cache_from_the_command_line(caches, tmp_path):
+    """`dr-hf train --config configs/quickstart.yaml --augment_on gpu` on a raw cache (CPU here)."""
+    _, raw = caches
+    quickstart = Path(__file__).parent.parent / "configs" / "quickstart.yaml"
+    argv = ["train", "--config", str(quickstart), "--data_dir", str(raw), "--image_size", "32"]
+    argv += ["--augment_on", "gpu", "--output_dir", str(tmp_path / "qs"), "--num_train_epochs", "2"]
+    argv += ["--dataloader_num_workers", "1", "--per_device_train_batch_size", "8"]
+    assert cli_main([*argv, "--disable_tqdm", "true"]) == 0
+    history = json.loads((tmp_path / "qs" / "training_history.json").read_text())
+    assert (
+        len(history["val_qwk"]) == 2 and (tmp_path / "qs" / "best" / "model.safetensors").is_file()
+    )
+    config = (tmp_path / "qs" / "config.yaml").read_text()
+    assert "augment_on: gpu" in config and "dataloader_persistent_workers: true" in config
+
+
+def test_prepare_jpeg_cache(synthetic_dir, tmp_path):
+    data = load_dr_dataset(*config_from_dict({"data_dir": str(synthetic_dir)})[:1])
+    folder = prepare_dataset(data, tmp_path / "jpeg", size=40, format="jpeg")
+    assert json.loads((folder / PREPARE_INFO).read_text())["format"] == "jpeg"
+    image = load_from_disk(str(folder))["train"][0]["image"]
+    assert image.format == "JPEG" and min(image.size) == 40
