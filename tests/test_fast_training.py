@@ -216,3 +216,19 @@ def test_prepare_jpeg_cache(synthetic_dir, tmp_path):
     assert json.loads((folder / PREPARE_INFO).read_text())["format"] == "jpeg"
     image = load_from_disk(str(folder))["train"][0]["image"]
     assert image.format == "JPEG" and min(image.size) == 40
+
+
+def test_a_config_with_every_speed_setting_parses_and_builds(caches, tmp_path):
+    """torch_compile, channels_last, workers that stay, prefetch and device augmentation
+    together: the Trainer is built with each (compilation itself happens on the first step,
+    too slow for a CPU test; the GPU benchmark's smoke run compiles)."""
+    _, raw = caches
+    values = tiny_config(raw, tmp_path / "all", image_size=SIZE, augment_on="gpu")
+    values |= {"torch_compile": True, "channels_last": True, "dataloader_num_workers": 2}
+    values |= {"dataloader_prefetch_factor": 2}
+    run = build_trainer(*config_from_dict(values))
+    args = run.trainer.args
+    assert args.torch_compile and args.dataloader_persistent_workers
+    assert args.dataloader_prefetch_factor == 2 and run.trainer.channels_last
+    assert run.trainer.device_augmentation is not None
+    assert run.config["augment_on"] == "gpu" and run.config["torch_compile"] is True
