@@ -6,8 +6,8 @@
 # workers; 3. inference. Images/s, peak memory, MFU (FLOPs counted by FlopCounterMode against the
 # card's dense bf16 peak; --peak-tflops N to override) and the share of step time spent waiting
 # for data. JSON and Markdown are rewritten after every case. Not yet timed on a GPU: estimated at
-# 5 to 8 minutes on an H100 (most of it compiling); --no-compile or --models resnet50 vit-lora
-# shorten it.
+# 6 to 9 minutes on an H100 (3 compilations, 6 Trainer runs); --no-compile or --models resnet50
+# vit-lora shorten it (the earlier batch-32-only script took 1 min 14 s on an H200).
 #
 #   scripts/benchmark_gpu.sh [--output outputs/benchmark_gpu] [--sections model train inference]
 #   scripts/benchmark_gpu.sh --smoke --output /tmp/bench_gpu   # CPU, tiny models, ~1.5 minutes
