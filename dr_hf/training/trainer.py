@@ -57,7 +57,7 @@ class BaseRecordCallback(TrainerCallback):
 def wants_channels_last(model, args) -> bool:
     """`args.channels_last`, or by default: on for CNNs on CUDA (cuDNN's tensor-core convolutions
     run channels-last; a ViT's only convolution is its patch embedding, where it buys nothing)."""
-    if args.channels_last is not None:
+    if getattr(args, "channels_last", None) is not None:
         return bool(args.channels_last)
     return args.device.type == "cuda" and not hasattr(timm_backbone(model), "patch_embed")
 
