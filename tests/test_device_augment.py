@@ -161,14 +161,14 @@ def test_same_seed_epoch_and_id_give_the_same_output_whatever_the_batching():
 
 
 def test_channel_statistics_match_the_cpu_path():
-    """(e) Per-channel mean and std over 300 augmented images: within 0.5 % of the CPU path's
-    (in normalised units, 0.01 absolute)."""
+    """(e) Per-channel mean and std over 300 augmented images: within 1e-4 (normalised units) of
+    the CPU path's; the draws are the same, only the warp's rounding differs (measured ~2e-7)."""
     ids = [f"img_{i}" for i in range(300)]
     cpu, device, _ = both(ids, epoch=1)
     for stat in (torch.mean, torch.std):
         a = stat(cpu.transpose(0, 1).reshape(3, -1), dim=1)
         b = stat(device.transpose(0, 1).reshape(3, -1), dim=1)
-        assert torch.allclose(a, b, atol=0.01), (stat.__name__, a, b)
+        assert torch.allclose(a, b, rtol=0, atol=1e-4), (stat.__name__, a, b)
 
 
 def test_draw_refuses_a_transform_without_a_device_version():
