@@ -201,6 +201,7 @@ def test_quickstart_with_augment_on_gpu_and_a_raw_cache_from_the_command_line(ca
     argv = ["train", "--config", str(quickstart), "--data_dir", str(raw), "--image_size", "32"]
     argv += ["--augment_on", "gpu", "--output_dir", str(tmp_path / "qs"), "--num_train_epochs", "2"]
     argv += ["--dataloader_num_workers", "1", "--per_device_train_batch_size", "8"]
+    argv += ["--auto_find_batch_size", "true"]  # halves the batch on CUDA OOM; a no-op here
     assert cli_main([*argv, "--disable_tqdm", "true"]) == 0
     history = json.loads((tmp_path / "qs" / "training_history.json").read_text())
     assert (
@@ -208,6 +209,7 @@ def test_quickstart_with_augment_on_gpu_and_a_raw_cache_from_the_command_line(ca
     )
     config = (tmp_path / "qs" / "config.yaml").read_text()
     assert "augment_on: gpu" in config and "dataloader_persistent_workers: true" in config
+    assert "auto_find_batch_size: true" in config
 
 
 def test_prepare_jpeg_cache(synthetic_dir, tmp_path):
