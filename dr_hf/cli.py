@@ -2,6 +2,7 @@
 
 dr-hf make-synthetic --output data/synthetic --num-images 400
 dr-hf prepare --data_dir data/aptos --output data/aptos_prepared --size 280
+dr-hf prepare --data_dir data/aptos --output data/aptos_raw --size 280 --format raw --image_size 224
 dr-hf train --config configs/quickstart.yaml [--flags that override it]
 dr-hf cv --config configs/quickstart.yaml --folds 5 [--fold K]   |   dr-hf cv --summarize DIR
 dr-hf evaluate --model outputs/run/best --data_dir data/test
@@ -65,7 +66,8 @@ def make_synthetic_main(argv: list[str]) -> int:
 def prepare_main(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
-    from dr_hf.config.arguments import DataArguments, PrepareArguments
+    from dr_hf.config.arguments import DataArguments
+    from dr_hf.config.prepare_arguments import PrepareArguments
     from dr_hf.data.loading import load_dr_dataset
     from dr_hf.data.prepare import prepare_dataset
 
@@ -79,6 +81,8 @@ def prepare_main(argv: list[str]) -> int:
         crop=data_args.crop_fov,
         ben_graham=data_args.ben_graham,
         num_proc=prepare_args.num_proc,
+        format=prepare_args.format,
+        image_size=(data_args.image_size or 224) if prepare_args.format == "raw" else None,
     )
     print(dataset)
     print(f"Prepared data set saved to {out}; train with --data_dir {out}")

@@ -9,6 +9,8 @@ import math
 import pytest
 
 from dr_hf.benchmarks import SECTIONS, run_benchmarks
+from dr_hf.benchmarks.formats import MODES as FORMAT_MODES
+from dr_hf.benchmarks.formats import SOURCES as FORMAT_SOURCES
 
 
 @pytest.fixture(scope="module")
@@ -120,14 +122,19 @@ def test_trainer_section_refuses_an_unusable_device():
 
 
 def test_gpu_script_smoke_on_cpu(tmp_path):
-    from dr_hf.benchmarks.gpu import TRAIN_CASES, main
+    from dr_hf.benchmarks.gpu import MODEL_CASES, main
 
-    results = main(["--smoke", "--output", str(tmp_path)])
-    assert set(results["train"]) == {case[0] for case in TRAIN_CASES}
-    lora = results["train"]["RETFound ViT-L LoRA r=8 bf16"]
-    full = results["train"]["RETFound ViT-L full bf16"]
+    argv = ["--smoke", "--sections", "model", "inference", "--no-compile"]
+    results = main([*argv, "--output", str(tmp_path)])
+    assert set(results["model"]) == {case[0] for case in MODEL_CASES.values()}
+    lora = results["model"]["RETFound ViT-L LoRA r=8"]
+    full = results["model"]["RETFound ViT-L full"]
     assert lora["trainable"] < full["trainable"]
-    assert all(row["images_per_s"]["median"] > 0 for row in results["train"].values())
+    assert lora["flops_per_image"] < full["flops_per_image"]  # no weight gradients through LoRA
+    for case in results["model"].values():
+        assert set(case["runs"]["eager"]) == {"2", str(case["largest_batch"])}
+        assert all(run["images_per_s"]["median"] > 0 for run in case["runs"]["eager"].values())
+        assert case["runs"]["compiled"] == {}
     assert "| RETFound ViT-L bf16 | TTA |" in (tmp_path / "benchmark_gpu.md").read_text()
 
 
@@ -142,3 +149,43 @@ def test_cv_ensemble_section_compares_the_ensemble_with_its_folds(tiny_run):
     assert cv["cv_out_of_fold_qwk"] == summary["metrics"]["qwk"]["out_of_fold"]
     assert math.isfinite(cv["held_out_ensemble_qwk"])  # defined on the held-out set
     assert "ensemble" in (folder / "benchmark.md").read_text()
+
+
+def test_cache_formats_section_rates_every_source_both_ways(tiny_run):
+    folder, results = tiny_run
+    rows = results["cache_formats"]["rows"]
+    assert [(r["source"], r["mode"]) for r in rows] == [
+        (source, mode) for source in FORMAT_SOURCES for mode in FORMAT_MODES.values()
+    ]
+    assert all(_is_summary(row["images_per_s"]) for row in rows)
+    markdown = (folder / "benchmark.md").read_text()
+    assert "Images/s per core" in markdown and "| raw uint8 cache |" in markdown
+    assert (
+        json.loads(
+            (folder.parent / "cache" / "prepared_raw_32" / "dr_hf_prepare.json").read_text()
+        )["format"]
+        == "raw"
+    )
+
+
+def test_gpu_benchmark_smoke_measures_model_and_dr_hf_train(tmp_path):
+    """`scripts/benchmark_gpu.sh --smoke` on one model: the model alone (eager, MFU against a
+    given peak) and dr-hf train with augmentation on the CPU and on the device."""
+    from dr_hf.benchmarks.gpu import main as gpu_main
+
+    argv = ["--smoke", "--sections", "model", "train", "--models", "resnet50", "--no-compile"]
+    results = gpu_main([*argv, "--peak-tflops", "1", "--output", str(tmp_path)])
+    saved = json.loads((tmp_path / "benchmark_gpu.json").read_text())
+    assert saved["model"] == json.loads(json.dumps(results["model"]))
+    model = saved["model"]["resnet50 full"]
+    assert model["flops_per_image"] > 0 and model["largest_batch"] >= 2
+    for run in model["runs"]["eager"].values():
+        rate = run["images_per_s"]["median"]
+        assert run["mfu"] == pytest.approx(rate * model["flops_per_image"] / 1e12, rel=1e-2)
+    for augment_on in ("cpu", "gpu"):
+        case = saved["train"][f"resnet50 full, augmentation on {augment_on}"]
+        assert "error" not in case, case
+        assert case["images_per_s"]["median"] > 0 and 0 <= case["data_wait_share"] < 1
+        assert case["flops_per_image"] == model["flops_per_image"]
+    markdown = (tmp_path / "benchmark_gpu.md").read_text()
+    assert "dr-hf train end to end" in markdown and "augmentation on gpu" in markdown

@@ -107,3 +107,35 @@ def test_only_rank_zero_writes_the_run_artifacts(ddp_run):
         "training_history.json",
         "best/README.md",
     } <= written
+
+
+def test_gpu_augmentation_on_a_raw_cache_under_two_ranks(synthetic_dir, tmp_path):
+    """`augment_on=gpu` with a `dr-hf prepare --format raw` cache, one persistent worker per rank:
+    both ranks train (the device is the CPU here), in step, to the end."""
+    from dr_hf.config.parsing import config_from_dict
+    from dr_hf.data.loading import load_dr_dataset
+    from dr_hf.data.prepare import prepare_dataset
+
+    raw = prepare_dataset(
+        load_dr_dataset(config_from_dict({"data_dir": str(synthetic_dir)})[0]),
+        tmp_path / "raw", size=40, format="raw", image_size=32,
+    )  # fmt: skip
+    scratch = tmp_path / "observations"
+    scratch.mkdir()
+    values = tiny_config(
+        raw, tmp_path / "out", augment_on="gpu", num_train_epochs=2, model_name="retfound_tiny",
+        per_device_train_batch_size=6, dataloader_num_workers=1, ddp_backend="gloo",
+    )  # fmt: skip
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(values))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(HARNESS), str(config), str(scratch),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    rank0, rank1 = (json.loads((scratch / f"rank-{r}.json").read_text()) for r in (0, 1))
+    assert len(rank0["weights"]) == 2 * STEPS_PER_EPOCH
+    assert rank0["weights"] == rank1["weights"] and len(set(rank0["weights"])) > 1
+    assert (tmp_path / "out" / "best" / "model.safetensors").is_file()

@@ -233,11 +233,3 @@ def test_quickstart_config_shortened_lowers_the_loss(synthetic_dir, tmp_path):
     history = run_training(data, model, training)
     assert history["train_loss"][-1] < history["train_loss"][0]
     assert (tmp_path / "qs" / "best" / "model.safetensors").is_file()
-
-
-def test_persistent_workers_with_augmentation_are_refused(synthetic_dir, tmp_path):
-    values = tiny_config(
-        synthetic_dir, tmp_path / "pw", dataloader_num_workers=2, dataloader_persistent_workers=True
-    )
-    with pytest.raises(ValueError, match="dataloader_persistent_workers"):
-        build_trainer(*config_from_dict(values))

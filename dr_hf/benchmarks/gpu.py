@@ -1,207 +1,217 @@
-"""GPU throughput: training images/s and peak memory of the shipped graders, and inference.
+"""GPU throughput of the shipped graders, resnet50 (full) and RETFound ViT-L (LoRA r=8 on qkv,
+and full) at 224 px in bf16, random weights:
 
-resnet50 (full fine-tuning, bf16 and fp16 autocast) and RETFound ViT-L at 224 px (LoRA r=8 on
-qkv, and full), batch 32, random weights, random tensors in GPU memory, so the figures are the
-model's and not the disk's. Each case warms up, then times CUDA-synchronised steps; peak memory
-is `torch.cuda.max_memory_allocated` for that case alone. `--smoke` runs the same code on the
-CPU with tiny models, to check the script without a GPU.
+1. `model`: the model alone on random tensors in GPU memory (`gpu_model`), eager at batch 32 and
+   at the largest batch that fits (a doubling sweep), compiled at the largest;
+2. `train`: `dr-hf train` itself (`gpu_train`), the Trainer reading a prepared raw uint8 cache
+   through DataLoader workers, augmentation on the CPU against augmentation on the GPU;
+3. `inference`: `dr-hf predict`'s forward, without and with TTA.
+
+Each case reports images/s and peak memory; model and train cases the MFU (measured FLOPs per
+image against the card's dense bf16 peak, `--peak-tflops` to override the table), train cases
+the share of step time spent waiting for data. The JSON and Markdown are rewritten after every
+case, so a run cut short keeps what it measured. `--smoke` runs every case on the CPU with tiny
+models, a few steps each (compilation with the aot_eager backend), to check the script.
 
     python -m dr_hf.benchmarks.gpu --output outputs/benchmark_gpu
     python -m dr_hf.benchmarks.gpu --smoke --output /tmp/bench_gpu
 """
 
 import argparse
-import contextlib
-import gc
 import json
+import os
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from dr_hf.benchmarks.gpu_model import fresh, model_case, peak_mib, peak_tflops, sync
+from dr_hf.benchmarks.gpu_report import to_markdown
+from dr_hf.benchmarks.gpu_train import raw_cache, train_case
 from dr_hf.benchmarks.report import machine_info, summarize
 from dr_hf.config.arguments import ModelArguments
-from dr_hf.grades import NUM_GRADES
 from dr_hf.inference import grade_batch, load_grader
-from dr_hf.models.graders import create_model, parameter_summary
+from dr_hf.models.graders import create_model
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
-# (label, model_name, lora, precision)
-TRAIN_CASES = [
-    ("resnet50 full bf16", "resnet50", False, "bf16"),
-    ("resnet50 full fp16", "resnet50", False, "fp16"),
-    ("RETFound ViT-L LoRA r=8 bf16", "retfound", True, "bf16"),
-    ("RETFound ViT-L full bf16", "retfound", False, "bf16"),
-]
-INFER_CASES = [("resnet50 bf16", "resnet50", "bf16"), ("RETFound ViT-L bf16", "retfound", "bf16")]
+# key: (label, model_name, lora)
+MODEL_CASES = {
+    "resnet50": ("resnet50 full", "resnet50", False),
+    "vit-lora": ("RETFound ViT-L LoRA r=8", "retfound", True),
+    "vit-full": ("RETFound ViT-L full", "retfound", False),
+}
+INFER_CASES = [("resnet50 bf16", "resnet50"), ("RETFound ViT-L bf16", "retfound")]
 SMOKE_NAMES = {"resnet50": "test_resnet", "retfound": "retfound_tiny"}
+SECTIONS = ("model", "train", "inference")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _autocast(device: torch.device, precision: str):
-    dtype = DTYPES[precision]
-    if dtype is None or (device.type == "cpu" and dtype == torch.float16):
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def _fresh(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_mib(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-
-
-def train_case(
-    model_name, lora, precision, device, image_size, batch_size, warmup, steps, repeats
-) -> dict:
-    """Images/s of forward, loss, backward and AdamW step; repeats are blocks of `steps`."""
-    _fresh(device)
+def infer_case(model_name, device, image_size, batch_size, warmup, steps, repeats):
+    """Images/s of `dr_hf.inference.grade_batch` (predict's forward) in bf16, without
+    and with TTA."""
+    fresh(device)
     torch.manual_seed(0)
-    args = ModelArguments(model_name=model_name, lora=lora, lora_r=8)
-    model = create_model(args, image_size=image_size)[0].to(device).train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    scaler = torch.amp.GradScaler(
-        device.type, enabled=precision == "fp16" and device.type == "cuda"
-    )
-    pixels = torch.randn(batch_size, 3, image_size, image_size, device=device)
-    labels = torch.randint(0, NUM_GRADES, (batch_size,), device=device)
-
-    def step():
-        with _autocast(device, precision):
-            loss = F.cross_entropy(model(pixel_values=pixels).logits.float(), labels)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-
-    for _ in range(warmup):
-        step()
-    rates = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        _sync(device)
-        rates.append(steps * batch_size / (time.perf_counter() - start))
-    summary = parameter_summary(model)
-    return {
-        "images_per_s": summarize(rates, 1),
-        "peak_memory_mib": _peak_mib(device),
-        "trainable": summary["trainable"],
-        "total": summary["total"],
-    }
-
-
-def infer_case(model_name, precision, device, image_size, batch_size, warmup, steps, repeats):
-    """Images/s of `dr_hf.inference.grade_batch` (predict's forward), without and with TTA."""
-    _fresh(device)
-    torch.manual_seed(0)
-    model = create_model(ModelArguments(model_name=model_name), image_size=image_size)[0]
-    grader = load_grader(model, device=device)
+    model, processor = create_model(ModelArguments(model_name=model_name), image_size=image_size)
+    grader = load_grader(model, device=device, processor=processor)
     pixels = torch.randn(batch_size, 3, image_size, image_size, device=device)
     out = {}
-    with _autocast(device, precision):
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         for tta in (False, True):
             for _ in range(warmup):
                 grade_batch(grader, pixels, tta)
             rates = []
             for _ in range(repeats):
-                _sync(device)
+                sync(device)
                 start = time.perf_counter()
                 for _ in range(steps):
                     grade_batch(grader, pixels, tta)
-                _sync(device)
+                sync(device)
                 rates.append(steps * batch_size / (time.perf_counter() - start))
             out["TTA" if tta else "no TTA"] = summarize(rates, 1)
-    return {"images_per_s": out, "peak_memory_mib": _peak_mib(device)}
+    return {"images_per_s": out, "peak_memory_mib": peak_mib(device)}
 
 
-def to_markdown(results: dict) -> str:
-    s = results["settings"]
-    lines = [
-        f"Device: {results['device_name']}; batch {s['batch_size']}, {s['image_size']} px, "
-        f"{s['repeats']} blocks of {s['steps']} steps after {s['warmup']} warm-up steps.",
-        "",
-        "| training | trainable params | images/s (median, min-max) | peak memory (MiB) |",
-        "|---|---|---|---|",
-    ]
-    for label, row in results["train"].items():
-        r = row["images_per_s"]
-        lines.append(
-            f"| {label} | {row['trainable']:,} | {r['median']:g} ({r['min']:g}-{r['max']:g}) "
-            f"| {row['peak_memory_mib'] if row['peak_memory_mib'] is not None else '-'} |"
-        )
-    lines += ["", "| inference | TTA | images/s (median, min-max) |", "|---|---|---|"]
-    for label, row in results["inference"].items():
-        for tta, r in row["images_per_s"].items():
-            lines.append(f"| {label} | {tta} | {r['median']:g} ({r['min']:g}-{r['max']:g}) |")
-    return "\n".join(lines) + "\n"
+def _settings(args, device: torch.device) -> dict:
+    """Every case's settings, from the flags (or the tiny ones of --smoke)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    timing = (args.warmup, args.steps, args.repeats)
+    model = {
+        "batch_size": args.batch_size,
+        "max_batch": args.max_batch,
+        "timing": timing,
+        "compile_backend": None if args.no_compile else ("aot_eager" if args.smoke else "inductor"),
+        "peak_tflops": peak_tflops(_device_name(device), args.peak_tflops),
+    }
+    train = {
+        "image_size": args.image_size,
+        "steps": args.train_steps,
+        "skip": args.train_skip,
+        "workers": args.workers if args.workers is not None else max(1, (cores or 2) - 1),
+        "compile": args.train_compile,
+        "smoke": args.smoke,
+        "num_images": args.train_images,
+    }
+    return {"model": model, "train": train, "timing": timing}
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (smoke)"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="GPU training and inference throughput.")
+    add = parser.add_argument
+    add("--output", default="outputs/benchmark_gpu")
+    add("--smoke", action="store_true", help="CPU, tiny models, a few steps: checks the script.")
+    add("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    add("--models", nargs="+", choices=list(MODEL_CASES), default=list(MODEL_CASES))
+    add("--image-size", type=int, default=224)
+    add("--batch-size", type=int, default=32, help="The model-only batch beside the largest.")
+    add("--max-batch", type=int, default=256, help="Where the largest-batch sweep stops.")
+    add("--warmup", type=int, default=5)
+    add("--steps", type=int, default=10)
+    add("--repeats", type=int, default=3)
+    add("--no-compile", action="store_true", help="Skip the compiled model-only runs.")
+    add("--peak-tflops", type=float, default=None, help="The card's dense bf16 peak (MFU).")
+    add("--train-images", type=int, default=4096, help="Rows of the synthetic raw cache.")
+    add("--train-batch", type=int, default=256, help="dr-hf train batch (capped at the largest).")
+    add("--train-steps", type=int, default=30)
+    add("--train-skip", type=int, default=8, help="Steps not timed (start-up).")
+    add("--train-compile", action="store_true", help="dr-hf train with --torch_compile.")
+    add("--workers", type=int, default=None, help="DataLoader workers (default: cores - 1).")
+    add("--cache-dir", default=None, help="Where the raw cache goes (default: under --output).")
+    return parser
+
+
+def _smoke(args) -> None:
+    args.batch_size, args.max_batch, args.image_size = 2, 8, 32
+    args.warmup, args.steps, args.repeats = 1, 1, 1
+    args.train_images, args.train_batch, args.train_steps, args.train_skip = 48, 8, 4, 1
+    args.workers = 1 if args.workers is None else args.workers
+
+
+class Recorder:
+    """Runs each case, keeps its result (or its error: the other cases still run) and its
+    duration, and rewrites the JSON and Markdown after every case."""
+
+    def __init__(self, results: dict, output: Path):
+        self.results, self.output = results, output
+
+    def timed(self, label: str, section: str, run, extra: dict | None = None) -> None:
+        print(f"{section}: {label}", flush=True)
+        start = time.perf_counter()
+        try:
+            self.results[section][label] = run() | (extra or {})
+        except Exception as err:
+            self.results[section][label] = {"error": f"{type(err).__name__}: {err}"[:500]}
+        self.results["seconds"][f"{section}: {label}"] = round(time.perf_counter() - start, 1)
+        (self.output / "benchmark_gpu.json").write_text(json.dumps(self.results, indent=2) + "\n")
+        (self.output / "benchmark_gpu.md").write_text(to_markdown(self.results))
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="GPU training and inference throughput.")
-    parser.add_argument("--output", default="outputs/benchmark_gpu")
-    parser.add_argument("--smoke", action="store_true", help="CPU, tiny models, a few steps.")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     if args.smoke:
+        _smoke(args)
         device = torch.device("cpu")
-        args.batch_size, args.image_size, args.warmup, args.steps, args.repeats = 2, 32, 1, 1, 1
     elif not torch.cuda.is_available():
         raise SystemExit("No CUDA GPU found: run with --smoke to check the script on the CPU.")
     else:
         device = torch.device("cuda")
         torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    settings = _settings(args, device)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    results = {
+        "machine": machine_info(),
+        "device_name": _device_name(device),
+        "peak_tflops": settings["model"]["peak_tflops"],
+        "settings": vars(args) | {"workers": settings["train"]["workers"]},
+        "model": {},
+        "train": {},
+        "inference": {},
+        "seconds": {},
+    }
+
+    recorder = Recorder(results, output)
+    timed = recorder.timed
 
     def name(model_name: str) -> str:
         return SMOKE_NAMES[model_name] if args.smoke else model_name
 
-    timing = (args.image_size, args.batch_size, args.warmup, args.steps, args.repeats)
-    results = {
-        "machine": machine_info(),
-        "device_name": torch.cuda.get_device_name(0)
-        if device.type == "cuda"
-        else f"CPU (smoke: {SMOKE_NAMES})",
-        "settings": {k: getattr(args, k) for k in ("batch_size", "image_size", "warmup", "steps")}
-        | {"repeats": args.repeats, "smoke": args.smoke},
-        "train": {},
-        "inference": {},
-    }
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-
-    def save() -> None:
-        # Written after every case, so a run cut short keeps the cases it finished.
-        (output / "benchmark_gpu.json").write_text(json.dumps(results, indent=2) + "\n")
-        (output / "benchmark_gpu.md").write_text(to_markdown(results))
-
-    for label, model_name, lora, precision in TRAIN_CASES:
-        print(f"training: {label}", flush=True)
-        results["train"][label] = train_case(name(model_name), lora, precision, device, *timing)
-        save()
-    for label, model_name, precision in INFER_CASES:
-        print(f"inference: {label}", flush=True)
-        results["inference"][label] = infer_case(name(model_name), precision, device, *timing)
-        save()
+    cases = [MODEL_CASES[key] for key in args.models]
+    if "model" in args.sections:
+        for label, model_name, lora in cases:
+            run = partial(model_case, name(model_name), lora, device, args.image_size)
+            timed(label, "model", partial(run, settings["model"]))
+    if "train" in args.sections:
+        cache_dir = Path(args.cache_dir) if args.cache_dir else output / "cache"
+        distinct = 16 if args.smoke else 128
+        cache = raw_cache(cache_dir / "raw", args.train_images, distinct, args.image_size)
+        for label, model_name, lora in cases:
+            largest = results["model"].get(label, {}).get("largest_batch", args.train_batch)
+            case = settings["train"] | {"batch_size": min(args.train_batch, largest)}
+            flops = _flops(results["model"].get(label), settings["model"]["peak_tflops"])
+            for augment_on in ("cpu", "gpu"):
+                run = partial(train_case, cache, name(model_name), lora, augment_on, case)
+                timed(
+                    f"{label}, augmentation on {augment_on}",
+                    "train",
+                    partial(run, output / "train_run"),
+                    flops,
+                )
+    if "inference" in args.sections:
+        for label, model_name in INFER_CASES:
+            run = partial(infer_case, name(model_name), device, args.image_size, args.batch_size)
+            timed(label, "inference", partial(run, *settings["timing"]))
     print(to_markdown(results))
     return results
+
+
+def _flops(model_result: dict | None, peak: float | None):
+    """A train case's FLOPs per image (from its model case), for its MFU in the report."""
+    flops = (model_result or {}).get("flops_per_image")
+    return {"flops_per_image": flops, "peak_tflops": peak}
 
 
 if __name__ == "__main__":

@@ -82,6 +82,8 @@ def to_markdown(results: dict) -> str:
         ]
     if "data" in results:
         lines += _data_table(results["data"])
+    if "cache_formats" in results:
+        lines += _formats_table(results["cache_formats"])
     if "trainer" in results:
         lines += _trainer_table(results["trainer"])
     if "lora" in results:
@@ -112,6 +114,25 @@ def _data_table(data: dict) -> list[str]:
             f"| {_cell(row['b'])} | {_cell(row['c'])} | {_cell(b_ratio)} "
             f"{_target(b_ratio['median'], 1.0)} | {_cell(c_ratio)} "
             f"{_target(c_ratio['median'], 5.0)} |"
+        )
+    return [*lines, ""]
+
+
+def _formats_table(formats: dict) -> list[str]:
+    """Per-core rates, and the cores that would feed 4,000 images/s at each."""
+    lines = [
+        f"### Images/s per core to a collated batch at {formats['image_size']} px (batch "
+        f"{formats['batch_size']}, {formats['num_images']} photos of "
+        f"{'x'.join(map(str, formats['photo_size']))}; one process, one thread"
+        f"{', pinned' if formats['pinned'] else ''})",
+        "",
+        "| source | mode | images/s per core | cores for 4,000 images/s |",
+        "|---|---|---|---|",
+    ]
+    for row in formats["rows"]:
+        rate = row["images_per_s"]
+        lines.append(
+            f"| {row['source']} | {row['mode']} | {_cell(rate)} | {4000 / rate['median']:.1f} |"
         )
     return [*lines, ""]
 

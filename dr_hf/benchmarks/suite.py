@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dr_hf.benchmarks.report import machine_info, to_markdown
 
-SECTIONS = ("data", "trainer", "lora", "inference", "pointing", "cv_ensemble")
+SECTIONS = ("data", "cache_formats", "trainer", "lora", "inference", "pointing", "cv_ensemble")
 logger = logging.getLogger(__name__)
 
 
@@ -21,6 +21,12 @@ def _tiny_settings(repeats: int, device: str) -> dict[str, dict]:
             "height": 64,
             "sizes": (32,),
             "workers": (0,),
+            "batch_size": 2,
+            "repeats": repeats,
+            "min_seconds": 0.0,
+        },
+        "cache_formats": {
+            "image_size": 32,
             "batch_size": 2,
             "repeats": repeats,
             "min_seconds": 0.0,
@@ -68,6 +74,7 @@ def section_settings(
         return _tiny_settings(repeats, device)
     return {
         "data": {"num_images": num_images, "repeats": repeats},
+        "cache_formats": {"num_images": num_images, "repeats": repeats},
         "trainer": {"repeats": max(repeats, 5), "device": device},
         "lora": {"repeats": repeats},
         "inference": {"repeats": repeats, "num_photos": 16},
@@ -118,6 +125,10 @@ def _run_section(name: str, kwargs: dict, cache_dir: Path, photo_spec: dict) -> 
         from dr_hf.benchmarks.data import bench_data
 
         return bench_data(cache_dir, **kwargs)
+    if name == "cache_formats":
+        from dr_hf.benchmarks.formats import bench_cache_formats
+
+        return bench_cache_formats(cache_dir, **photo_spec, **kwargs)
     if name == "trainer":
         from dr_hf.benchmarks.trainer import bench_trainer
 

@@ -5,7 +5,6 @@ from dr_hf.config.arguments import (
     DataArguments,
     DRTrainingArguments,
     ModelArguments,
-    PrepareArguments,
 )
 from dr_hf.config.parsing import (
     ConfigError,
@@ -14,6 +13,7 @@ from dr_hf.config.parsing import (
     config_from_yaml,
     resolved_config,
 )
+from dr_hf.config.prepare_arguments import PrepareArguments
 
 __all__ = [
     "ConfigError",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import SchedulerType, TrainingArguments
 
+from dr_hf.config.speed import apply_speed_defaults, default_num_workers
 from dr_hf.grades import NUM_GRADES
 
 logger = logging.getLogger(__name__)
@@ -18,6 +19,7 @@ DEFAULT_WANDB_PROJECT = "diabetic-retinopathy"
 
 LOSS_KINDS = ("ce", "focal")
 CLASS_WEIGHTINGS = ("auto", "balanced", "none")
+AUGMENT_ON = ("cpu", "gpu")
 
 
 @dataclass
@@ -88,6 +90,10 @@ class DataArguments:
     augment: bool = field(
         default=True, metadata={"help": "Albumentations augmentation of the training split."}
     )
+    augment_on: str = field(
+        default="cpu",
+        metadata={"help": "cpu: in the workers; gpu: same draws, on the uint8 batch on device."},
+    )
 
     def __post_init__(self):
         for name in ("data_dir", "validation_dir"):  # one folder (a YAML string, a path): a list
@@ -99,6 +105,8 @@ class DataArguments:
             raise ValueError(
                 f"validation_split={self.validation_split} must lie strictly between 0 and 1 (e.g. 0.2)."
             )
+        if self.augment_on not in AUGMENT_ON:
+            raise ValueError(f"augment_on={self.augment_on!r}: choose one of {AUGMENT_ON}.")
         if self.image_size is not None and self.image_size < 32:
             raise ValueError(f"image_size={self.image_size} is too small: use 32 pixels or more.")
 
@@ -204,7 +212,19 @@ class DRTrainingArguments(TrainingArguments):
         metadata={"help": "Must stay False: the on-the-fly transform needs the image column."},
     )
     logging_strategy: str = field(default="epoch", metadata={"help": "When to log training loss."})
-    dataloader_num_workers: int = field(default=2, metadata={"help": "Image decoding workers."})
+    dataloader_num_workers: int = field(
+        default_factory=default_num_workers,
+        metadata={"help": "Image reading workers per rank (default: its cores - 1, at most 8)."},
+    )
+    dataloader_persistent_workers: bool | None = field(
+        default=None, metadata={"help": "Keep workers between epochs (default: with workers)."}
+    )
+    dataloader_prefetch_factor: int | None = field(
+        default=None, metadata={"help": "Batches each worker loads ahead (default 4 with workers)."}
+    )
+    channels_last: bool | None = field(
+        default=None, metadata={"help": "Channels-last model and inputs (default: CNNs on CUDA)."}
+    )
 
     loss: str = field(
         default="ce", metadata={"help": f"Training loss: one of {', '.join(LOSS_KINDS)}."}
@@ -253,6 +273,7 @@ class DRTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"layer_decay={self.layer_decay} must lie in (0, 1], e.g. 0.65 for RETFound."
             )
+        apply_speed_defaults(self)
         if not torch.cuda.is_available():
             # The Trainer ignores fp16 on a CPU without a word and needs use_cpu for bf16.
             if self.fp16:
@@ -272,19 +293,3 @@ class DRTrainingArguments(TrainingArguments):
             kwargs.setdefault("factor", 0.5)
             kwargs.setdefault("patience", 3)
             self.lr_scheduler_kwargs = kwargs
-
-
-@dataclass
-class PrepareArguments:
-    """Where `dr-hf prepare` writes its preprocessed copy, and at which size."""
-
-    output: str = field(
-        metadata={"help": "Folder for the prepared data set (save_to_disk layout)."}
-    )
-    size: int = field(
-        default=280,
-        metadata={"help": "Shorter side of the stored images (about 1.25x the training size)."},
-    )
-    num_proc: int | None = field(
-        default=None, metadata={"help": "Worker processes for datasets.map."}
-    )

@@ -71,6 +71,33 @@ def check_no_shared_images(train: Dataset, validation: Dataset, where: str, val_
     pairs = [(row, val_rows[i]) for row, i in enumerate(train["image_id"]) if i in val_rows]
     if not pairs:
         return
+    if "image" not in train.column_names or "image" not in validation.column_names:
+        shared = _same_pixels(train, validation, pairs)
+    else:
+        shared = _same_files(train, validation, pairs)
+    if shared:
+        raise DataError(
+            f"{val_where}: {len(shared)} of its {len(validation)} image(s) are also in the "
+            f"training set {where} (same id, same file or content):\n{listing(sorted(shared))}\n"
+            "Remove these images from one of the two sets, or pass no validation_dir / "
+            "validation_csv to hold out validation_split of the training data."
+        )
+
+
+def _same_pixels(train: Dataset, validation: Dataset, pairs: list) -> list[str]:
+    """Ids of pairs whose raw uint8 caches (`pixels`) hold the same bytes."""
+    if "pixels" not in train.column_names or "pixels" not in validation.column_names:
+        return []  # a raw cache against photographs: not the same preparation, refused later
+    first = train.select([p[0] for p in pairs])
+    second = validation.select([p[1] for p in pairs])
+    return [
+        image_id
+        for image_id, a, b in zip(first["image_id"], first["pixels"], second["pixels"])
+        if a == b
+    ]
+
+
+def _same_files(train: Dataset, validation: Dataset, pairs: list) -> list[str]:
     train_images = train.cast_column("image", Image(decode=False)).select([p[0] for p in pairs])
     val_images = validation.cast_column("image", Image(decode=False)).select([p[1] for p in pairs])
     shared = [
@@ -80,13 +107,7 @@ def check_no_shared_images(train: Dataset, validation: Dataset, where: str, val_
         )
         if _same_image(a, b)
     ]
-    if shared:
-        raise DataError(
-            f"{val_where}: {len(shared)} of its {len(validation)} image(s) are also in the "
-            f"training set {where} (same id, same file or content):\n{listing(sorted(shared))}\n"
-            "Remove these images from one of the two sets, or pass no validation_dir / "
-            "validation_csv to hold out validation_split of the training data."
-        )
+    return shared
 
 
 def _same_image(a: dict, b: dict) -> bool:
@@ -146,7 +167,10 @@ def _source(value: dict) -> str | bytes | None:
 
 
 def drop_or_raise_unreadable(ds: Dataset, where: str, skip: bool) -> Dataset:
-    """Check every image of `ds`; drop the undecodable ones when `skip`, else raise listing them."""
+    """Check every image of `ds`; drop the undecodable ones when `skip`, else raise listing them.
+    A raw uint8 cache (no `image` column) decodes nothing; its rows' sizes are checked as read."""
+    if "image" not in ds.column_names:
+        return ds
     raw = ds.cast_column("image", Image(decode=False)) if len(ds) else ds
     problems: list[str] = []
     keep: list[int] = []

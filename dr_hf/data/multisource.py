@@ -110,6 +110,8 @@ def shared_photographs(ds: Dataset) -> list[dict]:
     {"sha256", "images": ["<source>: <image_id>", ...]}. Only files of equal size are hashed."""
     if "source" not in ds.column_names or not len(ds):
         return []
+    if "image" not in ds.column_names:
+        return _shared_pixels(ds)
     raw = ds.cast_column("image", Image(decode=False))
     by_size: dict[int, list[int]] = {}
     row = 0
@@ -126,6 +128,19 @@ def shared_photographs(ds: Dataset) -> list[dict]:
             continue
         for r in rows:
             by_hash.setdefault(_sha256(raw[r]["image"]), []).append(r)
+    return [
+        {"sha256": digest, "images": [f"{sources[r]}: {ids[r]}" for r in rows]}
+        for digest, rows in sorted(by_hash.items())
+        if len({sources[r] for r in rows}) > 1
+    ]
+
+
+def _shared_pixels(ds: Dataset) -> list[dict]:
+    """`shared_photographs` for raw uint8 caches: the SHA-256 of each image's bytes."""
+    by_hash: dict[str, list[int]] = {}
+    for row, data in enumerate(ds.select_columns(["pixels"])["pixels"]):
+        by_hash.setdefault(hashlib.sha256(data).hexdigest(), []).append(row)
+    sources, ids = ds["source"], ds["image_id"]
     return [
         {"sha256": digest, "images": [f"{sources[r]}: {ids[r]}" for r in rows]}
         for digest, rows in sorted(by_hash.items())
@@ -167,4 +182,7 @@ def common_prepare_info(folders: list[str] | str | None, what: str = "data") -> 
 
 def describe_prepared(info: dict | None) -> str | dict:
     """What matters of a `dr-hf prepare` record for the transform: its steps, or "raw images"."""
-    return "raw images" if info is None else {step: info[step] for step in PREPARED_STEPS}
+    if info is None:
+        return "raw images"
+    raw = {"format": "uint8 arrays"} if info.get("format") == "raw" else {}
+    return {step: info[step] for step in PREPARED_STEPS} | raw

@@ -33,6 +33,7 @@ def steps_left_to_apply(data_args: DataArguments) -> tuple[bool, bool]:
             "were prepared differently: prepare both with the same `dr-hf prepare` settings, or use "
             "the raw images for both."
         )
+    check_raw_cache(train, data_args.image_size, data)
     if train is not None:
         for step, flag in (("crop", "crop_fov"), ("ben_graham", "ben_graham")):
             if train[step] and not getattr(data_args, flag):
@@ -51,4 +52,16 @@ def steps_left_to_apply(data_args: DataArguments) -> tuple[bool, bool]:
     return steps_to_apply(data_args.crop_fov, data_args.ben_graham, train)
 
 
-__all__ = ["steps_left_to_apply"]
+def check_raw_cache(info: dict | None, image_size: int | None, data: str) -> None:
+    """A raw uint8 cache (`dr-hf prepare --format raw`) holds images of one side only: refuse a
+    run at another (or an unstated) `image_size` before any image is read."""
+    if info is None or info.get("format") != "raw" or image_size == info["image_size"]:
+        return
+    raise ValueError(
+        f"{data} holds raw uint8 images of {info['image_size']} px, but the run trains at "
+        f"image_size={image_size}: pass --image_size {info['image_size']}, or prepare the data "
+        f"again with --image_size {image_size}."
+    )
+
+
+__all__ = ["check_raw_cache", "steps_left_to_apply"]

@@ -19,6 +19,7 @@ from dr_hf.data.files import (
     resolve_images,
     strip_image_extension,
 )
+from dr_hf.data.prepare import RAW_COLUMN
 from dr_hf.errors import DataError
 from dr_hf.grades import GRADE_NAMES, NUM_GRADES
 
@@ -176,32 +177,39 @@ def from_saved(
 
 
 def normalise(ds: Dataset, where: str, args: DataArguments) -> Dataset:
-    """Rename, check and cast a dataset's columns to `FEATURES` (image_id derived if absent)."""
+    """Rename, check and cast a dataset's columns to `FEATURES` (image_id derived if absent).
+
+    A `dr-hf prepare --format raw` cache keeps its `pixels` column (raw uint8 bytes) in place
+    of `image`."""
     columns = ds.column_names
     image = "image" if "image" in columns else None
     image = image or next((c for c, f in ds.features.items() if isinstance(f, Image)), None)
+    pixels = RAW_COLUMN if image is None and RAW_COLUMN in columns else None
     label_names = (args.label_column,) if args.label_column else ("label", *LABEL_COLUMNS)
     label = next((name for name in label_names if name in columns), None)
     id_column = args.id_column or "image_id"
-    missing = [] if image else ["image (an Image column)"]
+    missing = [] if image or pixels else ["image (an Image column)"]
     missing += [f"{id_column} (id_column)"] if args.id_column and id_column not in columns else []
     missing += [] if label else [f"label (looked for {', '.join(label_names)})"]
+    missing += [] if image or id_column in columns else ["image_id (a raw cache has no file names)"]
     if missing:
         raise DataError(
             f"{where} lacks the column(s) {'; '.join(missing)}; columns found: "
             f"{', '.join(columns)}. It needs image and label (image_id is optional): rename the "
             "columns or pass label_column=<the grade column>."
         )
-    if not isinstance(ds.features[image], Image):
+    if image and not isinstance(ds.features[image], Image):
         ds = ds.cast_column(image, Image(decode=False))
     ids = [str(v) for v in ds[id_column]] if id_column in columns else _derived_ids(ds, image)
     rows = [f"row {index} (image_id {image_id!r})" for index, image_id in enumerate(ids)]
     check_unique_ids(ids, rows, where)
     grades = parse_grades(_label_values(ds, label, where), rows, where, label)
-    ds = ds.select_columns([image])
-    ds = ds.rename_column(image, "image") if image != "image" else ds
+    ds = ds.select_columns([image or pixels])
+    ds = ds.rename_column(image, "image") if image and image != "image" else ds
     ds = ds.add_column("label", grades, feature=FEATURES["label"])
     ds = ds.add_column("image_id", ids, feature=FEATURES["image_id"])
+    if pixels:
+        return ds
     return ds.cast_column("image", FEATURES["image"])  # changes the decoding only, writes nothing
 
 

@@ -67,9 +67,8 @@ def build_trainer(
 ) -> TrainingRun:
     """Data, model, transforms, loss and metrics, wired into a `DRTrainer` (nothing trained yet).
 
-    `dataset` (train and validation splits of `image`, `label`, `image_id`) replaces loading the
-    source `data_args` names. The arguments given are not changed: the Trainer gets a copy
-    (`trainer_arguments`).
+    `dataset` (train and validation splits) replaces loading the source `data_args` names. The
+    arguments given are not changed: the Trainer gets a copy (`trainer_arguments`).
     """
     args = trainer_arguments(data_args, training_args)
     set_seed(args.seed)
@@ -101,6 +100,7 @@ def build_trainer(
         ben_graham=ben_graham,
         augment=data_args.augment,
         seed=args.seed,
+        augment_on=data_args.augment_on,
     )
 
     # ---- Trainer ----------------------------------------------------------------------------
@@ -119,6 +119,7 @@ def build_trainer(
             BaseRecordCallback(),
             *(callbacks or []),
         ],
+        device_augmentation=train_transform.device_half(),
     )
     return TrainingRun(
         trainer,

@@ -16,15 +16,6 @@ def trainer_arguments(data_args: DataArguments, training_args: DRTrainingArgumen
     frozen bases. The Trainer never sees `push_to_hub` (it would upload every checkpoint; dr_hf
     uploads `best/`) nor `hub_token` (it pickles its arguments into each checkpoint).
     """
-    if (
-        data_args.augment
-        and training_args.dataloader_persistent_workers
-        and training_args.dataloader_num_workers > 0
-    ):
-        raise ValueError(
-            "dataloader_persistent_workers would keep each worker's augmentation at epoch 0: set it "
-            "to false (workers restart each epoch and see the new epoch's seeds) or augment=false."
-        )
     if training_args.push_to_hub and not training_args.hub_model_id:
         raise ValueError("push_to_hub needs --hub_model_id user/name (checked before training).")
     args = copy.copy(training_args)

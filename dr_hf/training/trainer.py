@@ -11,6 +11,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from dr_hf.models.base_record import write_base_record
+from dr_hf.models.parts import timm_backbone
 
 
 class AugmentationEpochCallback(TrainerCallback):
@@ -53,20 +54,51 @@ class BaseRecordCallback(TrainerCallback):
             write_base_record(model, folder)
 
 
+def wants_channels_last(model, args) -> bool:
+    """`args.channels_last`, or by default: on for CNNs on CUDA (cuDNN's tensor-core convolutions
+    run channels-last; a ViT's only convolution is its patch embedding, where it buys nothing)."""
+    if getattr(args, "channels_last", None) is not None:
+        return bool(args.channels_last)
+    return args.device.type == "cuda" and not hasattr(timm_backbone(model), "patch_embed")
+
+
 class DRTrainer(Trainer):
     """The HF Trainer, adding the training accuracy and the epoch's time to each training-loss log,
     so they reach W&B and the checkpointed log history (`training_history.json` is built from it).
+
+    Batches pass through `_prepare_inputs` on the device: a training batch that carries
+    `augment_params` (`augment_on="gpu"`) is augmented there by `device_augmentation`, and with
+    `channels_last` (`wants_channels_last`) model and batches are laid out channels-last.
 
     Correct predictions are counted in `compute_loss`, the one place that sees the training
     logits (evaluation runs under no_grad and is not counted); the counts stay on the logits'
     device until a log sums them over all ranks with `accelerator.reduce`.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, device_augmentation=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.device_augmentation = device_augmentation
+        self.channels_last = wants_channels_last(self.model, self.args)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self._train_counts: torch.Tensor | None = None  # (correct, seen) since the last log
         self.epoch_timer = EpochTimer()
         self.add_callback(self.epoch_timer)
+
+    def _prepare_inputs(self, inputs):
+        inputs = super()._prepare_inputs(inputs)
+        params = inputs.pop("augment_params", None)
+        if params is not None:
+            if self.device_augmentation is None:
+                raise ValueError(
+                    "a batch carries augment_params but the trainer has no device_augmentation: "
+                    "build the trainer with build_trainer, or train with augment_on=cpu."
+                )
+            inputs["pixel_values"] = self.device_augmentation(inputs["pixel_values"], params)
+        pixels = inputs.get("pixel_values")
+        if self.channels_last and pixels is not None and pixels.ndim == 4:
+            inputs["pixel_values"] = pixels.contiguous(memory_format=torch.channels_last)
+        return inputs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")

@@ -5,7 +5,8 @@ Usage: torchrun --standalone --nproc_per_node 2 ddp_train.py CONFIG_JSON SCRATCH
 Runs `dr_hf.training.run.run_training` unchanged and only observes it, through a Trainer callback,
 a forward pre-hook and a CPython audit hook. Each rank writes SCRATCH_DIR/rank-<r>.json:
 - `batches`: per optimizer step, the training-set indices of the images this rank's model was
-  fed (matched by their pixels: augmentation must be off, so each image has one tensor);
+  fed (matched by their pixels: augmentation must be off, so each image has one tensor; with
+  augment_on=gpu every image is -1);
 - `weights`: per optimizer step, a SHA-256 of the rank's model weights;
 - `initial_losses`: the cross-entropy of the untrained model on every training image;
 - `log_history`: the rank's Trainer log history;
@@ -74,6 +75,8 @@ class Observer(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         dataset = train_dataloader.dataset
+        if len(dataset) and "augment_params" in dataset[0]:
+            return  # uint8 images augmented on the device: no fixed tensor names an image
         model.eval()
         with torch.no_grad():
             for index in range(len(dataset)):
