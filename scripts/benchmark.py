@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument(
         "--pointing-model",
         default="outputs/quickstart/best",
-        help="Trained model folder the pointing-game section scores (the quick start's by default).",
+        help="Trained model folder the pointing-game and demo-load sections use (the quick start's by default).",
     )
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)

@@ -189,3 +189,11 @@ def test_gpu_benchmark_smoke_measures_model_and_dr_hf_train(tmp_path):
         assert case["flops_per_image"] == model["flops_per_image"]
     markdown = (tmp_path / "benchmark_gpu.md").read_text()
     assert "dr-hf train end to end" in markdown and "augmentation on gpu" in markdown
+
+
+def test_demo_load_section_answers_every_request(tiny_run):
+    folder, results = tiny_run
+    load = results["demo_load"]
+    assert load["failure"] == 0 and load["requests"] == load["graded"] + load["handled_error"]
+    assert load["graded"] >= 1 and load["temporary_files_left"] == []
+    assert "Demo page under load" in (folder / "benchmark.md").read_text()

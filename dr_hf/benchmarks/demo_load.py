@@ -166,3 +166,40 @@ def run_demo_load(
         ),
         "server_log_tail": log[-2000:] if counts["failure"] else "",
     }
+
+
+def bench_demo_load(
+    cache_dir: str | Path,
+    model: str | Path | None = None,
+    users: int = 6,
+    seconds: float = 60.0,
+    num_photos: int = 8,
+    image_size: int = 160,
+) -> dict:
+    """`run_demo_load` on `model` (a trained folder; None: an untrained test_resnet saved with
+    its processor, for smoke runs) with `num_photos` synthetic photographs."""
+    from dr_hf.config.arguments import ModelArguments
+    from dr_hf.data.synthetic import make_synthetic
+    from dr_hf.models.graders import create_model
+
+    cache_dir = Path(cache_dir)
+    if model is None:
+        model = cache_dir / "demo_load_model"
+        built, processor = create_model(ModelArguments(model_name="test_resnet"), image_size=32)
+        built.save_pretrained(model)
+        processor.save_pretrained(model)
+    elif not Path(model).is_dir():
+        raise FileNotFoundError(
+            f"{model} is not a trained model folder: run the quick start first "
+            "(dr-hf train --config configs/quickstart.yaml) or pass --pointing-model."
+        )
+    folder = make_synthetic(
+        cache_dir / f"demo_load_{num_photos}_{image_size}",
+        num_images=num_photos,
+        image_size=image_size,
+        seed=3,
+        overwrite=True,
+    )
+    photos = sorted((folder / "train_images").glob("*.png"))
+    work = Path(tempfile.mkdtemp(prefix="dr_hf_load_", dir=cache_dir))
+    return {"model": str(model)} | run_demo_load(model, photos, users, seconds, work_dir=work)

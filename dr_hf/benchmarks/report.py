@@ -94,6 +94,8 @@ def to_markdown(results: dict) -> str:
         lines += _pointing_table(results["pointing"])
     if "cv_ensemble" in results:
         lines += _cv_ensemble_table(results["cv_ensemble"])
+    if "demo_load" in results:
+        lines += _demo_load_table(results["demo_load"])
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -239,3 +241,23 @@ def _inference_table(inference: dict) -> list[str]:
     for name, stats in inference["rates"].items():
         lines.append(f"| {name} | {_cell(stats)} |")
     return [*lines, ""]
+
+
+def _demo_load_table(load: dict) -> list[str]:
+    def seconds(value) -> str:
+        return "-" if value is None else f"{value:.2f} s"
+
+    return [
+        f"### Demo page under load: {load['users']} users for {load['seconds']:g} s "
+        f"({load['model']})",
+        "",
+        "| requests | graded | bad uploads answered | queue full | failures | requests/s "
+        "| latency p50 | latency p95 | server memory before / after | files left |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {load['requests']} | {load['graded']} | {load['handled_error']} | "
+        f"{load['queue_full']} | {load['failure']} | {load['requests_per_second']:.2f} | "
+        f"{seconds(load['latency_p50_s'])} | {seconds(load['latency_p95_s'])} | "
+        f"{load['server_rss_before_mib']:.0f} / {load['server_rss_after_mib']:.0f} MiB | "
+        f"{len(load['temporary_files_left'])} |",
+        "",
+    ]

@@ -8,13 +8,23 @@ from pathlib import Path
 
 from dr_hf.benchmarks.report import machine_info, to_markdown
 
-SECTIONS = ("data", "cache_formats", "trainer", "lora", "inference", "pointing", "cv_ensemble")
+SECTIONS = (
+    "data",
+    "cache_formats",
+    "trainer",
+    "lora",
+    "inference",
+    "pointing",
+    "cv_ensemble",
+    "demo_load",
+)
 logger = logging.getLogger(__name__)
 
 
 def _tiny_settings(repeats: int, device: str) -> dict[str, dict]:
     """Seconds-long settings of every section, for the tests."""
     return {
+        "demo_load": {"model": None, "users": 2, "seconds": 3.0, "num_photos": 2, "image_size": 64},
         "data": {
             "num_images": 6,
             "width": 96,
@@ -80,6 +90,7 @@ def section_settings(
         "inference": {"repeats": repeats, "num_photos": 16},
         "pointing": {"model": pointing_model},
         "cv_ensemble": {},
+        "demo_load": {"model": pointing_model},
     }
 
 
@@ -141,6 +152,10 @@ def _run_section(name: str, kwargs: dict, cache_dir: Path, photo_spec: dict) -> 
         from dr_hf.benchmarks.cv_ensemble import bench_cv_ensemble
 
         return bench_cv_ensemble(cache_dir, **kwargs)
+    if name == "demo_load":
+        from dr_hf.benchmarks.demo_load import bench_demo_load
+
+        return bench_demo_load(cache_dir, **kwargs)
     if name == "pointing":
         from dr_hf.benchmarks.pointing import bench_pointing
 
