@@ -105,7 +105,7 @@ def test_only_rank_zero_writes_the_run_artifacts(ddp_run):
         "config.yaml",
         "eval_results.json",
         "training_history.json",
-        "best/README.md",
+        "best.partial/README.md",  # best/ is written whole, then renamed
     } <= written
 
 
