@@ -214,3 +214,19 @@ def test_predict_grades_odd_files_or_reports_each(trained_run, retina, tmp_path,
     # Deep images are graded as their 8-bit original is, not clipped white or black.
     assert rows["deep16.png"]["gradable"] == rows["float.tiff"]["gradable"]
     assert not {"over_exposed", "too_dark"} & set(rows["deep16.png"]["quality_issues"].split(";"))
+
+
+def test_training_sees_an_exif_rotated_photo_upright_as_predict_does(retina, tmp_path):
+    """`datasets` decodes without applying the EXIF orientation; `as_rgb_array` (training, the
+    processor) applies it, once: the same array as `open_photograph`'s upright image."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(retina[:, :200]).save(path, exif=exif, quality=95)
+    with Image.open(path) as stored:  # as datasets hands it over: stored sideways
+        assert stored.size == (200, 256)
+        training = as_rgb_array(stored)
+    upright = open_photograph(path).image
+    assert training.shape == (200, 256, 3)
+    assert np.array_equal(training, np.asarray(upright))
+    assert np.array_equal(as_rgb_array(upright), np.asarray(upright))  # not turned twice

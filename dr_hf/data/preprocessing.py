@@ -11,7 +11,7 @@ so that plain transformers can preprocess as dr_hf does: it imports only NumPy, 
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 try:
     import cv2
@@ -27,6 +27,7 @@ _MIN_CONTRAST = 4  # grey levels between background and disc below which no disc
 # PIL images first shrink toward this many times the output side: the crop then runs on far
 # fewer pixels and the disc, usually most of the frame, keeps enough of them.
 _REDUCE_MARGIN = 2
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 def check_rgb(image: np.ndarray) -> None:
@@ -291,8 +292,12 @@ def to_rgb(image: Image.Image, notes: list[str] | None = None) -> Image.Image:
 
 
 def as_rgb_array(image: Any, size: int | None = None) -> np.ndarray:
-    """An array as it is; a PIL image (any mode) as RGB uint8, first box-reduced by an integer
-    factor toward twice `size`.
+    """An array as it is; a PIL image (any mode) as RGB uint8, turned upright by its EXIF
+    orientation, first box-reduced by an integer factor toward twice `size`.
+
+    The orientation is applied here too, so that training (which gets the photographs `datasets`
+    decodes) sees a phone's rotated JPEG as `predict`, the demo and `pipeline()` do; an image
+    already turned upright has no orientation tag left and is not turned twice.
 
     PIL's `reduce` is far cheaper than converting a full-size photograph to an array and resizing
     it there. The factor is rounded, so the shorter side stays at least 1.5 `size`: a 2000-pixel
@@ -305,6 +310,8 @@ def as_rgb_array(image: Any, size: int | None = None) -> np.ndarray:
             f"expected a decoded PIL image or an RGB array, got {type(image).__name__}: keep the "
             "`image` column's datasets Image feature with decode=True."
         )
+    if image.getexif().get(_ORIENTATION, 1) != 1:
+        image = ImageOps.exif_transpose(image)
     if image.mode not in ("RGB", "L"):  # `reduce` refuses palette, 1-bit and 16-bit images
         image = to_rgb(image)
     if size is not None and (factor := round(min(image.size) / (_REDUCE_MARGIN * size))) >= 2:
