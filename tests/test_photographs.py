@@ -230,3 +230,26 @@ def test_training_sees_an_exif_rotated_photo_upright_as_predict_does(retina, tmp
     assert training.shape == (200, 256, 3)
     assert np.array_equal(training, np.asarray(upright))
     assert np.array_equal(as_rgb_array(upright), np.asarray(upright))  # not turned twice
+
+
+def test_the_demo_grades_odd_files_or_says_why(trained_run, retina, tmp_path):
+    """The demo's grading functions (what the page calls) on every odd file: an answer for each,
+    the same outcome as `predict`, never an exception; the batch table has a row per file."""
+    from dr_hf.demo.grading import grade_photo, grade_photos
+    from dr_hf.inference import load_grader
+
+    folder = tmp_path / "odd"
+    expected = _odd_files(folder, retina)
+    output_dir, _ = trained_run
+    grader = load_grader(output_dir / "best", device="cpu")
+    for name, outcome in expected.items():
+        answer = grade_photo(grader, str(folder / name), None)
+        if outcome == "error":
+            assert answer.error and name in answer.summary, name
+        else:
+            assert not answer.error and answer.model_view is not None, (name, answer.error)
+    table, csv_path, _ = grade_photos(
+        grader, [str(folder / name) for name in expected], tmp_path / "tables"
+    )
+    assert sorted(Path(image).name for image in table["image"]) == sorted(expected)
+    assert Path(csv_path).is_file()
