@@ -202,12 +202,20 @@ def predict_parser() -> argparse.ArgumentParser:
         help="Also write each graded photograph with a Grad-CAM overlay for its predicted grade, "
         "beside the grade and probabilities, as DIR/<name>.png.",
     )
-    parser.add_argument(
+    ungradable = parser.add_mutually_exclusive_group()
+    ungradable.add_argument(
+        "--grade-ungradable",
+        "--grade_ungradable",
+        action="store_true",
+        help="Research runs: give a grade and referable decision to photographs judged "
+        "ungradable too. By default they get none: grade_name 'ungradable', decision 'retake or "
+        "refer' (their probabilities and quality_issues are kept).",
+    )
+    ungradable.add_argument(
         "--only-gradable",
         "--only_gradable",
         action="store_true",
-        help="Leave the grade empty for photographs judged ungradable (they keep their row, "
-        "probabilities and quality_issues).",
+        help="The default (ungradable photographs get no grade); accepted for earlier scripts.",
     )
     parser.add_argument(
         "--operating-point",
@@ -261,7 +269,7 @@ def predict_main(argv: list[str]) -> int:
             num_workers=args.num_workers,
             referable_threshold=args.referable_threshold,
             operating_point=args.operating_point,
-            only_gradable=args.only_gradable,
+            grade_ungradable=args.grade_ungradable,
         )
     except ValueError as error:
         print(f"dr-hf predict: {error}", file=sys.stderr)

@@ -7,11 +7,15 @@ order, a group only where it applies:
 
     image                the image: the dataset's image id, or the file given to predict
     true_grade           the label, when known (validation, evaluate)
-    grade, grade_name    the predicted grade (argmax) and its name; empty for an image not
-                         graded (ungradable with --only-gradable, or a failed row)
+    grade, grade_name    the predicted grade (argmax) and its name; for a photograph judged
+                         ungradable, grade is empty and grade_name "ungradable" (unless
+                         graded on request: --grade-ungradable); both empty in a failed row
+    decision             what to do with the photograph, when gradeability was assessed:
+                         "graded", or "retake or refer" (ungradable: retake it or refer it
+                         for a human reading); empty in a failed row
     prob_0 ... prob_4    the five grade probabilities
     referable_prob       P(grade >= 2)
-    referable            the referable decision (predict), taken by
+    referable            the referable decision (predict; empty when not graded), taken by
     operating_point,     the rule (argmax, spec90, spec95, threshold, ensemble_argmax,
     referable_threshold  ensemble_threshold) and the threshold on P(grade >= 2), if any
     tta_grade, tta_prob_0 ... tta_prob_4, tta_referable_prob
@@ -20,6 +24,7 @@ order, a group only where it applies:
     quality_issues
     error                why an input could not be graded (predict); its other cells are empty
 
+The probabilities are the model's own in every row that has no error, graded or not.
 Probabilities are rounded to 6 decimals. An empty cell is "" in every format. A new column is
 added in `predictions_table` (and `COLUMNS`); every writer and reader follows.
 """
@@ -43,6 +48,7 @@ COLUMNS = [
     "true_grade",
     "grade",
     "grade_name",
+    "decision",
     *PROB_COLUMNS,
     "referable_prob",
     *DECISION_COLUMNS,
@@ -54,6 +60,10 @@ LEGACY_NAMES = {"image_id": "image", "predicted_grade": "grade"}
 """Column names of tables written before this schema, renamed on reading."""
 SAVE_FORMATS = ("csv", "jsonl", "json")
 DECIMALS = 6
+UNGRADABLE = "ungradable"
+"""The grade_name of a photograph judged ungradable and therefore not graded."""
+GRADED, RETAKE = "graded", "retake or refer"
+"""The decisions: a grade was given; or retake the photograph or refer it for a human reading."""
 
 
 def predictions_table(
@@ -66,26 +76,31 @@ def predictions_table(
     operating_point: str | None = None,
     referable_threshold: float | None = None,
     quality: list | None = None,
-    graded: np.ndarray | None = None,
+    grade_ungradable: bool = False,
     failures: list[tuple[str, str]] | None = None,
 ) -> pd.DataFrame:
     """The table of `images` graded with `probabilities` [N, 5]; each keyword adds its group.
 
     `labels`: true grades. `tta`: the TTA probabilities. `referable` (decisions), with the
     `operating_point` and `referable_threshold` that took them. `quality`: gradeability verdicts
-    (`gradable`, `issues`). `graded`: False where the grade and decision are left empty.
+    (`gradable`, `issues`): an ungradable photograph gets no grade and no referable decision
+    (grade_name "ungradable", decision "retake or refer") unless `grade_ungradable`.
     `failures`: (image, reason) rows appended with only their `error`; given (even empty), the
     table has an `error` column.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     n = len(images)
-    graded = np.ones(n, bool) if graded is None else np.asarray(graded, bool)
+    graded = np.ones(n, bool)
+    if quality is not None and not grade_ungradable:
+        graded = np.array([bool(verdict.gradable) for verdict in quality], bool).reshape(n)
     grades = probabilities.argmax(axis=1)
     columns = {"image": [str(image) for image in images]}
     if labels is not None:
         columns["true_grade"] = [int(label) for label in labels]
     columns["grade"] = [int(g) if ok else "" for g, ok in zip(grades, graded)]
-    columns["grade_name"] = [GRADE_NAMES[g] if ok else "" for g, ok in zip(grades, graded)]
+    columns["grade_name"] = [GRADE_NAMES[g] if ok else UNGRADABLE for g, ok in zip(grades, graded)]
+    if quality is not None:
+        columns["decision"] = [GRADED if ok else RETAKE for ok in graded]
     columns |= _probability_columns(probabilities, "")
     if referable is not None:
         threshold = "" if referable_threshold is None else round(referable_threshold, DECIMALS)
@@ -179,6 +194,9 @@ def probabilities_of(table: pd.DataFrame, prefix: str = "") -> np.ndarray:
 
 __all__ = [
     "COLUMNS",
+    "GRADED",
+    "RETAKE",
+    "UNGRADABLE",
     "PROB_COLUMNS",
     "SAVE_FORMATS",
     "predictions_table",

@@ -38,15 +38,17 @@ def predict(
     referable_threshold: float | None = None,
     operating_point: str | None = None,
     quality: bool = True,
-    only_gradable: bool = False,
+    grade_ungradable: bool = False,
 ) -> PredictionResult:
     """Grade image files, folders of images, PIL images or RGB arrays in batches.
 
     `model` is a `Grader`, a model folder or a loaded model, or a list of them: several are an
     ensemble whose probabilities are averaged, each member with its own preprocessing.
     Unreadable files are collected in `failures` (logged one by one); every other image is
-    graded, and with `quality` (the default) gets its gradeability verdict (the first model's);
-    `only_gradable` leaves the grade of ungradable images empty. The referable decision follows
+    graded, and with `quality` (the default) gets its gradeability verdict (the first model's):
+    a photograph judged ungradable keeps its probabilities but gets no grade and no referable
+    decision ("retake or refer"), unless `grade_ungradable` (research runs). The referable
+    decision follows
     `decision_rule(graders, operating_point, referable_threshold)`.
     """
     graders = as_graders(model, retfound_weights, device)
@@ -61,7 +63,7 @@ def predict(
         threshold,
         operating_point=rule,
         quality=graded.quality,
-        only_gradable=only_gradable,
+        grade_ungradable=grade_ungradable,
     )
 
 

@@ -69,9 +69,9 @@ class PredictionResult:
     The referable decision is `operating_point`'s: `argmax` (predicted grade >= 2), or a saved
     operating point (`spec90`, `spec95`) or a given threshold (`threshold`), which refer when
     P(grade >= 2) >= `referable_threshold`; every row names the rule and the threshold that
-    decided it. `quality` holds each graded image's gradeability verdict (`gradable`, `issues`),
-    when it was assessed; with `only_gradable`, ungradable images keep their verdict and
-    probabilities but no grade or referable decision.
+    decided it. `quality` holds each image's gradeability verdict (`gradable`, `issues`), when
+    it was assessed: an ungradable photograph keeps its verdict and probabilities but gets no
+    grade and no referable decision (retake or refer), unless `grade_ungradable`.
     """
 
     names: list[str]
@@ -80,7 +80,7 @@ class PredictionResult:
     referable_threshold: float | None = None
     operating_point: str | None = None
     quality: list | None = None
-    only_gradable: bool = False
+    grade_ungradable: bool = False
 
     def __post_init__(self):
         if self.operating_point is None:
@@ -100,8 +100,6 @@ class PredictionResult:
     def table(self):
         """The predictions table (`dr_hf.predictions`): graded images first, then failures
         with their `error`."""
-        quality = self.quality or [None] * len(self.names)
-        graded = [v is None or v.gradable or not self.only_gradable for v in quality]
         return predictions_table(
             self.names,
             self.probabilities,
@@ -109,7 +107,7 @@ class PredictionResult:
             operating_point=self.operating_point,
             referable_threshold=self.referable_threshold,
             quality=self.quality,
-            graded=graded,
+            grade_ungradable=self.grade_ungradable,
             failures=self.failures,
         )
 
