@@ -22,7 +22,8 @@ order, a group only where it applies:
                          the same under test-time augmentation (evaluate --tta)
     gradable,            the gradeability verdict, when assessed, and its issues joined by ";"
     quality_issues
-    error                why an input could not be graded (predict); its other cells are empty
+    error                why an input could not be graded (predict), on one line; its other
+                         cells are empty
 
 The probabilities are the model's own in every row that has no error, graded or not.
 Probabilities are rounded to 6 decimals. An empty cell is "" in every format. A new column is
@@ -118,7 +119,7 @@ def predictions_table(
     if failures is not None:
         table["error"] = ""
         failed = pd.DataFrame({"image": [str(name) for name, _ in failures]})
-        failed["error"] = [reason for _, reason in failures]
+        failed["error"] = [" ".join(reason.splitlines()) for _, reason in failures]
         table = pd.concat([table, failed], ignore_index=True) if failures else table
     return table[[column for column in COLUMNS if column in table]].fillna("")
 
@@ -130,17 +131,39 @@ def _probability_columns(probabilities: np.ndarray, prefix: str) -> dict[str, li
     return columns | {f"{prefix}referable_prob": scores.tolist()}
 
 
-def write_predictions(table: pd.DataFrame, path: str | Path | None = None, fmt: str | None = None):
-    """Write the table as CSV, JSON Lines (`.jsonl`) or one JSON array (`.json`), by `fmt` or
-    else the path's suffix; CSV on standard output without a path."""
+def table_format(path: str | Path | None = None, fmt: str | None = None) -> str:
+    """`fmt`, or else the path's suffix: `.jsonl` JSON Lines, `.json` one JSON array, else CSV."""
     suffix = Path(path).suffix.lower() if path else ""
     fmt = fmt or {".jsonl": "jsonl", ".json": "json"}.get(suffix, "csv")
     if fmt not in SAVE_FORMATS:
         raise ValueError(f"fmt={fmt!r} is not known: choose one of {SAVE_FORMATS}.")
-    handle = open(path, "w", newline="") if path else sys.stdout
+    return fmt
+
+
+def write_predictions(
+    table: pd.DataFrame,
+    path: str | Path | None = None,
+    fmt: str | None = None,
+    append: bool = False,
+):
+    """Write the table as CSV, JSON Lines or one JSON array (`table_format`); CSV on standard
+    output without a path.
+
+    With `append`, the rows go after those already there, so a long run writes each batch as it
+    is graded: CSV gets its header only in a file that is new or empty (on standard output,
+    never), JSON Lines its lines; a JSON array cannot grow and is refused. Every row ends with
+    a newline, so a run killed while writing leaves at most one torn last line.
+    """
+    fmt = table_format(path, fmt)
+    if append and fmt == "json":
+        raise ValueError(
+            "A JSON array cannot be written row by row: write CSV or JSON Lines (.csv, .jsonl)."
+        )
+    header = not append or (path is not None and _is_empty(path))
+    handle = open(path, "a" if append else "w", newline="") if path else sys.stdout
     try:
         if fmt == "csv":
-            table.to_csv(handle, index=False, lineterminator="\n")
+            table.to_csv(handle, index=False, header=header, lineterminator="\n")
         else:
             rows = table.to_dict(orient="records")
             if fmt == "json":
@@ -150,17 +173,35 @@ def write_predictions(table: pd.DataFrame, path: str | Path | None = None, fmt: 
     finally:
         if path:
             handle.close()
+        else:
+            handle.flush()
 
 
-def read_predictions(path: str | Path, require_labels: bool = False) -> pd.DataFrame:
-    """A predictions CSV as a DataFrame, older column names renamed (`LEGACY_NAMES`).
+def _is_empty(path: str | Path) -> bool:
+    path = Path(path)
+    return not path.exists() or path.stat().st_size == 0
+
+
+def read_predictions(
+    path: str | Path, require_labels: bool = False, rows: int | None = None
+) -> pd.DataFrame:
+    """A predictions CSV (or JSON Lines file, `.jsonl`) as a DataFrame of strings (numbers
+    parsed where noted below), older column names renamed (`LEGACY_NAMES`).
 
     Refuses, naming the file, a table without `image` or the probabilities (or `true_grade`
     when `require_labels`), with an image listed twice, or with a value that is not a number
-    in a graded row (a row with an `error` has no probabilities and is kept as it is).
+    in a graded row (a row with an `error` has no probabilities and is kept as it is). With
+    `rows`, only the first rows are read (those a writer killed part-way completed).
     """
     path = Path(path)
-    table = pd.read_csv(path, dtype=str, keep_default_na=False).rename(columns=LEGACY_NAMES)
+    if table_format(path) == "jsonl":
+        with open(path) as f:
+            lines = [line for line in f if line.strip()][:rows]
+        records = [json.loads(line) for line in lines]
+        table = pd.DataFrame(records, dtype=object).map(str).rename(columns=LEGACY_NAMES)
+    else:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, nrows=rows)
+        table = table.rename(columns=LEGACY_NAMES)
     required = ["image", *(["true_grade"] if require_labels else []), *PROB_COLUMNS]
     missing = [column for column in required if column not in table.columns]
     if missing or table.empty:
@@ -202,5 +243,6 @@ __all__ = [
     "predictions_table",
     "probabilities_of",
     "read_predictions",
+    "table_format",
     "write_predictions",
 ]

@@ -104,8 +104,11 @@ def test_json_output_is_one_json_array(trained_run, image_folder, tmp_path):
     assert predict_main(["--model", best, str(image_folder), "--output", str(tmp_path / "p.json")])
     rows = json.loads((tmp_path / "p.json").read_text())  # JSON Lines would not parse here
     assert isinstance(rows, list) and len(rows) == 7
-    assert [row["error"] for row in rows[:6]] == [""] * 6 and "garbage" in rows[6]["image"]
-    assert sum(rows[0][c] for c in PROB_COLUMNS) == pytest.approx(1.0, abs=1e-4)
+    # rows in input order (the folder's, sorted), the failure in its place
+    assert [row["image"] for row in rows] == sorted(str(p) for p in image_folder.glob("*.png"))
+    assert "garbage" in rows[0]["image"] and rows[0]["error"]
+    assert [row["error"] for row in rows[1:]] == [""] * 6
+    assert sum(rows[1][c] for c in PROB_COLUMNS) == pytest.approx(1.0, abs=1e-4)
     # --format wins over the suffix.
     argv = ["--model", best, str(image_folder), "--output", str(tmp_path / "p.json")]
     predict_main(argv + ["--format", "jsonl"])

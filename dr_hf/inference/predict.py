@@ -1,13 +1,15 @@
 """`predict`: grades, referable decisions and gradeability of photographs, for notebooks and
 `dr-hf predict`. One model or several (an ensemble, their probabilities averaged), through the
-one loop `grade`."""
+one loop `grade_stream`; `predict_stream` yields each batch's result as it is done, for an
+archive, and `predict` returns them all as one."""
 
 import logging
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import torch
 
-from dr_hf.inference.grade import grade
+from dr_hf.inference.grade import Grading, grade_stream
 from dr_hf.inference.grader import Grader, decision_rule, load_grader
 from dr_hf.inference.results import PredictionResult
 
@@ -53,9 +55,46 @@ def predict(
     """
     graders = as_graders(model, retfound_weights, device)
     rule, threshold = decision_rule(graders, operating_point, referable_threshold)
-    graded = grade(graders, inputs, tta, batch_size, num_workers, progress, quality)
-    for name, reason in graded.failures:
-        logger.warning("Could not grade %s: %s", name, reason)
+    batches = grade_stream(graders, inputs, tta, batch_size, num_workers, progress, quality)
+    graded = Grading.join(list(_logged(batches)), len(graders), tta, quality)
+    return _result(graded, tta, rule, threshold, grade_ungradable)
+
+
+def predict_stream(
+    model,
+    inputs,
+    tta: bool = False,
+    batch_size: int = 32,
+    device: str | None = None,
+    retfound_weights: str | None = None,
+    num_workers: int | None = None,
+    progress: bool | None = None,
+    referable_threshold: float | None = None,
+    operating_point: str | None = None,
+    quality: bool = True,
+    grade_ungradable: bool = False,
+    skip: Collection[str] = (),
+) -> Iterator[PredictionResult]:
+    """`predict`, one `PredictionResult` per batch as it is graded, its rows in input order
+    (failures in their place); images named in `skip` are left out. Memory stays that of a
+    batch however many images there are."""
+    graders = as_graders(model, retfound_weights, device)
+    rule, threshold = decision_rule(graders, operating_point, referable_threshold)
+    batches = grade_stream(graders, inputs, tta, batch_size, num_workers, progress, quality, skip)
+    for graded in _logged(batches):
+        yield _result(graded, tta, rule, threshold, grade_ungradable)
+
+
+def _logged(batches: Iterator[Grading]) -> Iterator[Grading]:
+    for graded in batches:
+        for name, reason in graded.failures:
+            logger.warning("Could not grade %s: %s", name, reason)
+        yield graded
+
+
+def _result(
+    graded: Grading, tta: bool, rule: str, threshold: float | None, grade_ungradable: bool
+) -> PredictionResult:
     return PredictionResult(
         graded.names,
         graded.variants["tta" if tta else "plain"],
@@ -64,7 +103,8 @@ def predict(
         operating_point=rule,
         quality=graded.quality,
         grade_ungradable=grade_ungradable,
+        order=graded.order,
     )
 
 
-__all__ = ["as_graders", "predict"]
+__all__ = ["as_graders", "predict", "predict_stream"]
