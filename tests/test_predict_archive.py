@@ -148,3 +148,35 @@ def test_resume_refuses_what_it_cannot_continue(
 def write_rows(path: Path, rows: list[list[str]]) -> None:
     with open(path, "w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(rows)
+
+
+def test_predict_stream_yields_predicts_rows_batch_by_batch(trained_run, archive):
+    import pandas as pd
+
+    from dr_hf.inference import predict, predict_stream
+
+    inputs = [archive, archive.parent / "missing.png"]
+    best = trained_run[0] / "best"
+    parts = list(predict_stream(best, inputs, batch_size=16, num_workers=0, progress=False))
+    assert [len(part.table()) for part in parts] == [16, 16, 16, 15]
+    whole = predict(best, inputs, batch_size=16, num_workers=0, progress=False).table()
+    pd.testing.assert_frame_equal(pd.concat([p.table() for p in parts], ignore_index=True), whole)
+
+
+def test_resume_keeps_the_ungradable_policy_of_the_file(
+    trained_run, synthetic_dir, tmp_path, capsys
+):
+    from PIL import Image
+    from skimage import data
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for photo in sorted((synthetic_dir / "train_images").glob("*.png"))[:2]:
+        shutil.copy(photo, folder / photo.name)
+    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
+    output = tmp_path / "mixed.csv"
+    argv = [str(folder), "--model", str(trained_run[0] / "best"), "--output", str(output)]
+    assert predict_main([*argv, "--batch-size", "1", "--grade-ungradable"]) == 0
+    assert predict_main([*argv, "--batch-size", "1", "--resume"]) == 2
+    assert "written with --grade-ungradable: resume it with that flag" in capsys.readouterr().err
+    assert predict_main([*argv, "--batch-size", "1", "--resume", "--grade-ungradable"]) == 0
