@@ -185,7 +185,8 @@ def predict_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="Continue a killed run: keep the rows already in --output (CSV or JSON Lines) and "
-        "grade only the photographs not named there; the file ends as an uninterrupted run's.",
+        "grade only the photographs not named there; with the same --batch-size, the file ends "
+        "as an uninterrupted run's.",
     )
     parser.add_argument("--format", choices=SAVE_FORMATS, help="Overrides the file suffix.")
     parser.add_argument("--tta", action="store_true", help="Average over flips and rot90.")
