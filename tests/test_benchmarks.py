@@ -142,3 +142,14 @@ def test_cv_ensemble_section_compares_the_ensemble_with_its_folds(tiny_run):
     assert cv["cv_out_of_fold_qwk"] == summary["metrics"]["qwk"]["out_of_fold"]
     assert math.isfinite(cv["held_out_ensemble_qwk"])  # defined on the held-out set
     assert "ensemble" in (folder / "benchmark.md").read_text()
+
+
+@pytest.mark.slow
+def test_archive_benchmark_measures_each_size(tmp_path):
+    from dr_hf.benchmarks.archive import bench_archive
+
+    results = bench_archive(sizes=(6, 12), image_size=48, batch_size=4, workdir=tmp_path)
+    assert set(results["sizes"]) == {"6", "12"}  # each run wrote one row per photograph
+    for figures in results["sizes"].values():
+        assert 100 < figures["peak_pss_with_workers_mib"] and 100 < figures["peak_rss_mib"]
+    assert list(tmp_path.iterdir()) == []  # its scratch folder is removed
