@@ -182,7 +182,15 @@ def predict_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output",
         help="preds.csv, preds.jsonl (JSON Lines) or preds.json (one JSON array); default: CSV on "
-        "standard output.",
+        "standard output. CSV and JSON Lines are written batch by batch, in input order, as "
+        "the photographs are graded; a JSON array is written whole at the end.",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="Continue a killed run: keep the rows already in --output (CSV or JSON Lines) and "
+        "grade only the photographs not named there; with the same --batch-size, the file ends "
+        "as an uninterrupted run's.",
     )
     parser.add_argument("--format", choices=SAVE_FORMATS, help="Overrides the file suffix.")
     parser.add_argument("--tta", action="store_true", help="Average over flips and rot90.")
@@ -206,12 +214,20 @@ def predict_parser() -> argparse.ArgumentParser:
         help="Also write each graded photograph with a Grad-CAM overlay for its predicted grade, "
         "beside the grade and probabilities, as DIR/<name>.png.",
     )
-    parser.add_argument(
+    ungradable = parser.add_mutually_exclusive_group()
+    ungradable.add_argument(
+        "--grade-ungradable",
+        "--grade_ungradable",
+        action="store_true",
+        help="Research runs: give a grade and referable decision to photographs judged "
+        "ungradable too. By default they get none: grade_name 'ungradable', decision 'retake or "
+        "refer' (their probabilities and quality_issues are kept).",
+    )
+    ungradable.add_argument(
         "--only-gradable",
         "--only_gradable",
         action="store_true",
-        help="Leave the grade empty for photographs judged ungradable (they keep their row, "
-        "probabilities and quality_issues).",
+        help="The default (ungradable photographs get no grade); accepted for earlier scripts.",
     )
     parser.add_argument(
         "--operating-point",
@@ -225,8 +241,9 @@ def predict_parser() -> argparse.ArgumentParser:
 
 
 def predict_main(argv: list[str]) -> int:
-    """`dr-hf predict`: 0 when every image was graded, 1 when some failed, 2 on usage errors."""
-    from dr_hf.inference import is_model_folder, load_graders, named_models, predict
+    """`dr-hf predict`: 0 when every image was graded, 1 when some failed, 2 on usage errors
+    (and on a file `--resume` cannot continue)."""
+    from dr_hf.inference import is_model_folder, load_graders, named_models
 
     parser = predict_parser()
     try:
@@ -238,6 +255,11 @@ def predict_main(argv: list[str]) -> int:
         return int(exit_.code or 0)
     if args.batch_size < 1:
         print(f"--batch-size must be at least 1, got {args.batch_size}.", file=sys.stderr)
+        return 2
+    if args.resume and not args.output:
+        print(
+            "dr-hf predict: --resume needs the --output file of the run to resume.", file=sys.stderr
+        )
         return 2
     mistaken = [name for name in images if is_model_folder(name)]
     if mistaken:  # a model given without --model would otherwise be searched for images
@@ -256,36 +278,39 @@ def predict_main(argv: list[str]) -> int:
     if args.heatmaps and len(graders) > 1:
         print("dr-hf predict: --heatmaps needs one --model, not an ensemble.", file=sys.stderr)
         return 2
+    from dr_hf.inference.archive import stream_predictions
+
+    options = {
+        "tta": args.tta,
+        "batch_size": args.batch_size,
+        "num_workers": args.num_workers,
+        "referable_threshold": args.referable_threshold,
+        "operating_point": args.operating_point,
+        "grade_ungradable": args.grade_ungradable,
+    }
+    graded = failed = heatmaps = 0
     try:
-        result = predict(
-            graders,
-            images,
-            tta=args.tta,
-            batch_size=args.batch_size,
-            num_workers=args.num_workers,
-            referable_threshold=args.referable_threshold,
-            operating_point=args.operating_point,
-            only_gradable=args.only_gradable,
-        )
+        for part in stream_predictions(
+            graders, images, args.output, args.format, args.resume, **options
+        ):
+            graded += len(part.names)
+            failed += len(part.failures)
+            for name, reason in part.failures:
+                print(f"FAILED {name}: {reason}", file=sys.stderr)
+            if args.heatmaps:
+                from dr_hf.evaluation.explain import file_heatmaps
+
+                files = [name for name in part.names if Path(name).is_file()]
+                heatmaps += len(file_heatmaps(graders[0], files, args.heatmaps))
     except ValueError as error:
         print(f"dr-hf predict: {error}", file=sys.stderr)
         return 2
-    if not result.names and not result.failures:
-        print("dr-hf predict: no images given.", file=sys.stderr)
-        return 2
-    result.save(args.output, args.format)
     if args.heatmaps:
-        from dr_hf.evaluation.explain import file_heatmaps
-
-        files = [name for name in result.names if Path(name).is_file()]
-        written = file_heatmaps(graders[0], files, args.heatmaps)
-        print(f"Wrote {len(written)} heatmap(s) into {args.heatmaps}.", file=sys.stderr)
-    for name, reason in result.failures:
-        print(f"FAILED {name}: {reason}", file=sys.stderr)
-    summary = f"Graded {len(result.names)} image(s)"
+        print(f"Wrote {heatmaps} heatmap(s) into {args.heatmaps}.", file=sys.stderr)
+    summary = f"Graded {graded} image(s)"
     summary += f" into {args.output}" if args.output else ""
-    if result.failures:
-        print(f"{summary}; {len(result.failures)} could not be graded.", file=sys.stderr)
+    if failed:
+        print(f"{summary}; {failed} could not be graded.", file=sys.stderr)
         return 1
     print(f"{summary}.", file=sys.stderr)
     return 0

@@ -7,19 +7,25 @@ order, a group only where it applies:
 
     image                the image: the dataset's image id, or the file given to predict
     true_grade           the label, when known (validation, evaluate)
-    grade, grade_name    the predicted grade (argmax) and its name; empty for an image not
-                         graded (ungradable with --only-gradable, or a failed row)
+    grade, grade_name    the predicted grade (argmax) and its name; for a photograph judged
+                         ungradable, grade is empty and grade_name "ungradable" (unless
+                         graded on request: --grade-ungradable); both empty in a failed row
+    decision             what to do with the photograph, when gradeability was assessed:
+                         "graded", or "retake or refer" (ungradable: retake it or refer it
+                         for a human reading); empty in a failed row
     prob_0 ... prob_4    the five grade probabilities
     referable_prob       P(grade >= 2)
-    referable            the referable decision (predict), taken by
+    referable            the referable decision (predict; empty when not graded), taken by
     operating_point,     the rule (argmax, spec90, spec95, threshold, ensemble_argmax,
     referable_threshold  ensemble_threshold) and the threshold on P(grade >= 2), if any
     tta_grade, tta_prob_0 ... tta_prob_4, tta_referable_prob
                          the same under test-time augmentation (evaluate --tta)
     gradable,            the gradeability verdict, when assessed, and its issues joined by ";"
     quality_issues
-    error                why an input could not be graded (predict); its other cells are empty
+    error                why an input could not be graded (predict), on one line; its other
+                         cells are empty
 
+The probabilities are the model's own in every row that has no error, graded or not.
 Probabilities are rounded to 6 decimals. An empty cell is "" in every format. A new column is
 added in `predictions_table` (and `COLUMNS`); every writer and reader follows.
 """
@@ -43,6 +49,7 @@ COLUMNS = [
     "true_grade",
     "grade",
     "grade_name",
+    "decision",
     *PROB_COLUMNS,
     "referable_prob",
     *DECISION_COLUMNS,
@@ -54,6 +61,10 @@ LEGACY_NAMES = {"image_id": "image", "predicted_grade": "grade"}
 """Column names of tables written before this schema, renamed on reading."""
 SAVE_FORMATS = ("csv", "jsonl", "json")
 DECIMALS = 6
+UNGRADABLE = "ungradable"
+"""The grade_name of a photograph judged ungradable and therefore not graded."""
+GRADED, RETAKE = "graded", "retake or refer"
+"""The decisions: a grade was given; or retake the photograph or refer it for a human reading."""
 
 
 def predictions_table(
@@ -66,26 +77,31 @@ def predictions_table(
     operating_point: str | None = None,
     referable_threshold: float | None = None,
     quality: list | None = None,
-    graded: np.ndarray | None = None,
+    grade_ungradable: bool = False,
     failures: list[tuple[str, str]] | None = None,
 ) -> pd.DataFrame:
     """The table of `images` graded with `probabilities` [N, 5]; each keyword adds its group.
 
     `labels`: true grades. `tta`: the TTA probabilities. `referable` (decisions), with the
     `operating_point` and `referable_threshold` that took them. `quality`: gradeability verdicts
-    (`gradable`, `issues`). `graded`: False where the grade and decision are left empty.
+    (`gradable`, `issues`): an ungradable photograph gets no grade and no referable decision
+    (grade_name "ungradable", decision "retake or refer") unless `grade_ungradable`.
     `failures`: (image, reason) rows appended with only their `error`; given (even empty), the
     table has an `error` column.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     n = len(images)
-    graded = np.ones(n, bool) if graded is None else np.asarray(graded, bool)
+    graded = np.ones(n, bool)
+    if quality is not None and not grade_ungradable:
+        graded = np.array([bool(verdict.gradable) for verdict in quality], bool).reshape(n)
     grades = probabilities.argmax(axis=1)
     columns = {"image": [str(image) for image in images]}
     if labels is not None:
         columns["true_grade"] = [int(label) for label in labels]
     columns["grade"] = [int(g) if ok else "" for g, ok in zip(grades, graded)]
-    columns["grade_name"] = [GRADE_NAMES[g] if ok else "" for g, ok in zip(grades, graded)]
+    columns["grade_name"] = [GRADE_NAMES[g] if ok else UNGRADABLE for g, ok in zip(grades, graded)]
+    if quality is not None:
+        columns["decision"] = [GRADED if ok else RETAKE for ok in graded]
     columns |= _probability_columns(probabilities, "")
     if referable is not None:
         threshold = "" if referable_threshold is None else round(referable_threshold, DECIMALS)
@@ -103,7 +119,7 @@ def predictions_table(
     if failures is not None:
         table["error"] = ""
         failed = pd.DataFrame({"image": [str(name) for name, _ in failures]})
-        failed["error"] = [reason for _, reason in failures]
+        failed["error"] = [" ".join(reason.splitlines()) for _, reason in failures]
         table = pd.concat([table, failed], ignore_index=True) if failures else table
     return table[[column for column in COLUMNS if column in table]].fillna("")
 
@@ -115,17 +131,39 @@ def _probability_columns(probabilities: np.ndarray, prefix: str) -> dict[str, li
     return columns | {f"{prefix}referable_prob": scores.tolist()}
 
 
-def write_predictions(table: pd.DataFrame, path: str | Path | None = None, fmt: str | None = None):
-    """Write the table as CSV, JSON Lines (`.jsonl`) or one JSON array (`.json`), by `fmt` or
-    else the path's suffix; CSV on standard output without a path."""
+def table_format(path: str | Path | None = None, fmt: str | None = None) -> str:
+    """`fmt`, or else the path's suffix: `.jsonl` JSON Lines, `.json` one JSON array, else CSV."""
     suffix = Path(path).suffix.lower() if path else ""
     fmt = fmt or {".jsonl": "jsonl", ".json": "json"}.get(suffix, "csv")
     if fmt not in SAVE_FORMATS:
         raise ValueError(f"fmt={fmt!r} is not known: choose one of {SAVE_FORMATS}.")
-    handle = open(path, "w", newline="") if path else sys.stdout
+    return fmt
+
+
+def write_predictions(
+    table: pd.DataFrame,
+    path: str | Path | None = None,
+    fmt: str | None = None,
+    append: bool = False,
+):
+    """Write the table as CSV, JSON Lines or one JSON array (`table_format`); CSV on standard
+    output without a path.
+
+    With `append`, the rows go after those already there, so a long run writes each batch as it
+    is graded: CSV gets its header only in a file that is new or empty (on standard output,
+    never), JSON Lines its lines; a JSON array cannot grow and is refused. Every row ends with
+    a newline, so a run killed while writing leaves at most one torn last line.
+    """
+    fmt = table_format(path, fmt)
+    if append and fmt == "json":
+        raise ValueError(
+            "A JSON array cannot be written row by row: write CSV or JSON Lines (.csv, .jsonl)."
+        )
+    header = not append or (path is not None and _is_empty(path))
+    handle = open(path, "a" if append else "w", newline="") if path else sys.stdout
     try:
         if fmt == "csv":
-            table.to_csv(handle, index=False, lineterminator="\n")
+            table.to_csv(handle, index=False, header=header, lineterminator="\n")
         else:
             rows = table.to_dict(orient="records")
             if fmt == "json":
@@ -135,17 +173,35 @@ def write_predictions(table: pd.DataFrame, path: str | Path | None = None, fmt: 
     finally:
         if path:
             handle.close()
+        else:
+            handle.flush()
 
 
-def read_predictions(path: str | Path, require_labels: bool = False) -> pd.DataFrame:
-    """A predictions CSV as a DataFrame, older column names renamed (`LEGACY_NAMES`).
+def _is_empty(path: str | Path) -> bool:
+    path = Path(path)
+    return not path.exists() or path.stat().st_size == 0
+
+
+def read_predictions(
+    path: str | Path, require_labels: bool = False, rows: int | None = None
+) -> pd.DataFrame:
+    """A predictions CSV (or JSON Lines file, `.jsonl`) as a DataFrame of strings (numbers
+    parsed where noted below), older column names renamed (`LEGACY_NAMES`).
 
     Refuses, naming the file, a table without `image` or the probabilities (or `true_grade`
     when `require_labels`), with an image listed twice, or with a value that is not a number
-    in a graded row (a row with an `error` has no probabilities and is kept as it is).
+    in a graded row (a row with an `error` has no probabilities and is kept as it is). With
+    `rows`, only the first rows are read (those a writer killed part-way completed).
     """
     path = Path(path)
-    table = pd.read_csv(path, dtype=str, keep_default_na=False).rename(columns=LEGACY_NAMES)
+    if table_format(path) == "jsonl":
+        with open(path) as f:
+            lines = [line for line in f if line.strip()][:rows]
+        records = [json.loads(line) for line in lines]
+        table = pd.DataFrame(records, dtype=object).map(str).rename(columns=LEGACY_NAMES)
+    else:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, nrows=rows)
+        table = table.rename(columns=LEGACY_NAMES)
     required = ["image", *(["true_grade"] if require_labels else []), *PROB_COLUMNS]
     missing = [column for column in required if column not in table.columns]
     if missing or table.empty:
@@ -179,10 +235,14 @@ def probabilities_of(table: pd.DataFrame, prefix: str = "") -> np.ndarray:
 
 __all__ = [
     "COLUMNS",
+    "GRADED",
+    "RETAKE",
+    "UNGRADABLE",
     "PROB_COLUMNS",
     "SAVE_FORMATS",
     "predictions_table",
     "probabilities_of",
     "read_predictions",
+    "table_format",
     "write_predictions",
 ]

@@ -197,3 +197,14 @@ def test_demo_load_section_answers_every_request(tiny_run):
     assert load["failure"] == 0 and load["requests"] == load["graded"] + load["handled_error"]
     assert load["graded"] >= 1 and load["temporary_files_left"] == []
     assert "Demo page under load" in (folder / "benchmark.md").read_text()
+
+
+@pytest.mark.slow
+def test_archive_benchmark_measures_each_size(tmp_path):
+    from dr_hf.benchmarks.archive import bench_archive
+
+    results = bench_archive(sizes=(6, 12), image_size=48, batch_size=4, workdir=tmp_path)
+    assert set(results["sizes"]) == {"6", "12"}  # each run wrote one row per photograph
+    for figures in results["sizes"].values():
+        assert 100 < figures["peak_pss_with_workers_mib"] and 100 < figures["peak_rss_mib"]
+    assert list(tmp_path.iterdir()) == []  # its scratch folder is removed

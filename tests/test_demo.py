@@ -241,3 +241,48 @@ def test_cli_exports_and_refuses_a_used_folder(model_dir, tmp_path, capsys):
     assert cli_main(["demo", "--model", str(model_dir), "--export-space", str(target)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert cli_main(["demo", "--model", str(tmp_path / "missing"), "--port", "0"]) == 2
+
+
+@pytest.fixture(scope="module")
+def not_fundus(tmp_path_factory) -> list[Path]:
+    """A person and a cat (scikit-image's photographs): nothing a grader may grade."""
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("not_fundus")
+    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
+    Image.fromarray(data.chelsea()).save(folder / "chelsea.png")
+    return [folder / "astronaut.png", folder / "chelsea.png"]
+
+
+def test_a_photograph_that_is_not_a_fundus_is_answered_retake_or_refer(
+    server, model_dir, not_fundus
+):
+    client = Client(server.url, verbose=False)
+    expected, _ = expected_rows(model_dir, not_fundus)
+    for photo in not_fundus:
+        summary, plot, view, heatmap = client.predict(
+            handle_file(str(photo)), api_name="/grade_photo"
+        )
+        headline = re.search("<h3 id='dr-headline'>(.*?)</h3>", summary).group(1)
+        assert "ungradable" in headline and "retake" in headline and "refer" in headline
+        assert "Grade" not in headline and "id='dr-grade'" not in summary
+        assert "id='dr-referable'>not decided<" in summary
+        # the model's output is kept, in a panel that starts collapsed
+        panel = re.search("<details id='dr-model-output'>(.*)</details>", summary).group(1)
+        want = expected[photo.name]
+        for grade in range(5):
+            assert f"id='dr-prob-{grade}'>{want[f'prob_{grade}']:.4f}<" in panel
+        model_grade = int(np.argmax([want[f"prob_{g}"] for g in range(5)]))
+        assert f"id='dr-model-grade'>{model_grade}<" in panel
+        assert "<details id='dr-model-output' open" not in summary
+        assert plot is None and heatmap is None and Path(view).is_file()
+
+    table, _, message = client.predict(
+        [handle_file(str(p)) for p in not_fundus], api_name="/grade_photos"
+    )
+    rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
+    assert set(rows) == {p.name for p in not_fundus} and "Graded 2" in message
+    for name, row in rows.items():
+        assert (row["grade"], row["grade_name"], row["referable"]) == ("", "ungradable", "")
+        assert row["decision"] == "retake or refer" and row["gradable"] in (False, "False")
+        assert row["prob_0"] == expected[name]["prob_0"] and row["referable_prob"] != ""

@@ -12,6 +12,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOT = Path("/tmp/demo_screenshot.png")
@@ -117,6 +118,21 @@ def test_page_grades_as_dr_hf_predict(page, trained_run, synthetic_dir, tmp_path
     page.wait_for_selector(f"#dr-image:text-is('{second.name}')")
     assert shown(page, "dr-grade") in {"0", "1", "2", "3", "4"}
     assert shown(page, "dr-prob-0") == f"{float(predicted_row(trained_run, second, tmp_path)['prob_0']):.{PRECISION}f}"  # fmt: skip
+
+    from skimage import data
+
+    person = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(person)
+    upload(page, person)
+    page.wait_for_selector(f"#dr-image:text-is('{person.name}')")
+    headline = shown(page, "dr-headline")
+    assert headline.startswith("ungradable") and "retake" in headline and "refer" in headline
+    assert page.locator("#dr-grade").count() == 0 and "Grade" not in headline
+    # the model's grade and probabilities sit in a panel that starts collapsed
+    assert not page.locator("#dr-prob-0").is_visible()
+    page.locator("#dr-model-output summary").click()
+    assert page.locator("#dr-prob-0").is_visible()
+    save_screenshot(page, tmp_path, "demo_ungradable.png")
 
 
 def save_screenshot(page, tmp_path: Path, name: str) -> None:

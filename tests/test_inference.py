@@ -95,7 +95,7 @@ def test_jsonl_output_and_csv_on_stdout(trained_run, image_folder, tmp_path, cap
     capsys.readouterr()
     assert predict_main(["--model", best, str(image_folder), "--batch-size", "4"]) == 0
     stdout = capsys.readouterr().out.splitlines()
-    assert stdout[0].startswith("image,grade,grade_name,prob_0") and len(stdout) == 7
+    assert stdout[0].startswith("image,grade,grade_name,decision,prob_0") and len(stdout) == 7
 
 
 def test_json_output_is_one_json_array(trained_run, image_folder, tmp_path):
@@ -104,8 +104,11 @@ def test_json_output_is_one_json_array(trained_run, image_folder, tmp_path):
     assert predict_main(["--model", best, str(image_folder), "--output", str(tmp_path / "p.json")])
     rows = json.loads((tmp_path / "p.json").read_text())  # JSON Lines would not parse here
     assert isinstance(rows, list) and len(rows) == 7
-    assert [row["error"] for row in rows[:6]] == [""] * 6 and "garbage" in rows[6]["image"]
-    assert sum(rows[0][c] for c in PROB_COLUMNS) == pytest.approx(1.0, abs=1e-4)
+    # rows in input order (the folder's, sorted), the failure in its place
+    assert [row["image"] for row in rows] == sorted(str(p) for p in image_folder.glob("*.png"))
+    assert "garbage" in rows[0]["image"] and rows[0]["error"]
+    assert [row["error"] for row in rows[1:]] == [""] * 6
+    assert sum(rows[1][c] for c in PROB_COLUMNS) == pytest.approx(1.0, abs=1e-4)
     # --format wins over the suffix.
     argv = ["--model", best, str(image_folder), "--output", str(tmp_path / "p.json")]
     predict_main(argv + ["--format", "jsonl"])
@@ -172,3 +175,34 @@ def test_tta_averages_the_flipped_and_rotated_views(trained_run):
     torch.testing.assert_close(averaged, torch.stack(probs).mean(0), atol=1e-5, rtol=0)
     assert not torch.allclose(plain, averaged)
     assert grade_batch(grader, pixels)[1] is None
+
+
+@pytest.fixture
+def not_fundus(tmp_path):
+    """Two photographs that are not of a retina: a person and a cat (scikit-image's)."""
+    from skimage import data
+
+    folder = tmp_path / "not_fundus"
+    folder.mkdir()
+    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
+    Image.fromarray(data.chelsea()).save(folder / "chelsea.png")
+    return folder
+
+
+def test_a_photograph_that_is_not_a_fundus_gets_no_grade_unless_asked(trained_run, not_fundus):
+    best = trained_run[0] / "best"
+    result = predict(best, [not_fundus], device="cpu", progress=False)
+    rows = result.records()
+    assert [row["image"].rsplit("/", 1)[-1] for row in rows] == ["astronaut.png", "chelsea.png"]
+    for row, probabilities in zip(rows, result.probabilities):
+        assert row["gradable"] is False and "not_fundus" in row["quality_issues"]
+        assert (row["grade"], row["grade_name"], row["referable"]) == ("", "ungradable", "")
+        assert row["decision"] == "retake or refer" and row["error"] == ""
+        # the model's raw probabilities stay in the row
+        assert [row[c] for c in PROB_COLUMNS] == np.round(probabilities, 6).tolist()
+        assert row["referable_prob"] == pytest.approx(probabilities[2:].sum(), abs=2e-6)
+    research = predict(best, [not_fundus], device="cpu", progress=False, grade_ungradable=True)
+    for row, grade in zip(research.records(), research.grades):
+        assert row["grade"] == grade and row["grade_name"] == GRADE_NAMES[grade]
+        assert row["referable"] in (True, False) and row["decision"] == "graded"
+        assert row["gradable"] is False  # graded on request, still flagged

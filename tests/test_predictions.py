@@ -38,7 +38,6 @@ def test_every_group_round_trips_through_csv(tmp_path):
         operating_point="threshold",
         referable_threshold=0.4,
         quality=verdicts,
-        graded=[True, False, True, True],
         failures=[("broken.png", "UnidentifiedImageError: cannot identify")],
     )
     assert list(table.columns) == COLUMNS  # every group present, in the documented order
@@ -50,12 +49,29 @@ def test_every_group_round_trips_through_csv(tmp_path):
     np.testing.assert_allclose(probabilities_of(graded), probs, atol=5e-7)
     np.testing.assert_allclose(probabilities_of(graded, "tta_"), tta, atol=5e-7)
     expected = [str(g) for g in probs.argmax(axis=1)]
-    expected[1] = ""  # ungradable and not graded: no grade, no decision
+    expected[1] = ""  # ungradable and not graded: no grade, no referable decision
     assert graded["grade"].tolist() == expected
+    assert back["grade_name"][1] == "ungradable" and back["decision"][1] == "retake or refer"
+    assert back["decision"].tolist() == ["graded", "retake or refer", "graded", "graded", ""]
     assert back["quality_issues"][1] == "blurred;dark" and back["gradable"][1] == "False"
     assert back["referable"][1] == "" and back["referable_threshold"][0] == "0.4"
     failed = back.iloc[4]
     assert failed["error"].startswith("UnidentifiedImageError") and failed["prob_0"] == ""
+
+
+def test_ungradable_rows_are_graded_only_on_request():
+    probs = _probabilities(2)
+    verdicts = [SimpleNamespace(gradable=False, issues=("not_fundus",))] * 2
+    default = predictions_table(["a", "b"], probs, referable=[True, False], quality=verdicts)
+    assert default["grade"].tolist() == ["", ""] and default["referable"].tolist() == ["", ""]
+    assert default["grade_name"].tolist() == ["ungradable"] * 2
+    assert default["prob_3"].tolist() == np.round(probs[:, 3], 6).tolist()  # kept as they are
+    research = predictions_table(
+        ["a", "b"], probs, referable=[True, False], quality=verdicts, grade_ungradable=True
+    )
+    assert research["grade"].tolist() == probs.argmax(axis=1).tolist()
+    assert research["referable"].tolist() == [True, False]
+    assert research["decision"].tolist() == ["graded", "graded"]
 
 
 def test_failed_rows_leave_the_graded_rows_as_written(tmp_path):

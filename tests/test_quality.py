@@ -233,8 +233,8 @@ def test_each_threshold_of_the_table_decides_its_issue(retina, measure, value, i
 
 
 def test_predict_and_evaluate_report_gradeability(trained_run, synthetic_dir, skdata, tmp_path):
-    """Every readable photograph is graded; the ungradable ones are flagged, and with
-    `--only-gradable` keep their row without a grade; evaluate counts and lists them."""
+    """Every readable photograph gets its row and probabilities; the ungradable ones get no grade
+    (retake or refer) unless `--grade-ungradable`; evaluate counts and lists them."""
     import csv
     import json
     import shutil
@@ -250,8 +250,8 @@ def test_predict_and_evaluate_report_gradeability(trained_run, synthetic_dir, sk
         shutil.copy(path, photos / path.name)
     Image.fromarray(skdata.astronaut()).save(photos / "person.png")
     Image.new("RGB", (300, 300), (255, 255, 255)).save(photos / "white.png")
-    for flags in ([], ["--only-gradable"]):
-        output = tmp_path / f"preds{len(flags)}.csv"
+    for flags in ([], ["--only-gradable"], ["--grade-ungradable"]):
+        output = tmp_path / f"preds{flags}.csv"
         assert (
             predict_main([str(photos), "--model", str(best), "--output", str(output), *flags]) == 0
         )
@@ -265,7 +265,10 @@ def test_predict_and_evaluate_report_gradeability(trained_run, synthetic_dir, sk
         graded = {name for name, row in rows.items() if row["grade"] != ""}
         gradable = {name for name, row in rows.items() if row["gradable"] == "True"}
         assert len(gradable) == 3
-        assert graded == (gradable if flags else set(rows))
+        assert graded == (set(rows) if flags == ["--grade-ungradable"] else gradable)
+        for name in set(rows) - graded:
+            assert rows[name]["grade_name"] == "ungradable" and rows[name]["referable"] == ""
+            assert rows[name]["decision"] == "retake or refer"
 
     report = tmp_path / "report"
     argv = ["--model", str(best), "--data", str(synthetic_dir), "--output", str(report)]

@@ -2,8 +2,9 @@
 
 Two tabs: one photograph (upload or a built-in synthetic example; the grade, the five
 probabilities, the referable decision with its operating point, gradeability, the photograph as
-the model saw it and, where available, a Grad-CAM overlay) and several photographs (the table of
-`dr-hf predict` and its CSV). Both events run on one worker (`concurrency_id="grader"`), so the
+the model saw it and, where available, a Grad-CAM overlay; for a photograph judged ungradable,
+"retake or refer" with the model's output in a collapsed panel) and several photographs (the
+table of `dr-hf predict` and its CSV). Both events run on one worker (`concurrency_id="grader"`), so the
 model is never used by two requests at once; the queue holds `queue_size` more.
 
 Defaults keep the page private and tidy: it binds 127.0.0.1, makes no share link, refuses

@@ -2,8 +2,9 @@
 
 Grading is `dr_hf.inference.predict`, the function behind `dr-hf predict`: the model
 folder's processor, the referable decision and its operating point, and the failures of files
-that are not images all come from there, and the table has `PredictionResult.columns`. The page
-adds the photograph as the model saw it (`Grader.view`) and, where
+that are not images all come from there, and the table has `PredictionResult.columns`. A
+photograph judged ungradable is answered "retake or refer", its grade left to a human reader, as
+predict leaves it. The page adds the photograph as the model saw it (`Grader.view`) and, where
 grad-cam imports, its Grad-CAM overlay for the predicted grade. Files are
 named by their base name on the page and in the CSV, never by the server's upload path.
 """
@@ -31,6 +32,7 @@ NOTICE = "Research software, not a medical device."
 PRECISION = 4  # decimals of the probabilities shown on the page
 HEATMAP_MODULE = "dr_hf.evaluation.heatmaps"
 CSV_NAME = "dr_hf_predictions.csv"
+RETAKE_ADVICE = "retake the photograph, or refer it for a human reading"
 
 
 @dataclass
@@ -86,7 +88,8 @@ def _grade(grader: Grader, paths: list[str]) -> PredictionResult:
 
 
 def grade_photo(grader: Grader, path: str | None, heatmaps: ModuleType | None) -> PhotoAnswer:
-    """Grade one photograph file as `dr-hf predict` would, with what the page shows of it."""
+    """Grade one photograph file as `dr-hf predict` would, with what the page shows of it; a
+    photograph judged ungradable gets no chart or Grad-CAM of a grade it was not given."""
     if not path:
         return PhotoAnswer(message_html("Upload a photograph or pick an example."), error="empty")
     result = _grade(grader, [path])
@@ -95,6 +98,8 @@ def grade_photo(grader: Grader, path: str | None, heatmaps: ModuleType | None) -
         return PhotoAnswer(message_html(f"Could not grade {name}: {reason}"), error=reason)
     row = result.records()[0]
     view, pixel_values = grader.view(open_image(path))  # decoded as predict decodes it
+    if row["grade"] == "":
+        return PhotoAnswer(summary_html(row), view)
     overlay = heatmap_overlay(grader, view, pixel_values, heatmaps) if heatmaps else None
     return PhotoAnswer(summary_html(row), view, probability_frame(row), overlay)
 
@@ -145,20 +150,43 @@ def _gradeability(row: dict) -> str:
     return f"<span id='dr-gradable'>ungradable</span>: <span id='dr-quality-issues'>{issues}</span>"
 
 
-def summary_html(row: dict) -> str:
-    """The grade, the probabilities to `PRECISION` decimals, the referable decision and the
-    gradeability verdict of one `PredictionResult.records()` row, with stable element ids."""
-    grade = "&mdash;" if row["grade"] == "" else row["grade"]
-    probabilities = "".join(
+def _probability_table(row: dict) -> str:
+    cells = "".join(
         f"<tr><td>{g} {name}</td><td id='dr-prob-{g}'>{_fixed(row[f'prob_{g}'])}</td></tr>"
         for g, name in enumerate(GRADE_NAMES)
     )
     return (
-        f"<div id='dr-answer'><p>File <code id='dr-image'>{html.escape(row['image'])}</code></p>"
-        f"<h3>Grade <span id='dr-grade'>{grade}</span>: "
+        f"<table id='dr-probabilities'><tr><th>grade</th><th>probability</th></tr>{cells}</table>"
+    )
+
+
+def summary_html(row: dict) -> str:
+    """One `PredictionResult.records()` row as the page shows it, with stable element ids.
+
+    A graded photograph: its grade in large type, the probabilities to `PRECISION` decimals, the
+    referable decision and the gradeability verdict. A photograph judged ungradable (not graded):
+    "retake or refer" in large type with the verdict's issues; the model's grade and
+    probabilities only in a collapsed panel, as the model's output rather than a grading.
+    """
+    image = f"<p>File <code id='dr-image'>{html.escape(row['image'])}</code></p>"
+    if row["grade"] == "":
+        model_grade = int(np.argmax([row[f"prob_{g}"] for g in range(len(GRADE_NAMES))]))
+        return (
+            f"<div id='dr-answer'>{image}<h3 id='dr-headline'>"
+            f"<span id='dr-grade-name'>{html.escape(str(row['grade_name']))}</span>: "
+            f"<span id='dr-decision'>{RETAKE_ADVICE}</span></h3>"
+            f"<p>Gradeability: {_gradeability(row)}</p><p>Referable DR: {_decision(row)}</p>"
+            f"<details id='dr-model-output'><summary>The model's output on this photograph "
+            f"(not a grading)</summary><p>Model's grade <span id='dr-model-grade'>{model_grade}"
+            f"</span>: {GRADE_NAMES[model_grade]}; P(grade &ge; {REFERABLE_MIN_GRADE}) = "
+            f"<span id='dr-referable-prob'>{_fixed(row['referable_prob'])}</span></p>"
+            f"{_probability_table(row)}</details></div>"
+        )
+    return (
+        f"<div id='dr-answer'>{image}<h3 id='dr-headline'>Grade <span id='dr-grade'>"
+        f"{row['grade']}</span>: "
         f"<span id='dr-grade-name'>{html.escape(str(row['grade_name']))}</span></h3>"
-        f"<table id='dr-probabilities'><tr><th>grade</th><th>probability</th></tr>"
-        f"{probabilities}</table><p>Referable DR: {_decision(row)}</p>"
+        f"{_probability_table(row)}<p>Referable DR: {_decision(row)}</p>"
         f"<p>Gradeability: {_gradeability(row)}</p></div>"
     )
 

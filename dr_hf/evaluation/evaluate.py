@@ -240,7 +240,9 @@ def write_report(
 
     The plain metrics sit at the top level of `metrics.json`, another variant's under its name.
     With the images' gradeability verdicts (`quality`), `gradeability` holds the counts, the
-    ungradable images and their issues, and the plain metrics on the gradable images alone.
+    ungradable images and their issues, and the plain metrics on the gradable images alone; the
+    metrics at the top cover every image, while `predictions.csv` gives an ungradable image no
+    grade (grade_name "ungradable", decision "retake or refer") beside its probabilities.
     An ensemble's `members` (each member's model and headline metrics) are added as they are.
     """
     labels = np.asarray(dataset["label"], dtype=np.int64)

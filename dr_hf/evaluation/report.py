@@ -163,7 +163,11 @@ def _gradeability_lines(report: dict | None) -> list[str]:
             lines.append(f"{key + ' on gradable images':<34}{metrics[key]:8.4f}")
     shown = [f"{item['image_id']} ({', '.join(item['issues'])})" for item in report["ungradable"]]
     if shown:
-        lines.append("Ungradable: " + "; ".join(shown[:10]) + (" ..." if len(shown) > 10 else ""))
+        lines.append(
+            "Ungradable (no grade in predictions.csv: retake or refer): "
+            + "; ".join(shown[:10])
+            + (" ..." if len(shown) > 10 else "")
+        )
     return lines
 
 

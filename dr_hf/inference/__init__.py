@@ -3,7 +3,8 @@
 A `Grader` is a model with the `FundusImageProcessor` it was trained with (`grader`); `grade` is
 the loop every caller runs, one model being an ensemble of one (`grade`); `predict` adds the
 referable decision and returns a `PredictionResult`, the rows `dr-hf predict` writes (`results`);
-`named_models` reads which models the command line names (`models`). `dr-hf predict`,
+`named_models` reads which models the command line names (`models`); `stream_predictions` writes
+an archive's rows batch by batch and resumes a killed run (`archive`). `dr-hf predict`,
 `dr-hf evaluate`, the demo page, Grad-CAM figures and the benchmarks all grade through here, and
 nothing else turns a photograph into a model input at inference.
 
@@ -11,7 +12,7 @@ nothing else turns a photograph into a model input at inference.
     predict("outputs/run/best", ["photo.png", "folder/"]).save("grades.csv")
 """
 
-from dr_hf.inference.grade import TTA_VIEWS, Grading, grade, grade_batch, open_image
+from dr_hf.inference.grade import TTA_VIEWS, Grading, grade, grade_batch, grade_stream, open_image
 from dr_hf.inference.grader import (
     OPERATING_POINTS,
     Grader,
@@ -21,8 +22,8 @@ from dr_hf.inference.grader import (
     load_processor,
 )
 from dr_hf.inference.models import add_model_flags, is_model_folder, named_models
-from dr_hf.inference.predict import as_graders, predict
-from dr_hf.inference.results import PROB_COLUMNS, PredictionResult, collect_inputs
+from dr_hf.inference.predict import as_graders, predict, predict_stream
+from dr_hf.inference.results import PROB_COLUMNS, Missing, PredictionResult, collect_inputs
 
 __all__ = [
     "OPERATING_POINTS",
@@ -30,6 +31,7 @@ __all__ = [
     "TTA_VIEWS",
     "Grader",
     "Grading",
+    "Missing",
     "PredictionResult",
     "add_model_flags",
     "as_graders",
@@ -37,6 +39,7 @@ __all__ = [
     "decision_rule",
     "grade",
     "grade_batch",
+    "grade_stream",
     "is_model_folder",
     "load_grader",
     "load_graders",
@@ -44,4 +47,5 @@ __all__ = [
     "named_models",
     "open_image",
     "predict",
+    "predict_stream",
 ]

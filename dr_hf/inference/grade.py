@@ -4,13 +4,14 @@
 photograph is decoded once (`open_image`), then each grader's processor makes that grader's
 input from it (`Grader.view`), so every member of an ensemble sees the photograph as it was
 trained to; one grader is an ensemble of one. A photograph that cannot be decoded or
-preprocessed becomes a named failure, never a silent drop.
+preprocessed becomes a named failure, never a silent drop. `grade_stream` yields each batch's
+`Grading` as it is done (an archive is never held in memory); `grade` joins them.
 """
 
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,7 @@ from dr_hf.data.preprocessing import to_rgb
 from dr_hf.data.quality import MIN_JUDGED_SIDE, assess_quality
 from dr_hf.grades import NUM_GRADES
 from dr_hf.inference.grader import Grader, model_view
-from dr_hf.inference.results import collect_inputs
+from dr_hf.inference.results import Missing, collect_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +59,34 @@ def open_photo(source) -> Photograph:
 class Grading:
     """What `grade` returns: the graded images' names in input order, each grader's
     probabilities of them (`plain`, and with TTA also `tta`), why the other images could not be
-    graded, and the first grader's gradeability verdicts (None when not assessed)."""
+    graded, the first grader's gradeability verdicts (None when not assessed), and the input
+    position of each graded image and then of each failure (`order`), to put rows in input
+    order."""
 
     names: list[str]
     members: list[dict[str, np.ndarray]]
     failures: list[tuple[str, str]]
     quality: list | None = None
+    order: list[int] | None = None
+
+    @classmethod
+    def join(cls, parts: list["Grading"], graders: int, tta: bool, quality: bool) -> "Grading":
+        """The batches' gradings as one, in input order (an empty one for no batches)."""
+        empty = np.zeros((0, NUM_GRADES), np.float32)
+        variants = ("plain", "tta") if tta else ("plain",)
+        members = [
+            {v: np.concatenate([empty, *(p.members[m][v] for p in parts)]) for v in variants}
+            for m in range(graders)
+        ]
+        positions = [i for p in parts for i in p.order[: len(p.names)]]
+        positions += [i for p in parts for i in p.order[len(p.names) :]]
+        return cls(
+            [name for p in parts for name in p.names],
+            members,
+            [failure for p in parts for failure in p.failures],
+            [verdict for p in parts for verdict in p.quality] if quality else None,
+            positions,
+        )
 
     @property
     def variants(self) -> dict[str, np.ndarray]:
@@ -88,6 +111,8 @@ class _Photos(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         try:
             source = self.sources[index]
+            if isinstance(source, Missing):
+                return {"index": index, "error": source.reason}
             photo = open_photo(source["image"] if isinstance(source, dict) else source)
             image = photo.image
             reduced: dict[int, np.ndarray] = {}  # decoded and reduced once per input side
@@ -151,6 +176,66 @@ def progress_batches(loader, total: int, progress: bool | None = None) -> Iterat
             bar.update(len(batch["index"]) + len(batch["errors"]))
 
 
+def grade_stream(
+    graders: Grader | list[Grader],
+    images,
+    tta: bool = False,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    progress: bool | None = None,
+    quality: bool = True,
+    skip: Collection[str] = (),
+) -> Iterator[Grading]:
+    """Grade `images` with every grader, one forward pass per grader and batch, yielding each
+    batch's `Grading` (its failures among them) in input order.
+
+    `images` are files, folders of images (searched recursively), PIL images or RGB arrays (see
+    `collect_inputs`), or a `datasets.Dataset` with `image` and `image_id` columns, graded row by
+    row in order; images named in `skip` are left out. With `tta`, each grader's probabilities
+    come plain and averaged over the flips and rot90 (`TTA_VIEWS`) from the same forward pass;
+    with `quality`, each image gets the gradeability verdict of the array the first grader's
+    input was made from.
+    """
+    graders = [graders] if isinstance(graders, Grader) else list(graders)
+    if not graders:
+        raise ValueError("Grading needs at least one model.")
+    if isinstance(images, Dataset):
+        sources, names = images, [str(i) for i in images["image_id"]]
+    else:
+        sources, names = collect_inputs(images)
+    if skip:
+        kept = [i for i, name in enumerate(names) if name not in skip]
+        sources = (
+            sources.select(kept) if isinstance(sources, Dataset) else [sources[i] for i in kept]
+        )
+        names = [names[i] for i in kept]
+    loader = torch.utils.data.DataLoader(
+        _Photos(sources, [grader.processor for grader in graders], quality),
+        batch_size=batch_size,
+        num_workers=auto_workers(len(sources)) if num_workers is None else num_workers,
+        collate_fn=_collate,
+        pin_memory=any(grader.device.type == "cuda" for grader in graders),
+    )
+    for batch in progress_batches(loader, len(sources), progress):
+        for index, notes in zip(batch["index"], batch["notes"]):
+            for note in notes:
+                logger.warning("%s: %s.", names[index], note)
+        members = []
+        for grader, pixels in zip(graders, batch["pixel_values"]):
+            plain, averaged = grade_batch(grader, pixels, tta)
+            members.append({"plain": plain.numpy()} | ({"tta": averaged.numpy()} if tta else {}))
+        if not batch["index"]:  # every image of the batch failed
+            empty = np.zeros((0, NUM_GRADES), np.float32)
+            members = [{v: empty for v in ("plain", "tta")[: 1 + tta]} for _ in graders]
+        yield Grading(
+            [names[i] for i in batch["index"]],
+            members,
+            [(names[index], error) for index, error in batch["errors"]],
+            batch["quality"] if quality else None,
+            batch["index"] + [index for index, _ in batch["errors"]],
+        )
+
+
 def grade(
     graders: Grader | list[Grader],
     images,
@@ -160,50 +245,11 @@ def grade(
     progress: bool | None = None,
     quality: bool = True,
 ) -> Grading:
-    """Grade `images` with every grader, one forward pass per grader and batch.
-
-    `images` are files, folders of images (searched recursively), PIL images or RGB arrays (see
-    `collect_inputs`), or a `datasets.Dataset` with `image` and `image_id` columns, graded row by
-    row in order. With `tta`, each grader's probabilities come plain and averaged over the flips
-    and rot90 (`TTA_VIEWS`) from the same forward pass; with `quality`, each image gets the
-    gradeability verdict of the array the first grader's input was made from.
-    """
+    """`grade_stream`'s batches as one `Grading`: every image in memory, for a list or a data
+    set that fits there (an archive goes through `grade_stream`)."""
     graders = [graders] if isinstance(graders, Grader) else list(graders)
-    if not graders:
-        raise ValueError("Grading needs at least one model.")
-    if isinstance(images, Dataset):
-        sources, names, failures = images, [str(i) for i in images["image_id"]], []
-    else:
-        sources, names, failures = collect_inputs(images)
-    loader = torch.utils.data.DataLoader(
-        _Photos(sources, [grader.processor for grader in graders], quality),
-        batch_size=batch_size,
-        num_workers=auto_workers(len(sources)) if num_workers is None else num_workers,
-        collate_fn=_collate,
-        pin_memory=any(grader.device.type == "cuda" for grader in graders),
-    )
-    indices, verdicts = [], []
-    chunks: list[dict[str, list]] = [{"plain": [], "tta": []} for _ in graders]
-    for batch in progress_batches(loader, len(sources), progress):
-        failures += [(names[index], error) for index, error in batch["errors"]]
-        for index, notes in zip(batch["index"], batch["notes"]):
-            for note in notes:
-                logger.warning("%s: %s.", names[index], note)
-        indices += batch["index"]
-        verdicts += batch["quality"]
-        for grader, pixels, chunk in zip(graders, batch["pixel_values"], chunks):
-            plain, averaged = grade_batch(grader, pixels, tta)
-            chunk["plain"].append(plain.numpy())
-            if tta:
-                chunk["tta"].append(averaged.numpy())
-    empty = np.zeros((0, NUM_GRADES), np.float32)
-    members = [
-        {name: np.concatenate(parts) if parts else empty for name, parts in chunk.items()}
-        for chunk in chunks
-    ]
-    if not tta:
-        members = [{"plain": member["plain"]} for member in members]
-    return Grading([names[i] for i in indices], members, failures, verdicts if quality else None)
+    parts = list(grade_stream(graders, images, tta, batch_size, num_workers, progress, quality))
+    return Grading.join(parts, len(graders), tta, quality)
 
 
-__all__ = ["TTA_VIEWS", "Grading", "grade", "grade_batch", "open_image"]
+__all__ = ["TTA_VIEWS", "Grading", "grade", "grade_batch", "grade_stream", "open_image"]

@@ -1,13 +1,15 @@
 """`predict`: grades, referable decisions and gradeability of photographs, for notebooks and
 `dr-hf predict`. One model or several (an ensemble, their probabilities averaged), through the
-one loop `grade`."""
+one loop `grade_stream`; `predict_stream` yields each batch's result as it is done, for an
+archive, and `predict` returns them all as one."""
 
 import logging
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import torch
 
-from dr_hf.inference.grade import grade
+from dr_hf.inference.grade import Grading, grade_stream
 from dr_hf.inference.grader import Grader, decision_rule, load_grader
 from dr_hf.inference.results import PredictionResult
 
@@ -38,22 +40,61 @@ def predict(
     referable_threshold: float | None = None,
     operating_point: str | None = None,
     quality: bool = True,
-    only_gradable: bool = False,
+    grade_ungradable: bool = False,
 ) -> PredictionResult:
     """Grade image files, folders of images, PIL images or RGB arrays in batches.
 
     `model` is a `Grader`, a model folder or a loaded model, or a list of them: several are an
     ensemble whose probabilities are averaged, each member with its own preprocessing.
     Unreadable files are collected in `failures` (logged one by one); every other image is
-    graded, and with `quality` (the default) gets its gradeability verdict (the first model's);
-    `only_gradable` leaves the grade of ungradable images empty. The referable decision follows
+    graded, and with `quality` (the default) gets its gradeability verdict (the first model's):
+    a photograph judged ungradable keeps its probabilities but gets no grade and no referable
+    decision ("retake or refer"), unless `grade_ungradable` (research runs). The referable
+    decision follows
     `decision_rule(graders, operating_point, referable_threshold)`.
     """
     graders = as_graders(model, retfound_weights, device)
     rule, threshold = decision_rule(graders, operating_point, referable_threshold)
-    graded = grade(graders, inputs, tta, batch_size, num_workers, progress, quality)
-    for name, reason in graded.failures:
-        logger.warning("Could not grade %s: %s", name, reason)
+    batches = grade_stream(graders, inputs, tta, batch_size, num_workers, progress, quality)
+    graded = Grading.join(list(_logged(batches)), len(graders), tta, quality)
+    return _result(graded, tta, rule, threshold, grade_ungradable)
+
+
+def predict_stream(
+    model,
+    inputs,
+    tta: bool = False,
+    batch_size: int = 32,
+    device: str | None = None,
+    retfound_weights: str | None = None,
+    num_workers: int | None = None,
+    progress: bool | None = None,
+    referable_threshold: float | None = None,
+    operating_point: str | None = None,
+    quality: bool = True,
+    grade_ungradable: bool = False,
+    skip: Collection[str] = (),
+) -> Iterator[PredictionResult]:
+    """`predict`, one `PredictionResult` per batch as it is graded, its rows in input order
+    (failures in their place); images named in `skip` are left out. Memory stays that of a
+    batch however many images there are."""
+    graders = as_graders(model, retfound_weights, device)
+    rule, threshold = decision_rule(graders, operating_point, referable_threshold)
+    batches = grade_stream(graders, inputs, tta, batch_size, num_workers, progress, quality, skip)
+    for graded in _logged(batches):
+        yield _result(graded, tta, rule, threshold, grade_ungradable)
+
+
+def _logged(batches: Iterator[Grading]) -> Iterator[Grading]:
+    for graded in batches:
+        for name, reason in graded.failures:
+            logger.warning("Could not grade %s: %s", name, reason)
+        yield graded
+
+
+def _result(
+    graded: Grading, tta: bool, rule: str, threshold: float | None, grade_ungradable: bool
+) -> PredictionResult:
     return PredictionResult(
         graded.names,
         graded.variants["tta" if tta else "plain"],
@@ -61,8 +102,9 @@ def predict(
         threshold,
         operating_point=rule,
         quality=graded.quality,
-        only_gradable=only_gradable,
+        grade_ungradable=grade_ungradable,
+        order=graded.order,
     )
 
 
-__all__ = ["as_graders", "predict"]
+__all__ = ["as_graders", "predict", "predict_stream"]

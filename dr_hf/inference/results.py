@@ -1,8 +1,8 @@
 """The file side of `predict`: gathering the images to grade, and writing the grades out.
 
 Inputs are files, folders (searched recursively), PIL images or RGB arrays; a missing path or an
-image-less folder becomes a named failure, never a silent drop. Results are a
-`PredictionResult`, saved as CSV, JSON Lines or one JSON array.
+image-less folder becomes a named failure in its place, never a silent drop. Results are a
+`PredictionResult`, saved as CSV, JSON Lines or one JSON array, its rows in input order.
 """
 
 import logging
@@ -22,12 +22,21 @@ from dr_hf.predictions import PROB_COLUMNS, SAVE_FORMATS, predictions_table, wri
 logger = logging.getLogger(__name__)
 
 
-def collect_inputs(inputs: Iterable) -> tuple[list, list[str], list[tuple[str, str]]]:
-    """(sources, names, failures): files as given, folders' images (recursively, sorted), PIL
-    images and arrays as `image_<i>`; a missing path or an image-less folder is a failure."""
+@dataclass(frozen=True)
+class Missing:
+    """An input that names no photograph (a missing path, a folder without images): graded as a
+    failed row with this reason, in its place among the others."""
+
+    reason: str
+
+
+def collect_inputs(inputs: Iterable) -> tuple[list, list[str]]:
+    """(sources, names) in input order: files as given, folders' images (recursively, sorted),
+    PIL images and arrays as `image_<i>`; a missing path or an image-less folder is a `Missing`
+    source under its own name."""
     if isinstance(inputs, str | Path | Image.Image | np.ndarray):
         inputs = [inputs]
-    sources, names, failures = [], [], []
+    sources, names = [], []
     for i, item in enumerate(inputs):
         if isinstance(item, Image.Image | np.ndarray):
             sources.append(item)
@@ -51,15 +60,17 @@ def collect_inputs(inputs: Iterable) -> tuple[list, list[str], list[tuple[str, s
                     listing(skipped),
                 )
             if not found:
-                failures.append((str(path), f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder"))
+                sources.append(Missing(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder"))
+                names.append(str(path))
             sources += found
             names += [str(p) for p in found]
         elif path.is_file():
             sources.append(path)
             names.append(str(path))
         else:
-            failures.append((str(path), "file not found"))
-    return sources, names, failures
+            sources.append(Missing("file not found"))
+            names.append(str(path))
+    return sources, names
 
 
 @dataclass
@@ -69,9 +80,9 @@ class PredictionResult:
     The referable decision is `operating_point`'s: `argmax` (predicted grade >= 2), or a saved
     operating point (`spec90`, `spec95`) or a given threshold (`threshold`), which refer when
     P(grade >= 2) >= `referable_threshold`; every row names the rule and the threshold that
-    decided it. `quality` holds each graded image's gradeability verdict (`gradable`, `issues`),
-    when it was assessed; with `only_gradable`, ungradable images keep their verdict and
-    probabilities but no grade or referable decision.
+    decided it. `quality` holds each image's gradeability verdict (`gradable`, `issues`), when
+    it was assessed: an ungradable photograph keeps its verdict and probabilities but gets no
+    grade and no referable decision (retake or refer), unless `grade_ungradable`.
     """
 
     names: list[str]
@@ -80,7 +91,9 @@ class PredictionResult:
     referable_threshold: float | None = None
     operating_point: str | None = None
     quality: list | None = None
-    only_gradable: bool = False
+    grade_ungradable: bool = False
+    order: list[int] | None = None
+    """The input position of each row, graded ones then failures (see `Grading.order`)."""
 
     def __post_init__(self):
         if self.operating_point is None:
@@ -98,20 +111,21 @@ class PredictionResult:
         return referable_scores(self.probabilities) >= self.referable_threshold
 
     def table(self):
-        """The predictions table (`dr_hf.predictions`): graded images first, then failures
-        with their `error`."""
-        quality = self.quality or [None] * len(self.names)
-        graded = [v is None or v.gradable or not self.only_gradable for v in quality]
-        return predictions_table(
+        """The predictions table (`dr_hf.predictions`), in input order: each failure, with its
+        `error`, where its input was (after the graded images when `order` is not known)."""
+        table = predictions_table(
             self.names,
             self.probabilities,
             referable=self.referable,
             operating_point=self.operating_point,
             referable_threshold=self.referable_threshold,
             quality=self.quality,
-            graded=graded,
+            grade_ungradable=self.grade_ungradable,
             failures=self.failures,
         )
+        if self.order is None:
+            return table
+        return table.iloc[np.argsort(self.order, kind="stable")].reset_index(drop=True)
 
     def records(self) -> list[dict]:
         """One dict per row of `table`."""
@@ -126,4 +140,4 @@ class PredictionResult:
         write_predictions(self.table(), path, fmt)
 
 
-__all__ = ["PROB_COLUMNS", "SAVE_FORMATS", "PredictionResult", "collect_inputs"]
+__all__ = ["PROB_COLUMNS", "SAVE_FORMATS", "Missing", "PredictionResult", "collect_inputs"]
