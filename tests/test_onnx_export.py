@@ -147,3 +147,37 @@ def test_a_truncated_model_onnx_is_named(tmp_path):
 
     Image.fromarray(photographs(1)[0]).save(images)
     assert main(["predict", "--model", str(tmp_path / "onnx"), str(images)]) == 2
+
+
+PROCESSOR_WITHOUT_TORCH = textwrap.dedent(
+    """
+    import sys
+    sys.modules["torch"] = None
+    import numpy as np
+    from transformers import AutoImageProcessor
+    sys.path.insert(0, sys.argv[1])
+    import dr_hf_onnx_grade
+    processor = AutoImageProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)
+    assert type(processor).__name__ == "FundusImageProcessor", type(processor)
+    from PIL import Image
+    mine = processor(Image.open(sys.argv[2]), return_tensors="np")["pixel_values"][0]
+    script = dr_hf_onnx_grade.OnnxGrader(sys.argv[1]).pixel_values(sys.argv[2])
+    print(float(np.abs(mine - script).max()))
+    """
+)
+
+
+def test_the_saved_processor_loads_with_transformers_but_without_torch(tmp_path):
+    source = saved_model("test_resnet", tmp_path / "best")
+    export_onnx(source, tmp_path / "onnx")
+    file = tmp_path / "p.png"
+    from PIL import Image
+
+    Image.fromarray(photographs(1)[0]).save(file)
+    ran = subprocess.run(
+        [sys.executable, "-c", PROCESSOR_WITHOUT_TORCH, str(tmp_path / "onnx"), str(file)],
+        capture_output=True,
+        text=True,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert float(ran.stdout.strip().splitlines()[-1]) == 0.0
