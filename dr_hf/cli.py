@@ -361,7 +361,7 @@ def demo_main(argv: list[str]) -> int:
 
 
 def export_parser() -> argparse.ArgumentParser:
-    from dr_hf.export import OPSET, PARITY_TOLERANCE
+    from dr_hf.export import OPSET, PARITY_TOLERANCE, QWK_TOLERANCE
 
     parser = argparse.ArgumentParser(
         prog="dr-hf export",
@@ -389,6 +389,23 @@ def export_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="The base weights an adapter was trained on, when its recorded path is not here.",
     )
+    parser.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="Store int8 weights (onnxruntime dynamic quantisation); the change is printed and "
+        "written to quantization.json.",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="A labelled set (a data_dir) on which --quantize measures QWK and referable AUROC.",
+    )
+    parser.add_argument(
+        "--qwk-tolerance",
+        type=float,
+        default=QWK_TOLERANCE,
+        help="Largest QWK drop on --data that int8 may cause (default %(default)g).",
+    )
     return parser
 
 
@@ -402,7 +419,14 @@ def export_main(argv: list[str]) -> int:
 
     try:
         done = export_onnx(
-            args.model, args.output, args.retfound_weights, args.opset, args.tolerance
+            args.model,
+            args.output,
+            args.retfound_weights,
+            args.opset,
+            args.tolerance,
+            args.quantize,
+            args.data,
+            args.qwk_tolerance,
         )
     except (OSError, ValueError) as error:
         print(f"dr-hf export: {error}", file=sys.stderr)
@@ -411,6 +435,19 @@ def export_main(argv: list[str]) -> int:
         f"Wrote {done.folder} ({done.exporter} exporter, opset {args.opset}); largest probability "
         f"difference to PyTorch {done.max_difference:.2e}."
     )
+    if done.quantization:
+        q = done.quantization
+        print(
+            f"int8: largest probability difference to fp32 {q['max_probability_difference']:.2e}; "
+            f"{q['fp32_bytes'] / 1e6:.1f} MB -> {q['int8_bytes'] / 1e6:.1f} MB."
+        )
+        if labelled := q.get("labelled"):
+            print(
+                f"On {labelled['data']} ({labelled['images']} images): QWK "
+                f"{labelled['fp32']['qwk']:.4f} -> {labelled['int8']['qwk']:.4f}, referable AUROC "
+                f"{labelled['fp32']['referable_auroc']:.4f} -> "
+                f"{labelled['int8']['referable_auroc']:.4f}."
+            )
     return 0
 
 

@@ -181,3 +181,29 @@ def test_the_saved_processor_loads_with_transformers_but_without_torch(tmp_path)
     )
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert float(ran.stdout.strip().splitlines()[-1]) == 0.0
+
+
+def test_int8_reports_its_change_and_is_refused_past_the_tolerance(
+    trained_run, synthetic_dir, tmp_path, capsys
+):
+    source = str(trained_run[0] / "best")
+    out = tmp_path / "int8"
+    flags = ["--quantize", "int8", "--data", str(synthetic_dir)]
+    # a tiny 32-pixel model loses more QWK to int8 than a real one: a loose tolerance here
+    assert main(["export", source, "--output", str(out), *flags, "--qwk-tolerance", "1"]) == 0
+    report = json.loads((out / "quantization.json").read_text())
+    labelled = report["labelled"]
+    assert labelled["images"] == 60
+    assert labelled["qwk_drop"] == pytest.approx(labelled["fp32"]["qwk"] - labelled["int8"]["qwk"])
+    assert report["int8_bytes"] < report["fp32_bytes"]
+    assert "QWK" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["dr_hf_onnx"]["quantization"] == "int8"
+    # the int8 folder grades through predict like any other
+    rows = predict(out, photographs(2), device="cpu")
+    assert rows.probabilities.shape == (2, 5)
+    # a tolerance no drop can meet refuses the export, with the figures, and writes nothing
+    refused = tmp_path / "refused"
+    tight = ["--qwk-tolerance", str(labelled["qwk_drop"] - 0.01)]
+    assert main(["export", source, "--output", str(refused), *flags, *tight]) == 2
+    assert "drops QWK by" in capsys.readouterr().err
+    assert not list(tmp_path.glob("refused*"))

@@ -21,6 +21,13 @@ import numpy as np
 import torch
 
 from dr_hf.data.fundus_render import render_fundus
+from dr_hf.export.quantize import (
+    QUANTIZATIONS,
+    QWK_TOLERANCE,
+    check_qwk,
+    labelled_change,
+    quantize_int8,
+)
 from dr_hf.inference import grade, load_grader
 from dr_hf.inference.grader import Grader
 from dr_hf.inference.onnx_model import ONNX_RUNTIME, OnnxModel
@@ -155,12 +162,22 @@ def export_onnx(
     retfound_weights: str | None = None,
     opset: int = OPSET,
     tolerance: float = PARITY_TOLERANCE,
+    quantize: str | None = None,
+    data: str | Path | None = None,
+    qwk_tolerance: float = QWK_TOLERANCE,
 ) -> OnnxExport:
     """Export the model folder `model` to the new folder `output` (see the module docstring).
 
-    Raises FileExistsError when `output` exists and is not empty, ParityError (nothing written)
-    when the runtimes disagree by more than `tolerance`.
+    With `quantize="int8"` the fp32 model passes the parity check, then its int8 version replaces
+    it; the change (probabilities, and QWK and referable AUROC on the labelled set `data`) is
+    written to `quantization.json`. Raises FileExistsError when `output` exists and is not empty,
+    ParityError when the runtimes disagree by more than `tolerance`, QuantizationError when
+    int8 drops QWK on `data` by more than `qwk_tolerance`: nothing is written then.
     """
+    if quantize not in (None, *QUANTIZATIONS):
+        raise ValueError(f"quantize={quantize!r}: choose one of {QUANTIZATIONS} or none.")
+    if data is not None and quantize is None:
+        raise ValueError("A labelled set (--data) measures quantisation: give --quantize int8.")
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         raise FileExistsError(f"{output} exists and is not empty: choose a new --output folder.")
@@ -185,9 +202,15 @@ def export_onnx(
                 f"(tolerance {tolerance:g}): nothing written to {output}. Try the other exporter "
                 "or another --opset."
             )
-        shutil.copyfile(
-            Path(__file__).parents[1] / "inference" / "onnx_runtime.py", partial / GRADING_SCRIPT
-        )
+        quantization = None
+        if quantize:
+            quantization = quantized(partial, onnx_grader, side, data, qwk_tolerance)
+            config["dr_hf_onnx"]["quantization"] = quantize
+            (partial / "config.json").write_text(
+                json.dumps(config, indent=2, sort_keys=True) + "\n"
+            )
+        script = Path(__file__).parents[1] / "inference" / "onnx_runtime.py"
+        shutil.copyfile(script, partial / GRADING_SCRIPT)
         card = MODEL_CARD.format(
             name=Path(model).name,
             source=model,
@@ -199,6 +222,8 @@ def export_onnx(
             tolerance=tolerance,
             script=GRADING_SCRIPT,
         )
+        if quantization:
+            card += QUANTIZED_CARD.format(**quantization)
         (partial / "README.md").write_text(card)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -206,7 +231,38 @@ def export_onnx(
     if output.exists():
         output.rmdir()
     partial.rename(output)
-    return OnnxExport(output, exporter, difference)
+    return OnnxExport(output, exporter, difference, quantization)
+
+
+QUANTIZED_CARD = """
+The weights are int8 (onnxruntime `quantize_dynamic`): largest probability difference to the
+fp32 export {max_probability_difference:.2e}; see `quantization.json` for QWK and referable
+AUROC on a labelled set where one was given.
+"""
+
+
+def quantized(
+    folder: Path, fp32: Grader, side: int, data: str | Path | None, qwk_tolerance: float
+) -> dict:
+    """Replace `folder`'s model.onnx by its int8 version once its change is measured and
+    accepted; the figures, also written to quantization.json."""
+    int8_file = folder / "model.int8.onnx"
+    quantize_int8(folder / ONNX_FILE, int8_file)
+    int8 = Grader(OnnxModel(folder, file=int8_file), fp32.processor, fp32.device)
+    report = {
+        "method": "onnxruntime.quantization.quantize_dynamic, QInt8 weights",
+        "max_probability_difference": probability_difference(fp32, int8, parity_photographs(side)),
+        "qwk_tolerance": qwk_tolerance,
+        "fp32_bytes": (folder / ONNX_FILE).stat().st_size,
+        "int8_bytes": int8_file.stat().st_size,
+    }
+    if data is not None:
+        report["labelled"] = labelled_change(fp32, int8, data)
+    logger.info("int8 quantisation: %s", report)
+    check_qwk(report, qwk_tolerance)
+    int8_file.replace(folder / ONNX_FILE)
+    (folder / "quantization.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 __all__ = ["OPSET", "PARITY_TOLERANCE", "OnnxExport", "ParityError", "export_onnx"]

@@ -32,10 +32,10 @@ def is_onnx_folder(folder: str | Path) -> bool:
 class OnnxModel:
     """`model.onnx` of an exported folder behind the call signature of a PyTorch grader."""
 
-    def __init__(self, folder: str | Path, threads: int | None = None):
+    def __init__(self, folder: str | Path, threads: int | None = None, file: Path | None = None):
         self.folder = Path(folder)
         self.config = SimpleNamespace(**json.loads((self.folder / "config.json").read_text()))
-        self.session = open_session(self.folder / ONNX_FILE, threads)
+        self.session = open_session(file or self.folder / ONNX_FILE, threads)
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, pixel_values: torch.Tensor) -> SimpleNamespace:
