@@ -207,3 +207,17 @@ def test_int8_reports_its_change_and_is_refused_past_the_tolerance(
     assert main(["export", source, "--output", str(refused), *flags, *tight]) == 2
     assert "drops QWK by" in capsys.readouterr().err
     assert not list(tmp_path.glob("refused*"))
+
+
+def test_the_onnx_benchmark_times_every_runtime_and_size():
+    from dr_hf.benchmarks.onnx import bench_onnx
+
+    report = bench_onnx(("test_resnet",), 32, (1, 2), repeats=1, min_seconds=0.01)
+    (result,) = report["results"]
+    assert set(result["images_per_s"]) == {
+        f"{runtime}, batch {b}"
+        for runtime in ("pytorch", "onnxruntime_fp32", "onnxruntime_int8")
+        for b in (1, 2)
+    }
+    assert all(rate["median"] > 0 for rate in result["images_per_s"].values())
+    assert result["file_mb"]["onnxruntime_int8"] <= result["file_mb"]["onnxruntime_fp32"]
