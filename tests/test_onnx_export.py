@@ -221,3 +221,26 @@ def test_the_onnx_benchmark_times_every_runtime_and_size():
     }
     assert all(rate["median"] > 0 for rate in result["images_per_s"].values())
     assert result["file_mb"]["onnxruntime_int8"] <= result["file_mb"]["onnxruntime_fp32"]
+
+
+def test_the_demo_grades_an_exported_folder_and_its_space_needs_onnxruntime(tmp_path):
+    pytest.importorskip("gradio")
+    from PIL import Image
+
+    from dr_hf.demo.grading import grade_photo
+    from dr_hf.demo.space import export_space
+
+    source = saved_model("test_resnet", tmp_path / "best")
+    export_onnx(source, tmp_path / "onnx")
+    file = tmp_path / "p.png"
+    Image.fromarray(photographs(1)[0]).save(file)
+    answers = [
+        grade_photo(load_grader(folder, device="cpu"), str(file), None)
+        for folder in (source, tmp_path / "onnx")
+    ]
+    assert answers[1].error is None
+    assert answers[0].summary == answers[1].summary
+    space = export_space(tmp_path / "onnx", tmp_path / "space")
+    requirements = (space / "requirements.txt").read_text()
+    assert "onnxruntime==" in requirements and "grad-cam" not in requirements
+    assert (space / "model" / "model.onnx").is_file()
