@@ -244,3 +244,22 @@ def test_the_demo_grades_an_exported_folder_and_its_space_needs_onnxruntime(tmp_
     requirements = (space / "requirements.txt").read_text()
     assert "onnxruntime==" in requirements and "grad-cam" not in requirements
     assert (space / "model" / "model.onnx").is_file()
+
+
+def test_evaluate_reports_the_same_metrics_for_the_exported_folder(
+    trained_run, synthetic_dir, tmp_path
+):
+    from dr_hf.config.arguments import DataArguments
+    from dr_hf.evaluation.evaluate import evaluate_model
+
+    source = trained_run[0] / "best"
+    export_onnx(source, tmp_path / "onnx")
+    data = DataArguments(data_dir=str(synthetic_dir))
+    metrics = {
+        name: evaluate_model(folder, data, tmp_path / f"eval-{name}", bootstrap=0)
+        for name, folder in (("torch", source), ("onnx", tmp_path / "onnx"))
+    }
+    for key in ("qwk", "accuracy", "referable_auroc"):
+        assert metrics["onnx"][key] == pytest.approx(metrics["torch"][key], abs=1e-4), key
+    with pytest.raises(ValueError, match="gradients"):
+        evaluate_model(tmp_path / "onnx", data, tmp_path / "eval-heatmaps", heatmaps=2)
