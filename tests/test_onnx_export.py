@@ -56,6 +56,8 @@ def test_a_full_model_round_trips(tmp_path, name):
         p.name for p in (tmp_path / "onnx").iterdir()
     }
     assert largest_difference(source, tmp_path / "onnx", photographs()) <= 1e-4
+    with pytest.raises(ValueError, match="already an ONNX export"):
+        export_onnx(tmp_path / "onnx", tmp_path / "again")
 
 
 def test_a_lora_adapter_is_merged_and_round_trips(trained_lora_run, tmp_path):

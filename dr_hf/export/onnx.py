@@ -30,7 +30,7 @@ from dr_hf.export.quantize import (
 )
 from dr_hf.inference import grade, load_grader
 from dr_hf.inference.grader import Grader
-from dr_hf.inference.onnx_model import ONNX_RUNTIME, OnnxModel
+from dr_hf.inference.onnx_model import ONNX_RUNTIME, OnnxModel, is_onnx_folder
 from dr_hf.inference.onnx_runtime import ONNX_FILE, RUNTIME_KEY
 from dr_hf.models.parts import base_model
 
@@ -178,6 +178,8 @@ def export_onnx(
         raise ValueError(f"quantize={quantize!r}: choose one of {QUANTIZATIONS} or none.")
     if data is not None and quantize is None:
         raise ValueError("A labelled set (--data) measures quantisation: give --quantize int8.")
+    if is_onnx_folder(model):
+        raise ValueError(f"{model} is already an ONNX export: give the model folder it came from.")
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         raise FileExistsError(f"{output} exists and is not empty: choose a new --output folder.")
