@@ -9,6 +9,7 @@ dr-hf evaluate --model outputs/run/best --data_dir data/test
 dr-hf predict --model outputs/run/best image.png folder/   (--model A --model B: an ensemble)
 dr-hf compare reports/a reports/b [--output DIR] [--bootstrap 2000]
 dr-hf demo --model outputs/run/best [--port 7860] [--export-space space/]
+dr-hf export outputs/run/best --format onnx --output exported/   (graded by onnxruntime, no torch)
 
 Each `*_main` parses its flags, calls the library (`dr_hf.data`, `dr_hf.training`,
 `dr_hf.evaluation`, `dr_hf.inference`), prints the outcome and returns the exit code; the heavy imports happen only
@@ -23,7 +24,17 @@ from pathlib import Path
 
 import yaml
 
-COMMANDS = ("make-synthetic", "prepare", "train", "cv", "evaluate", "predict", "compare", "demo")
+COMMANDS = (
+    "make-synthetic",
+    "prepare",
+    "train",
+    "cv",
+    "evaluate",
+    "predict",
+    "compare",
+    "demo",
+    "export",
+)
 
 
 def _setup_logging() -> None:
@@ -278,6 +289,13 @@ def predict_main(argv: list[str]) -> int:
     if args.heatmaps and len(graders) > 1:
         print("dr-hf predict: --heatmaps needs one --model, not an ensemble.", file=sys.stderr)
         return 2
+    if args.heatmaps and hasattr(graders[0].model, "session"):  # an exported ONNX folder
+        print(
+            "dr-hf predict: --heatmaps needs the model's gradients, which an exported ONNX folder "
+            "does not have: give the PyTorch model folder it was exported from.",
+            file=sys.stderr,
+        )
+        return 2
     from dr_hf.inference.archive import stream_predictions
 
     options = {
@@ -342,6 +360,97 @@ def demo_main(argv: list[str]) -> int:
     return run_demo(argv)
 
 
+def export_parser() -> argparse.ArgumentParser:
+    from dr_hf.export import OPSET, PARITY_TOLERANCE, QWK_TOLERANCE
+
+    parser = argparse.ArgumentParser(
+        prog="dr-hf export",
+        description="Export a trained model (a LoRA adapter merged first) for onnxruntime, with "
+        "its processor, grades and operating points; refused when the exported model's "
+        "probabilities differ from PyTorch's on synthetic photographs.",
+    )
+    parser.add_argument(
+        "model", metavar="MODEL", help="best/, a checkpoint-N or an adapter folder."
+    )
+    parser.add_argument("--format", choices=["onnx"], default="onnx", help="Only ONNX for now.")
+    parser.add_argument("--output", required=True, metavar="DIR", help="A new (or empty) folder.")
+    parser.add_argument(
+        "--opset", type=int, default=OPSET, help="ONNX opset (default %(default)s)."
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=PARITY_TOLERANCE,
+        help="Largest probability difference to PyTorch accepted (default %(default)g).",
+    )
+    parser.add_argument(
+        "--retfound-weights",
+        "--retfound_weights",
+        metavar="FILE",
+        help="The base weights an adapter was trained on, when its recorded path is not here.",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="Store int8 weights (onnxruntime dynamic quantisation); the change is printed and "
+        "written to quantization.json.",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="A labelled set (a data_dir) on which --quantize measures QWK and referable AUROC.",
+    )
+    parser.add_argument(
+        "--qwk-tolerance",
+        type=float,
+        default=QWK_TOLERANCE,
+        help="Largest QWK drop on --data that int8 may cause (default %(default)g).",
+    )
+    return parser
+
+
+def export_main(argv: list[str]) -> int:
+    """`dr-hf export MODEL --format onnx --output DIR`: 0 when written, 2 when refused."""
+    try:
+        args = export_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    from dr_hf.export import export_onnx
+
+    try:
+        done = export_onnx(
+            args.model,
+            args.output,
+            args.retfound_weights,
+            args.opset,
+            args.tolerance,
+            args.quantize,
+            args.data,
+            args.qwk_tolerance,
+        )
+    except (OSError, ValueError) as error:
+        print(f"dr-hf export: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"Wrote {done.folder} ({done.exporter} exporter, opset {args.opset}); largest probability "
+        f"difference to PyTorch {done.max_difference:.2e}."
+    )
+    if done.quantization:
+        q = done.quantization
+        print(
+            f"int8: largest probability difference to fp32 {q['max_probability_difference']:.2e}; "
+            f"{q['fp32_bytes'] / 1e6:.1f} MB -> {q['int8_bytes'] / 1e6:.1f} MB."
+        )
+        if labelled := q.get("labelled"):
+            print(
+                f"On {labelled['data']} ({labelled['images']} images): QWK "
+                f"{labelled['fp32']['qwk']:.4f} -> {labelled['int8']['qwk']:.4f}, referable AUROC "
+                f"{labelled['fp32']['referable_auroc']:.4f} -> "
+                f"{labelled['int8']['referable_auroc']:.4f}."
+            )
+    return 0
+
+
 def cv_main(argv: list[str]) -> int:
     """`dr-hf cv --config X --folds 5 [--fold_seed S] [--fold K]`, or `dr-hf cv --summarize DIR`."""
     from transformers import HfArgumentParser
@@ -394,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         return compare_main(rest)
     if command == "cv":
         return cv_main(rest)
+    if command == "export":
+        return export_main(rest)
     return predict_main(rest)
 
 

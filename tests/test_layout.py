@@ -16,7 +16,7 @@ LAYERS = {
     "errors": 0, "grades": 0, "config": 0, "metrics": 0, "run_folder": 0, "predictions": 0,
     "data": 1, "models": 1,
     "training": 2, "evaluation": 2, "inference": 2,
-    "cli": 3, "benchmarks": 3, "demo": 3, "__init__": 3,
+    "cli": 3, "benchmarks": 3, "demo": 3, "export": 3, "__init__": 3,
 }  # fmt: skip
 
 

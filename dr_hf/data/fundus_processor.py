@@ -1,7 +1,8 @@
 """`FundusImageProcessor`: how a dr_hf grader wants its input, as a transformers image processor.
 
 RGB conversion, field-of-view crop, optional Ben Graham normalisation, resize to the model's input
-side, rescale and normalise with the model's mean and std: `model_input` and `normalize` below.
+side, rescale and normalise with the model's mean and std: `model_input` and `normalize`
+(defined in `preprocessing.py`, which imports neither transformers nor torch).
 It is the only image-to-tensor step at inference (`dr_hf.inference`: `dr-hf predict`, `dr-hf
 evaluate`, the demo, heatmaps), and training's validation transform calls the same two functions,
 so no two of them can preprocess differently. Its settings are saved as
@@ -20,34 +21,16 @@ from typing import Any
 import numpy as np
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
-from .preprocessing import (
+# model_input and normalize live beside the crop so that a torch-free runtime (an ONNX export's
+# grading script) preprocesses with the very same code.
+from .preprocessing import (  # noqa: F401 (model_input and normalize are re-exported)
     as_rgb_array,
-    cv2,  # imported there, with a clear message when OpenCV is missing
-    preprocess_fundus,
+    model_input,
+    normalize,
 )
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-
-
-def model_input(image: Any, size: int, crop: bool = True, ben_graham: bool = False) -> np.ndarray:
-    """The photograph as a model of input side `size` sees it: RGB uint8 (size, size, 3).
-
-    `as_rgb_array`'s cheap reduction toward twice `size`, the field-of-view crop and Ben Graham
-    (run at `size`, as `dr-hf prepare` runs it), then one area resampling to the square input.
-    """
-    array = as_rgb_array(image, size)
-    array = preprocess_fundus(array, crop, ben_graham, size if ben_graham else None)
-    if array.shape[:2] == (size, size):
-        return array
-    return cv2.resize(array, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def normalize(array: np.ndarray, mean, std) -> np.ndarray:
-    """`(pixel / 255 - mean) / std` per channel, as float32 channels-first (3, H, W)."""
-    mean = np.asarray(mean, np.float32) * 255
-    std = np.asarray(std, np.float32) * 255
-    return ((array.astype(np.float32) - mean) / std).transpose(2, 0, 1)
 
 
 class FundusImageProcessor(BaseImageProcessor):

@@ -329,3 +329,23 @@ def resize_shorter_side(array: np.ndarray, size: int) -> np.ndarray:
         return array
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     return cv2.resize(array, new, interpolation=interpolation)
+
+
+def model_input(image: Any, size: int, crop: bool = True, ben_graham: bool = False) -> np.ndarray:
+    """The photograph as a model of input side `size` sees it: RGB uint8 (size, size, 3).
+
+    `as_rgb_array`'s cheap reduction toward twice `size`, the field-of-view crop and Ben Graham
+    (run at `size`, as `dr-hf prepare` runs it), then one area resampling to the square input.
+    """
+    array = as_rgb_array(image, size)
+    array = preprocess_fundus(array, crop, ben_graham, size if ben_graham else None)
+    if array.shape[:2] == (size, size):
+        return array
+    return cv2.resize(array, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def normalize(array: np.ndarray, mean, std) -> np.ndarray:
+    """`(pixel / 255 - mean) / std` per channel, as float32 channels-first (3, H, W)."""
+    mean = np.asarray(mean, np.float32) * 255
+    std = np.asarray(std, np.float32) * 255
+    return ((array.astype(np.float32) - mean) / std).transpose(2, 0, 1)

@@ -173,7 +173,9 @@ class DemoServer:
         self.demo: gr.Blocks | None = None
         self.url: str | None = None
         try:
-            self.demo = build_app(grader, self.workdir, heatmap_module())
+            # an exported ONNX model has no gradients: no heatmap panel
+            heatmaps = None if hasattr(grader.model, "session") else heatmap_module()
+            self.demo = build_app(grader, self.workdir, heatmaps)
         except BaseException:
             self.close()
             raise

@@ -63,6 +63,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         from dr_hf.inference import named_models
+        from dr_hf.inference.onnx_model import is_onnx_folder
 
         if len(named_models(args.model)) != 1:
             raise ValueError(
@@ -71,7 +72,11 @@ def main(argv: list[str]) -> int:
             )
         if args.export_space:
             out = export_space(args.model, args.export_space, args.retfound_weights)
-            print(f"Space written to {out}: run `python app.py` there, or upload the folder.")
+            runtime = "ONNX Runtime" if is_onnx_folder(out / "model") else "PyTorch"
+            print(
+                f"Space written to {out} (its model runs with {runtime}): run `python app.py` "
+                "there, or upload the folder."
+            )
             return 0
         serve(
             args.model,

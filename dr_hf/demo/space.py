@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from transformers.utils import IMAGE_PROCESSOR_NAME
 
 from dr_hf.demo.grading import NOTICE, heatmap_module
+from dr_hf.inference.onnx_model import is_onnx_folder
 
 logger = logging.getLogger(__name__)
 
@@ -149,14 +150,19 @@ def local_wheel(output: Path, package_dir: str | Path | None = None) -> str | No
     return f"./{wheels[-1].name}" if wheels else None
 
 
-def requirements(package_dir: str | Path | None = None, output: Path | None = None) -> str:
+def requirements(
+    package_dir: str | Path | None = None, output: Path | None = None, onnx: bool = False
+) -> str:
     """dr_hf pinned to its commit; from a checkout without a remote, its wheel built into
-    `output`; Gradio (and grad-cam for the heatmap panel) at the installed versions."""
+    `output`; Gradio (and grad-cam for the heatmap panel, or onnxruntime for an exported ONNX
+    model, which has no heatmaps) at the installed versions."""
     pinned = dr_hf_requirement(package_dir)
     if pinned == NO_GIT and output is not None:
         pinned = local_wheel(output, package_dir) or NO_GIT
     lines = [pinned, f"gradio=={version('gradio')}"]
-    if heatmap_module() is not None:
+    if onnx:
+        lines.append(f"onnxruntime=={version('onnxruntime')}")
+    elif heatmap_module() is not None:
         try:
             lines.append(f"grad-cam=={version('grad-cam')}")
         except PackageNotFoundError:
@@ -195,7 +201,8 @@ def export_space(
         (output / "retfound").mkdir()
         shutil.copy2(retfound_weights, output / weights)
     (output / "app.py").write_text(APP_TEMPLATE.format(notice=NOTICE, weights=weights))
-    (output / "requirements.txt").write_text(requirements(output=output))
+    onnx = is_onnx_folder(model)  # served by onnxruntime, without heatmaps
+    (output / "requirements.txt").write_text(requirements(output=output, onnx=onnx))
     (output / "README.md").write_text(
         README_TEMPLATE.format(
             title=title,

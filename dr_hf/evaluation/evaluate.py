@@ -137,6 +137,11 @@ def evaluate_model(
     if heatmaps and len(paths) > 1:
         raise ValueError("Grad-CAM figures (--heatmaps) need one model, not an ensemble.")
     graders = load_graders(paths, retfound_weights, device)
+    if heatmaps and hasattr(graders[0].model, "session"):
+        raise ValueError(
+            f"Grad-CAM figures (--heatmaps) need the model's gradients, which the exported ONNX "
+            f"folder {paths[0]} does not have: evaluate the PyTorch model folder instead."
+        )
     for size in {grader.processor.input_side for grader in graders}:
         if data_args.image_size and data_args.image_size != size:
             logger.warning(

@@ -4,7 +4,9 @@ A `Grader` is a model with the `FundusImageProcessor` it was trained with (`grad
 the loop every caller runs, one model being an ensemble of one (`grade`); `predict` adds the
 referable decision and returns a `PredictionResult`, the rows `dr-hf predict` writes (`results`);
 `named_models` reads which models the command line names (`models`); `stream_predictions` writes
-an archive's rows batch by batch and resumes a killed run (`archive`). `dr-hf predict`,
+an archive's rows batch by batch and resumes a killed run (`archive`). A folder
+`dr-hf export --format onnx` wrote loads as a grader whose model is run by onnxruntime
+(`onnx_model`; `onnx_runtime` grades such a folder without torch). `dr-hf predict`,
 `dr-hf evaluate`, the demo page, Grad-CAM figures and the benchmarks all grade through here, and
 nothing else turns a photograph into a model input at inference.
 

@@ -2,7 +2,8 @@
 device, and the referable decision its predictions follow.
 
 The model is any folder training produced (full model, `best/`, `checkpoint-N`, LoRA adapter) or
-a model already in memory. Preprocessing is never re-specified: it is the model folder's
+a model already in memory, or a folder `dr-hf export --format onnx` wrote (run by onnxruntime).
+Preprocessing is never re-specified: it is the model folder's
 processor (its `preprocessor_config.json`, which `pipeline()` reads too). Folders saved before the
 processor existed carry `dr_hf_preprocessing.json` instead, which is read in its place.
 """
@@ -18,6 +19,7 @@ from transformers.utils import IMAGE_PROCESSOR_NAME
 
 from dr_hf.data.fundus_processor import FundusImageProcessor, normalize
 from dr_hf.data.prepare import steps_to_apply
+from dr_hf.inference.onnx_model import OnnxModel, is_onnx_folder
 from dr_hf.models.parts import operating_points
 from dr_hf.run_folder import read_preprocessing
 
@@ -38,7 +40,7 @@ def model_view(processor: FundusImageProcessor, image) -> tuple[np.ndarray, torc
 class Grader:
     """A model in eval mode on its device, with the processor it was validated with."""
 
-    model: torch.nn.Module
+    model: torch.nn.Module  # or an OnnxModel, called the same way
     processor: FundusImageProcessor
     device: torch.device
 
@@ -107,6 +109,10 @@ def load_grader(
     """
     from dr_hf.models.graders import load_trained_model, processor_for
 
+    if isinstance(model, str | Path) and is_onnx_folder(model):
+        # onnxruntime picks CUDA or the CPU itself; the batch is handed over on the CPU
+        folder = Path(model)
+        return Grader(OnnxModel(folder), processor or load_processor(folder), torch.device("cpu"))
     if isinstance(model, str | Path):
         folder = Path(model)
         processor = processor or load_processor(folder)
