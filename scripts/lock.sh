@@ -6,10 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="$(mktemp -d)/venv"
 python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet -e ".[dev,demo]"
+"$venv/bin/python" -m pip install --quiet -e ".[dev,demo,onnx]"
 {
   echo "# Versions the README's figures were measured with (scripts/lock.sh writes this file)."
-  echo "# Install with: pip install -c constraints.txt -e \".[dev,demo]\""
+  echo "# Install with: pip install -c constraints.txt -e \".[dev,demo,onnx]\""
   "$venv/bin/python" -m pip freeze --exclude-editable | LC_ALL=C sort -f
 } > constraints.txt
 rm -rf "$(dirname "$venv")"
