@@ -27,6 +27,7 @@ A `dr-hf cv` output folder holds one such run per fold, and stands for their `be
 """
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -114,6 +115,26 @@ def folder_damage(folder: str | Path, checkpoint: bool = False) -> str | None:
         if not any(folder.glob("optimizer*")) and not any(folder.glob("global_step*")):
             return "no optimizer state (optimizer.pt)"
     return None
+
+
+def partial_folder(folder: str | Path, empty: bool = True) -> Path:
+    """Where `folder` is written before it is whole (`<folder>.partial`); with `empty` (the
+    process that writes it), what a killed writer left there is removed first.
+    `replace_with_partial` then puts it in `folder`'s place."""
+    partial = Path(folder).with_name(f"{Path(folder).name}.partial")
+    if empty:
+        shutil.rmtree(partial, ignore_errors=True)
+    return partial
+
+
+def replace_with_partial(folder: str | Path) -> Path:
+    """Put the whole `<folder>.partial` in `folder`'s place (an older `folder` is removed), so a
+    reader never sees a half-written model folder."""
+    folder = Path(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial_folder(folder, empty=False).rename(folder)
+    return folder
 
 
 def _in_run(model_path: str | Path, name: str) -> Path | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 SAMPLE_SECONDS = 0.2  # reading smaps_rollup costs CPU: sample no more often
 
 
-def _memory_kib(pid: int) -> tuple[int, int]:
+def memory_kib(pid: int) -> tuple[int, int]:
     """(RSS of the process, PSS of it and its children) in KiB: forked DataLoader workers share
     most of their pages with it, which summing their RSS would count once per worker."""
     children = Path(f"/proc/{pid}/task/{pid}/children")
@@ -41,7 +41,7 @@ def _memory_kib(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def _model(folder: Path) -> Path:
+def untrained_model(folder: Path) -> Path:
     """An untrained test_resnet (32 px input) saved as training saves a model."""
     from dr_hf.config.arguments import ModelArguments
     from dr_hf.models.graders import create_model
@@ -66,7 +66,7 @@ def peak_memory(argv: list[str], env: dict | None = None) -> tuple[float, float,
         process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
         rss = pss = 0
         while process.poll() is None:
-            now = _memory_kib(process.pid)
+            now = memory_kib(process.pid)
             rss, pss = max(rss, now[0]), max(pss, now[1])
             time.sleep(SAMPLE_SECONDS)
         if process.returncode != 0:
@@ -85,7 +85,7 @@ def bench_archive(
     """Peak resident MiB and images/s of `dr-hf predict` on each number of photographs."""
     with tempfile.TemporaryDirectory(dir=workdir) as scratch:
         scratch = Path(scratch)
-        model = _model(scratch / "model")
+        model = untrained_model(scratch / "model")
         photos = _photos(scratch / "synthetic", max(sizes), image_size)
         env = os.environ | {"NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
         results = {}

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dr_hf.benchmarks.archive import memory_kib, untrained_model
+
 ANSWER_TIMEOUT = 120  # seconds a single request may take before it counts as a failure
 
 
@@ -29,22 +31,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def _rss_mib(pid: int) -> float:
-    """Resident memory of a process and its children, in MiB (Linux /proc)."""
-    total = 0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.is_file():
-        pids += [int(child) for child in children.read_text().split()]
-    for each in pids:
-        status = Path(f"/proc/{each}/status")
-        if status.is_file():
-            for line in status.read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total / 1024
 
 
 def bad_uploads(folder: Path, good: Path) -> list[Path]:
@@ -121,7 +107,7 @@ def run_demo_load(
         _wait_for(url, server)
         warm: list = []
         _user(url, list(photos), set(), time.monotonic() + 3, 0, warm)  # model and caches warm
-        rss_before = _rss_mib(server.pid)
+        rss_before = memory_kib(server.pid)[0] / 1024
         results: list = []
         until = time.monotonic() + seconds
         threads = [
@@ -132,7 +118,7 @@ def run_demo_load(
             thread.start()
         for thread in threads:
             thread.join(timeout=seconds + ANSWER_TIMEOUT + 30)
-        rss_after = _rss_mib(server.pid)
+        rss_after = memory_kib(server.pid)[0] / 1024
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -178,16 +164,11 @@ def bench_demo_load(
 ) -> dict:
     """`run_demo_load` on `model` (a trained folder; None: an untrained test_resnet saved with
     its processor, for smoke runs) with `num_photos` synthetic photographs."""
-    from dr_hf.config.arguments import ModelArguments
     from dr_hf.data.synthetic import make_synthetic
-    from dr_hf.models.graders import create_model
 
     cache_dir = Path(cache_dir)
     if model is None:
-        model = cache_dir / "demo_load_model"
-        built, processor = create_model(ModelArguments(model_name="test_resnet"), image_size=32)
-        built.save_pretrained(model)
-        processor.save_pretrained(model)
+        model = untrained_model(cache_dir / "demo_load_model")
     elif not Path(model).is_dir():
         raise FileNotFoundError(
             f"{model} is not a trained model folder: run the quick start first "

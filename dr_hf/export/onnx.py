@@ -33,6 +33,7 @@ from dr_hf.inference.grader import Grader
 from dr_hf.inference.onnx_model import ONNX_RUNTIME, OnnxModel, is_onnx_folder
 from dr_hf.inference.onnx_runtime import ONNX_FILE, RUNTIME_KEY
 from dr_hf.models.parts import base_model
+from dr_hf.run_folder import partial_folder, replace_with_partial
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +188,7 @@ def export_onnx(
     network = merged(torch_grader.model).eval()
     torch_grader.model = network
     side = torch_grader.processor.input_side
-    partial = output.with_name(output.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = partial_folder(output)
     partial.mkdir(parents=True)
     try:
         exporter = write_onnx(network, side, partial / ONNX_FILE, opset)
@@ -230,9 +230,7 @@ def export_onnx(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    if output.exists():
-        output.rmdir()
-    partial.rename(output)
+    replace_with_partial(output)  # an existing output folder is empty (checked above)
     return OnnxExport(output, exporter, difference, quantization)
 
 

@@ -20,7 +20,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from torch import nn
 
-from dr_hf.metrics import expected_calibration_error, referable_operating_points, softmax
+from dr_hf.metrics import expected_calibration_error, softmax
 from dr_hf.models.parts import OPERATING_POINTS_KEY, base_model, timm_backbone
 
 logger = logging.getLogger(__name__)
@@ -92,9 +92,9 @@ def calibrate(model: nn.Module, logits: np.ndarray, labels: np.ndarray) -> tuple
     return calibrated, record
 
 
-def save_operating_points(model: nn.Module, probabilities: np.ndarray, labels: np.ndarray) -> dict:
-    """Compute the referable-DR operating points on the validation split and store them in the
-    model's config (the base config of a LoRA model, which its adapter's base record saves)."""
-    points = referable_operating_points(probabilities, labels)
+def save_operating_points(model: nn.Module, points: dict) -> dict:
+    """Store the referable-DR operating points measured on the validation split
+    (`compute_dr_metrics`' `referable_operating_points`) in the model's config (the base config
+    of a LoRA model, which its adapter's base record saves)."""
     setattr(base_model(model).config, OPERATING_POINTS_KEY, points)
     return points

@@ -1,7 +1,6 @@
 """What a finished run leaves in `output_dir/best`: the model or adapter, the processor that
 preprocesses for it (with its code, for `trust_remote_code`), and its model card."""
 
-import shutil
 from pathlib import Path
 
 from peft import PeftModel
@@ -10,6 +9,7 @@ from transformers import Trainer
 from dr_hf.config.arguments import DataArguments, ModelArguments
 from dr_hf.models.base_record import write_base_record
 from dr_hf.models.parts import base_model
+from dr_hf.run_folder import partial_folder, replace_with_partial
 from dr_hf.training.model_card import render_model_card
 
 
@@ -32,9 +32,7 @@ def export_best(
     exporting never leaves a half-written `best/` (and a resume writes it again).
     """
     folder = Path(folder)
-    partial = folder.with_name(f"{folder.name}.partial")
-    if trainer.is_world_process_zero() and partial.exists():
-        shutil.rmtree(partial)  # left by a run killed while exporting
+    partial = partial_folder(folder, empty=trainer.is_world_process_zero())
     trainer.save_model(str(partial))  # the model or adapter, and the processor with its code
     if not trainer.is_world_process_zero():
         return folder
@@ -53,7 +51,4 @@ def export_best(
         model_id=model_id or str(folder),
     )
     card.save(partial / "README.md")
-    if folder.exists():
-        shutil.rmtree(folder)
-    partial.rename(folder)
-    return folder
+    return replace_with_partial(folder)

@@ -193,14 +193,16 @@ def final_results(run: TrainingRun, calibrate_probabilities: bool = True):
     if calibrate_probabilities:
         logits, calibration = calibrate(trainer.model, logits, labels)
     probabilities = softmax(logits)
+    metrics = compute_dr_metrics(probabilities, labels)
+    points = save_operating_points(trainer.model, metrics["referable_operating_points"])
     results = {
         "calibration": calibration,
-        "operating_points": save_operating_points(trainer.model, probabilities, labels),
+        "operating_points": points,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "image_size": run.image_size,
         "parameters": run.parameters,
         "class_weights": None if run.class_weights is None else run.class_weights.tolist(),
-        **compute_dr_metrics(probabilities, labels),
+        **metrics,
     }
     return results, probabilities, labels
 
