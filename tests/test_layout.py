@@ -1,7 +1,7 @@
 """The package's shape: imports run one way between layers, and one path turns photographs into
 model inputs at inference.
 
-Layers, lowest first: errors, grades, config, metrics and the run folder; data and models; training,
+Layers, lowest first: errors, grades, the grading rule, config, metrics and the run folder; data and models; training,
 inference and evaluation (which grades through inference); the command line, benchmarks and the
 demo page on top. A module may import its own layer and those below it, never one above.
 """
@@ -13,7 +13,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dr_hf"
 LAYERS = {
-    "errors": 0, "grades": 0, "config": 0, "metrics": 0, "run_folder": 0, "predictions": 0,
+    "errors": 0, "grades": 0, "grading_rule": 0, "config": 0, "metrics": 0, "run_folder": 0,
+    "predictions": 0,
     "data": 1, "models": 1,
     "training": 2, "evaluation": 2, "inference": 2,
     "cli": 3, "benchmarks": 3, "demo": 3, "export": 3, "__init__": 3,

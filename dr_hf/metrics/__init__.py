@@ -27,7 +27,12 @@ from dr_hf.metrics.functional import (
     referable_scores,
     sensitivity_at_specificity,
 )
-from dr_hf.metrics.headline import compute_dr_metrics, make_compute_metrics, softmax
+from dr_hf.metrics.headline import (
+    compute_dr_metrics,
+    make_compute_metrics,
+    model_outputs,
+    softmax,
+)
 
 DR_GRADING_PATH = str(Path(__file__).parent / "dr_grading")
 """Folder of the evaluate module: `evaluate.load(DR_GRADING_PATH)` works offline."""
@@ -45,6 +50,7 @@ __all__ = [
     "grading_metrics",
     "macro_auroc",
     "make_compute_metrics",
+    "model_outputs",
     "percentile_interval",
     "quadratic_weighted_kappa",
     "referable_auroc",

@@ -23,7 +23,8 @@ import scipy.stats
 from scipy.stats import rankdata
 
 from dr_hf.grades import NUM_GRADES, REFERABLE_MIN_GRADE
-from dr_hf.metrics.functional import HEADLINE, check_inputs
+from dr_hf.grading_rule import is_regression
+from dr_hf.metrics.functional import HEADLINE, check_inputs, referable_scores
 
 logger = logging.getLogger(__name__)
 
@@ -89,14 +90,20 @@ def resampled_metrics(
     indices: np.ndarray,
     names: tuple[str, ...] = HEADLINE,
     n_bins: int = 15,
+    grades: np.ndarray | None = None,
 ) -> np.ndarray:
     """[names, draws]: the headline metrics (`functional.HEADLINE`) of each row of `indices`
     ([draws, N] image indices), as `functional.grading_metrics` defines them, computed for all
-    draws at once from per-draw confusion matrices, rank sums and calibration-bin sums."""
+    draws at once from per-draw confusion matrices, rank sums and calibration-bin sums.
+
+    `grades`: the predicted grade of each image (a `GradeRule`'s), the argmax by default;
+    regression scores [N, 1] have no macro AUROC or ECE (nan)."""
     probs, y = np.asarray(probabilities, np.float64), np.asarray(labels, np.int64)
     draws, n = indices.shape
     r, g = REFERABLE_MIN_GRADE, np.arange(NUM_GRADES)
-    true, predicted = y[indices], probs.argmax(axis=1)[indices]
+    regression = is_regression(probs)
+    decided = probs.argmax(axis=1) if grades is None else np.asarray(grades, np.int64)
+    true, predicted = y[indices], decided[indices]
     offset = np.arange(draws)[:, None]
     cells = (offset * NUM_GRADES + true) * NUM_GRADES + predicted
     cm = np.bincount(cells.ravel(), minlength=draws * NUM_GRADES**2)
@@ -113,17 +120,19 @@ def resampled_metrics(
     if "macro_f1" in names:
         f1 = _divide(2 * tp, support + graded)  # nan for a grade neither true nor predicted
         values["macro_f1"] = _nanmean(f1)
-    if "macro_auroc" in names:
+    if regression:
+        values |= {name: np.full(draws, np.nan) for name in ("macro_auroc", "ece") if name in names}
+    if "macro_auroc" in names and not regression:
         per_grade = np.stack([_auroc(true == k, probs[indices, k]) for k in g], axis=1)
         values["macro_auroc"] = _nanmean(per_grade)
     if "referable_auroc" in names:
-        scores = probs[:, r:].sum(axis=1)[indices]
+        scores = referable_scores(probs)[indices]
         values["referable_auroc"] = _auroc(true >= r, scores)
     if "referable_sensitivity" in names:
         values["referable_sensitivity"] = _divide(cm[:, r:, r:].sum((1, 2)), cm[:, r:].sum((1, 2)))
     if "referable_specificity" in names:
         values["referable_specificity"] = _divide(cm[:, :r, :r].sum((1, 2)), cm[:, :r].sum((1, 2)))
-    if "ece" in names:
+    if "ece" in names and not regression:
         confidence = probs.max(axis=1)
         bins = np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], confidence)
         cells = (offset * n_bins + bins[indices]).ravel()

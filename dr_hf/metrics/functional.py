@@ -1,4 +1,8 @@
-"""Grading metrics of one set of probabilities, each a scikit-learn call on the 0-4 scale.
+"""Grading metrics of one set of outputs, each a scikit-learn call on the 0-4 scale.
+
+Outputs are grade probabilities [N, 5] (softmax and ordinal heads) or regression scores [N, 1];
+the grades come from a `GradeRule` (argmax by default). A regression model has no class
+probabilities, so its macro AUROC and ECE are `nan`; its referable score is the score itself.
 
 A metric that the images cannot define (the recall of a grade no image has, an AUROC with one
 class, a kappa whose chance agreement is already perfect) is `nan`, never a guess; scikit-learn's
@@ -20,6 +24,7 @@ from sklearn.metrics import (
 )
 
 from dr_hf.grades import NUM_GRADES, REFERABLE_MIN_GRADE
+from dr_hf.grading_rule import GradeRule, is_regression
 
 GRADES = list(range(NUM_GRADES))
 SCREENING_SPECIFICITIES = (0.90, 0.95)
@@ -37,13 +42,14 @@ HEADLINE = (
 
 
 def check_inputs(probabilities, labels) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and convert: probabilities [N, 5] rows summing to 1, labels [N] grades 0-4."""
+    """Validate and convert: outputs [N, 5] probabilities (rows summing to 1) or [N, 1]
+    regression scores, labels [N] grades 0-4."""
     probs = np.asarray(probabilities, dtype=np.float64)
     y = np.asarray(labels)
-    if probs.ndim != 2 or probs.shape[1] != NUM_GRADES:
+    if probs.ndim != 2 or probs.shape[1] not in (1, NUM_GRADES):
         raise ValueError(
             f"probabilities must have shape [N, {NUM_GRADES}], got {probs.shape}: one softmax "
-            "vector per image."
+            "vector per image (or [N, 1], one regression score per image)."
         )
     if y.shape != (probs.shape[0],):
         raise ValueError(f"labels must have shape [{probs.shape[0]}], got {y.shape}.")
@@ -51,7 +57,7 @@ def check_inputs(probabilities, labels) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("No images to score: probabilities and labels are empty.")
     if not np.all(np.isfinite(probs)):
         raise ValueError("probabilities contain NaN or infinity; check the model's outputs.")
-    if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+    if not is_regression(probs) and not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
         bad = int(np.argmax(np.abs(probs.sum(axis=1) - 1.0)))
         raise ValueError(
             f"Row {bad} of probabilities sums to {probs[bad].sum():.4f}, not 1: pass softmax "
@@ -97,26 +103,32 @@ def macro_auroc(probabilities, labels) -> float:
 
 
 def referable_scores(probabilities) -> np.ndarray:
-    """P(grade >= 2): the probability mass of moderate NPDR or worse."""
-    return np.asarray(probabilities)[:, REFERABLE_MIN_GRADE:].sum(axis=1)
+    """P(grade >= 2), the probability mass of moderate NPDR or worse; for regression scores
+    [N, 1], the score itself."""
+    values = np.asarray(probabilities)
+    if is_regression(values):
+        return values[:, 0].astype(np.float64)
+    return values[:, REFERABLE_MIN_GRADE:].sum(axis=1)
 
 
 def referable_auroc(probabilities, labels) -> float:
-    """AUROC of P(grade >= 2) for referable DR; `nan` unless both sides are present."""
+    """AUROC of P(grade >= 2) (or of a regression score) for referable DR; `nan` unless both
+    sides are present."""
     return binary_auroc(np.asarray(labels) >= REFERABLE_MIN_GRADE, referable_scores(probabilities))
 
 
-def grading_metrics(probabilities, labels) -> dict:
-    """Every grading metric of `probabilities` [N, 5] (softmax) against integer grades [N].
+def grading_metrics(probabilities, labels, rule: GradeRule | None = None) -> dict:
+    """Every grading metric of `probabilities` [N, 5] (or regression scores [N, 1]) against
+    integer grades [N], the grades decided by `rule` (argmax by default).
 
     Keys: accuracy, class_0_acc..class_4_acc (recall of each grade, `nan` for a grade absent
     from the labels), qwk, macro_f1 (over the grades in labels or predictions, as sklearn),
     macro_auroc, referable_auroc, referable_sensitivity, referable_specificity (predicted grade
     >= 2 as the operating point), ece (`expected_calibration_error`) and confusion_matrix (5x5
-    list of lists, rows = true grade).
+    list of lists, rows = true grade). Regression scores have no macro AUROC or ECE (`nan`).
     """
     probs, y = check_inputs(probabilities, labels)
-    predicted = probs.argmax(axis=1)
+    predicted = (rule or GradeRule()).grades(probs)
     referable, referred = y >= REFERABLE_MIN_GRADE, predicted >= REFERABLE_MIN_GRADE
     recall = recall_score(y, predicted, labels=GRADES, average=None, zero_division=np.nan)
     metrics = {"accuracy": float(np.mean(predicted == y))}
@@ -125,14 +137,15 @@ def grading_metrics(probabilities, labels) -> dict:
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         sensitivity = recall_score(referable, referred, zero_division=np.nan)
         specificity = recall_score(~referable, ~referred, zero_division=np.nan)
+    regression = is_regression(probs)
     metrics.update(
         qwk=quadratic_weighted_kappa(y, predicted),
         macro_f1=float(f1_score(y, predicted, average="macro")),
-        macro_auroc=macro_auroc(probs, y),
+        macro_auroc=float("nan") if regression else macro_auroc(probs, y),
         referable_auroc=referable_auroc(probs, y),
         referable_sensitivity=float(sensitivity),
         referable_specificity=float(specificity),
-        ece=expected_calibration_error(probs, y),
+        ece=float("nan") if regression else expected_calibration_error(probs, y),
         confusion_matrix=confusion_matrix(y, predicted, labels=GRADES).tolist(),
     )
     return metrics
@@ -148,6 +161,8 @@ def calibration_bins(
     the filled bins these are; it returns no counts, which the ECE weights by.
     """
     probs, y = check_inputs(probabilities, labels)
+    if is_regression(probs):
+        raise ValueError("Calibration needs grade probabilities; a regression score has none.")
     if n_bins < 1:
         raise ValueError(f"n_bins must be at least 1, got {n_bins}.")
     confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == y
@@ -189,7 +204,8 @@ def sensitivity_at_specificity(scores, y_true_binary, specificity: float) -> tup
 def referable_operating_points(
     probabilities, labels, specificities=SCREENING_SPECIFICITIES
 ) -> dict[str, dict]:
-    """Per target specificity (`spec_90`, `spec_95`): the threshold on P(grade >= 2) that gives
+    """Per target specificity (`spec_90`, `spec_95`): the threshold on P(grade >= 2) (on the
+    score, for regression scores) that gives
     the highest referable-DR sensitivity at that specificity or more, with the sensitivity and
     specificity it reaches on these images. Thresholds are None where a class is missing."""
     probs, y = check_inputs(probabilities, labels)

@@ -11,6 +11,7 @@ import logging
 import numpy as np
 import scipy.special
 
+from dr_hf.grading_rule import GradeRule, is_regression
 from dr_hf.metrics.bootstrap import bootstrap_distribution, percentile_interval, resampled_metrics
 from dr_hf.metrics.functional import (
     HEADLINE,
@@ -22,25 +23,34 @@ from dr_hf.metrics.functional import (
 logger = logging.getLogger(__name__)
 
 
-def compute_dr_metrics(probabilities, labels, bootstrap: int = 0, seed: int = 0) -> dict:
-    """Every metric of `probabilities` [N, 5] (softmax) against integer grades [N].
+def compute_dr_metrics(
+    probabilities, labels, bootstrap: int = 0, seed: int = 0, rule: GradeRule | None = None
+) -> dict:
+    """Every metric of `probabilities` [N, 5] (softmax or ordinal probabilities; or regression
+    scores [N, 1]) against integer grades [N], the grades decided by `rule` (argmax by default).
 
     `grading_metrics`' keys (the `HEADLINE` scalars, per-grade recall, confusion matrix), then
     `referable_operating_points` (sensitivity at 90 % and 95 % specificity, with the thresholds
-    on P(grade >= 2)), and with `bootstrap` resamples `ci95`: the percentile 95 % interval of
-    each headline metric, as [lo, hi] (`None` where no resample defines it).
+    on P(grade >= 2), or on the score), and with `bootstrap` resamples `ci95`: the percentile 95 %
+    interval of each headline metric, as [lo, hi] (`None` where no resample defines it).
     """
     probs, y = check_inputs(probabilities, labels)
-    metrics = grading_metrics(probs, y)
+    rule = rule or GradeRule()
+    metrics = grading_metrics(probs, y, rule)
     metrics["referable_operating_points"] = referable_operating_points(probs, y)
+    grades = rule.grades(probs)
     if bootstrap:
         draws = bootstrap_distribution(
-            lambda indices: resampled_metrics(probs, y, indices), len(y), bootstrap, seed
+            lambda indices: resampled_metrics(probs, y, indices, grades=grades),
+            len(y),
+            bootstrap,
+            seed,
         )
         lo, hi, skipped = percentile_interval(draws)
         metrics["ci95"] = {}
+        undefined = ("macro_auroc", "ece") if is_regression(probs) else ()  # no probabilities
         for k, name in enumerate(HEADLINE):
-            if skipped[k]:
+            if skipped[k] and name not in undefined:
                 logger.warning(
                     "%s was undefined on %d of %d resamples.", name, skipped[k], bootstrap
                 )
@@ -54,8 +64,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return scipy.special.softmax(np.asarray(logits, dtype=np.float64), axis=1)
 
 
-def make_compute_metrics():
-    """A `Trainer(compute_metrics=...)` function: softmax of the logits, then every scalar metric.
+def model_outputs(logits: np.ndarray) -> np.ndarray:
+    """What a model's logits say, as the metrics take it: the softmax of class logits [N, 5]
+    (an ordinal model's log-probabilities give its probabilities back), or regression scores
+    [N, 1] as they are."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return logits if is_regression(logits) else softmax(logits)
+
+
+def make_compute_metrics(rule: GradeRule | None = None):
+    """A `Trainer(compute_metrics=...)` function: the model's outputs (`model_outputs`), then
+    every scalar metric, the grades decided by `rule` (argmax by default).
 
     The confusion matrix and operating points are dropped so that the Trainer's logs stay
     scalar; undefined metrics (e.g. the recall of a grade missing from the evaluation split) are
@@ -66,7 +85,7 @@ def make_compute_metrics():
         logits = eval_pred.predictions
         if isinstance(logits, tuple | list):  # models that also return hidden states
             logits = logits[0]
-        result = compute_dr_metrics(softmax(logits), eval_pred.label_ids)
+        result = compute_dr_metrics(model_outputs(logits), eval_pred.label_ids, rule=rule)
         return {k: v for k, v in result.items() if isinstance(v, float)}
 
     return compute_metrics
