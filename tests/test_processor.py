@@ -16,12 +16,13 @@ import textwrap
 import numpy as np
 import pytest
 from PIL import Image
-from transformers import AutoImageProcessor
+from transformers import AutoConfig, AutoImageProcessor
 
 from dr_hf.cli import predict_main
 from dr_hf.config.parsing import config_from_yaml
 from dr_hf.data.fundus_processor import FundusImageProcessor
 from dr_hf.grades import GRADE_NAMES
+from dr_hf.grading_rule import GRADE_RULE_KEY, GradeRule, expected_grade
 from dr_hf.inference import predict
 from dr_hf.training.run import run_training
 
@@ -167,6 +168,67 @@ def test_every_checkpoint_carries_the_processor(trained_run, trained_lora_run):
                 "AutoImageProcessor": "fundus_processor.FundusImageProcessor"
             }
             assert config["size"] == {"height": 32, "width": 32} and config["crop_fov"] is True
+
+
+GRADING = WITHOUT_DR_HF + textwrap.dedent(
+    """
+    import json
+
+    from transformers import pipeline
+
+    folder, photos = sys.argv[1], sys.argv[2:]
+    grader = pipeline(model=folder, trust_remote_code=True)  # the task config.json names
+    print(type(grader).__name__, file=sys.stderr)
+    print(json.dumps([grader(photo) for photo in photos]))
+    """
+)
+
+
+def with_rule(folder, tmp_path, rule: GradeRule):
+    """A copy of the model folder whose config saves `rule`."""
+    copy = shutil.copytree(folder, tmp_path / "ruled")
+    config = json.loads((copy / "config.json").read_text())
+    config[GRADE_RULE_KEY] = rule.record()
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", ["saved", "thresholds"])
+def test_grading_pipeline_without_dr_hf_decides_by_the_saved_rule(
+    rule, quickstart_best, wide_photos, tmp_path
+):
+    photos = wide_photos[:12]
+    ours = predicted(quickstart_best, photos, tmp_path)
+    probabilities = np.stack([ours[str(photo)] for photo in photos])
+    folder = quickstart_best
+    if rule == "thresholds":  # cut points that move grades: 1/4 of the way between the defaults
+        scores = expected_grade(probabilities)
+        cut_points = np.quantile(scores, [0.2, 0.4, 0.6, 0.8]) + [0.0, 1e-3, 2e-3, 3e-3]
+        folder = with_rule(quickstart_best, tmp_path, GradeRule("thresholds", cut_points))
+    expected = GradeRule.from_config(AutoConfig.from_pretrained(folder)).grades(probabilities)
+    done = run_without_dr_hf(GRADING, folder, *photos, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "DRGradingPipeline" in done.stderr
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [answer["grade"] for answer in answers] == expected.tolist()
+    assert {answer["rule"] for answer in answers} == {"argmax" if rule == "saved" else rule}
+    if rule == "thresholds":
+        assert len(set(expected.tolist())) >= 3
+    for answer, probs in zip(answers, probabilities):
+        assert answer["label"] == GRADE_NAMES[answer["grade"]]
+        shown = np.array([answer["probabilities"][name] for name in GRADE_NAMES])
+        np.testing.assert_allclose(shown, probs, atol=1e-4)
+        assert answer["score"] == pytest.approx(expected_grade(probs[None])[0], abs=1e-3)
+
+
+def test_every_saved_folder_names_and_carries_the_grading_pipeline(trained_run, trained_lora_run):
+    output_dir = trained_run[0]
+    for folder in (output_dir / "best", *output_dir.glob("checkpoint-*")):
+        config = json.loads((folder / "config.json").read_text())
+        impl = config["custom_pipelines"]["dr-grading"]["impl"]
+        assert (folder / f"{impl.split('.')[0]}.py").is_file(), folder
+    assert (trained_lora_run[0] / "best" / "grading_pipeline.py").is_file()
 
 
 def test_auto_image_processor_finds_it_with_dr_hf(trained_run):

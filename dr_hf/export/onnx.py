@@ -127,6 +127,7 @@ def probability_difference(torch_grader: Grader, onnx_grader: Grader, images: li
 def export_config(model: torch.nn.Module, exporter: str, opset: int) -> dict:
     """The grader's config.json (grades, operating points, processor name) marked as ONNX."""
     config = base_model(model).config.to_dict()
+    config.pop("custom_pipelines", None)  # transformers' pipeline() runs PyTorch models only
     config[RUNTIME_KEY] = ONNX_RUNTIME
     config["dr_hf_onnx"] = {
         "file": ONNX_FILE,

@@ -1,5 +1,6 @@
 """What a finished run leaves in `output_dir/best`: the model or adapter, the processor that
-preprocesses for it (with its code, for `trust_remote_code`), and its model card."""
+preprocesses for it and the pipeline that decides its grade (with their code, for
+`trust_remote_code`), and its model card."""
 
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def export_best(
     """
     folder = Path(folder)
     partial = partial_folder(folder, empty=trainer.is_world_process_zero())
-    trainer.save_model(str(partial))  # the model or adapter, and the processor with its code
+    trainer.save_model(str(partial))  # model or adapter, processor and pipeline, with their code
     if not trainer.is_world_process_zero():
         return folder
     (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml holds the same

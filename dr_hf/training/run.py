@@ -21,6 +21,7 @@ from dr_hf.data.loading import load_dr_dataset, source_counts
 from dr_hf.data.prepared import steps_left_to_apply
 from dr_hf.data.transforms import FundusTransform, with_transforms
 from dr_hf.metrics import compute_dr_metrics, make_compute_metrics, softmax
+from dr_hf.models.grading_pipeline import name_pipeline_in
 from dr_hf.models.graders import create_model, parameter_summary
 from dr_hf.models.parts import base_model
 from dr_hf.run_folder import (
@@ -88,6 +89,7 @@ def build_trainer(
         ben_graham=data_args.ben_graham,
     )
     processor.name_in(base_model(model).config)  # so that pipeline() finds it in config.json
+    name_pipeline_in(base_model(model).config)  # pipeline(model=best/) returns the decided grade
     image_size, mean, std = processor.input_side, processor.image_mean, processor.image_std
 
     # ---- On-the-fly preprocessing and augmentation -----------------------------------------

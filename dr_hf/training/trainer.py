@@ -2,6 +2,7 @@
 callbacks a dr_hf run adds to the training loop."""
 
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from dr_hf.models.base_record import write_base_record
+from dr_hf.models.grading_pipeline import PIPELINE_FILE
 from dr_hf.models.parts import timm_backbone
 
 
@@ -84,6 +86,13 @@ class DRTrainer(Trainer):
         self._train_counts: torch.Tensor | None = None  # (correct, seen) since the last log
         self.epoch_timer = EpochTimer()
         self.add_callback(self.epoch_timer)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """Save as the Trainer does, with the grading pipeline's code that config.json names
+        (`custom_pipelines`), so that every checkpoint and `best/` loads in `pipeline()`."""
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            shutil.copy(PIPELINE_FILE, output_dir or self.args.output_dir)
 
     def _prepare_inputs(self, inputs):
         inputs = super()._prepare_inputs(inputs)
