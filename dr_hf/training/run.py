@@ -21,8 +21,8 @@ from dr_hf.data.loading import load_dr_dataset, source_counts
 from dr_hf.data.prepared import steps_left_to_apply
 from dr_hf.data.transforms import FundusTransform, with_transforms
 from dr_hf.metrics import compute_dr_metrics, make_compute_metrics, softmax
-from dr_hf.models.grading_pipeline import name_pipeline_in
 from dr_hf.models.graders import create_model, parameter_summary
+from dr_hf.models.grading_pipeline import name_pipeline_in
 from dr_hf.models.parts import base_model
 from dr_hf.run_folder import (
     BEST,
