@@ -59,13 +59,25 @@ def _wait_for(url: str, process: subprocess.Popen, timeout: float = 180) -> None
     raise TimeoutError(f"dr-hf demo did not serve {url} within {timeout} s")
 
 
-def _user(url: str, files: list[Path], bad: set[Path], until: float, seed: int, out: list) -> None:
+def _user(
+    url: str,
+    files: list[Path],
+    bad: set[Path],
+    until: float,
+    seed: int,
+    out: list,
+    min_requests: int = 0,
+) -> None:
+    """Grade the files in a shuffled cycle until `until`, and at least `min_requests` times."""
     from gradio_client import Client, handle_file
 
-    rng = random.Random(seed)
+    order = list(files)
+    random.Random(seed).shuffle(order)
     client = Client(url, verbose=False)
-    while time.monotonic() < until:
-        path = rng.choice(files)
+    done = 0
+    while time.monotonic() < until or done < min_requests:
+        path = order[done % len(order)]
+        done += 1
         start = time.monotonic()
         try:
             job = client.submit(handle_file(str(path)), api_name="/grade_photo")
@@ -85,9 +97,11 @@ def run_demo_load(
     seconds: float = 60.0,
     bad_share: float = 0.25,
     work_dir: str | Path | None = None,
+    min_requests: int = 0,
 ) -> dict:
     """Serve `model` with `dr-hf demo`, let `users` grade `photos` (and bad uploads, about
-    `bad_share` of the requests) for `seconds`, stop the server; return the figures."""
+    `bad_share` of the requests) for `seconds` and at least `min_requests` requests each (a
+    slow machine still sends every kind of upload), stop the server; return the figures."""
     work = Path(work_dir or tempfile.mkdtemp(prefix="dr_hf_load_"))
     server_tmp = work / "server_tmp"
     server_tmp.mkdir(parents=True, exist_ok=True)
@@ -111,13 +125,15 @@ def run_demo_load(
         results: list = []
         until = time.monotonic() + seconds
         threads = [
-            threading.Thread(target=_user, args=(url, files, set(bad), until, seed, results))
+            threading.Thread(
+                target=_user, args=(url, files, set(bad), until, seed, results, min_requests)
+            )
             for seed in range(1, users + 1)
         ]
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(timeout=seconds + ANSWER_TIMEOUT + 30)
+            thread.join(timeout=seconds + (min_requests + 1) * ANSWER_TIMEOUT)
         rss_after = memory_kib(server.pid)[0] / 1024
     finally:
         server.send_signal(signal.SIGTERM)
