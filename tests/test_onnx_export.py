@@ -14,6 +14,8 @@ from dr_hf.cli import main
 from dr_hf.config.arguments import ModelArguments
 from dr_hf.data.fundus_render import render_fundus
 from dr_hf.export import ParityError, export_onnx
+from dr_hf.grading_rule import GRADE_RULE_KEY, GradeRule, expected_grade
+from dr_hf.metrics import referable_scores
 from dr_hf.inference import load_grader, predict
 from dr_hf.models.graders import create_model
 
@@ -114,15 +116,23 @@ TORCH_FREE = textwrap.dedent(
 )
 
 
-def test_the_exported_folder_grades_without_torch(tmp_path):
-    source = saved_model("retfound_tiny", tmp_path / "best")
-    export_onnx(source, tmp_path / "onnx")
-    files = []
-    for i, array in enumerate(photographs(3)):
-        from PIL import Image
+@pytest.mark.parametrize("rule", ["argmax", "thresholds"])
+def test_the_exported_folder_grades_without_torch(tmp_path, rule):
+    from PIL import Image
 
+    source = saved_model("retfound_tiny", tmp_path / "best")
+    files = []
+    for i, array in enumerate(photographs(6)):
         files.append(tmp_path / f"p{i}.png")
         Image.fromarray(array).save(files[-1])
+    expected = predict(source, files, device="cpu")
+    decided = GradeRule()
+    if rule == "thresholds":  # cut points between the photographs' expected grades
+        scores = np.sort(expected_grade(expected.probabilities))
+        decided = GradeRule("thresholds", (scores[:-1] + scores[1:])[[0, 1, 2, 4]] / 2)
+        config = json.loads((source / "config.json").read_text())
+        (source / "config.json").write_text(json.dumps(config | {GRADE_RULE_KEY: decided.record()}))
+    export_onnx(source, tmp_path / "onnx")
     ran = subprocess.run(
         [sys.executable, "-c", TORCH_FREE, str(tmp_path / "onnx"), *map(str, files)],
         capture_output=True,
@@ -130,11 +140,15 @@ def test_the_exported_folder_grades_without_torch(tmp_path):
         check=True,
     )
     rows = json.loads(ran.stdout)
-    expected = predict(source, files, device="cpu")
     got = np.array([row["probabilities"] for row in rows])
     assert np.abs(got - expected.probabilities).max() <= 1e-4
-    assert [row["grade"] for row in rows] == list(expected.grades)
-    assert [row["referable"] for row in rows] == list(expected.referable)
+    grades = decided.grades(expected.probabilities)
+    assert [row["grade"] for row in rows] == grades.tolist()
+    assert {row["grade_rule"] for row in rows} == {rule}
+    if rule == "thresholds":
+        assert len(set(grades.tolist())) >= 3
+    referable = referable_scores(expected.probabilities) >= 0.3  # the saved spec90 point
+    assert [row["referable"] for row in rows] == referable.tolist()
 
 
 def test_a_truncated_model_onnx_is_named(tmp_path):

@@ -8,7 +8,9 @@ with only onnxruntime, NumPy, Pillow and OpenCV grades as dr_hf does:
 
 or, from Python, `OnnxGrader(folder).grade(["photo.png"])`. Inside dr_hf, `dr-hf predict` runs
 the same session through `dr_hf.inference.onnx_model` and its own grading loop (which adds the
-gradeability verdict).
+gradeability verdict). The grade follows the rule config.json saves (`dr_hf_grade_rule`), as
+`dr_hf.grading_rule.GradeRule` applies it; this copy exists because the folder runs without
+dr_hf, and a test holds the two equal.
 """
 
 import json
@@ -26,6 +28,7 @@ else:  # in an exported folder, beside its preprocessing.py
 ONNX_FILE = "model.onnx"
 RUNTIME_KEY = "dr_hf_runtime"
 REFERABLE_MIN_GRADE = 2
+GRADE_NAMES = ["No DR", "Mild", "Moderate", "Severe", "Proliferative DR"]
 
 
 def providers() -> list[str]:
@@ -83,35 +86,55 @@ class OnnxGrader:
         pixels = model_input(image, p["size"]["height"], p["crop_fov"], p["ben_graham"])
         return normalize(pixels, p["image_mean"], p["image_std"])
 
-    def probabilities(self, images: list) -> np.ndarray:
-        """Softmax probabilities (N, grades) of the photographs, in one batch."""
+    def outputs(self, images: list) -> np.ndarray:
+        """The model's outputs for the photographs, in one batch: softmax probabilities
+        (N, grades), or a regression model's scores (N, 1)."""
         batch = np.stack([self.pixel_values(image) for image in images])
         (logits,) = self.session.run(None, {"pixel_values": batch})
-        return softmax(logits.astype(np.float64))
+        logits = logits.astype(np.float64)
+        return logits if logits.shape[1] == 1 else softmax(logits)
 
     def threshold(self, operating_point: str = "spec90") -> float | None:
-        """The saved threshold on P(grade >= 2) of `operating_point`; None (argmax) when none."""
+        """The saved threshold on P(grade >= 2) (a regression model: on its score) of
+        `operating_point`; None (argmax) when none."""
         points = self.config.get("dr_hf_operating_points") or {}
         saved = points.get(f"spec_{operating_point.removeprefix('spec')}") or {}
         return saved.get("threshold")
 
     def grade(self, images: list, operating_point: str = "spec90") -> list[dict]:
-        """Per photograph: grade, its label, probabilities and the referable decision (by the
-        saved operating point's threshold where the model has one, else by the grade)."""
-        probs = self.probabilities(images)
+        """Per photograph: grade (by the saved rule: argmax, or the cut points on the expected
+        grade or a regression score), its label, the score, probabilities (None for a regression
+        model) and the referable decision (by the saved operating point's threshold where the
+        model has one, else by the grade)."""
+        outputs = self.outputs(images)
         threshold = self.threshold(operating_point) if operating_point != "argmax" else None
-        labels = self.config.get("id2label") or {}
+        saved = self.config.get("dr_hf_grade_rule") or {}
+        regression = outputs.shape[1] == 1
+        rule = saved.get("rule") or ("thresholds" if regression else "argmax")
+        cut_points = saved.get("cut_points") if rule == "thresholds" else None
+        if rule == "thresholds" and not cut_points:
+            raise ValueError(f"{self.folder}/config.json: the thresholds rule has no cut points.")
         rows = []
-        for prob in probs:
-            grade = int(prob.argmax())
-            p_referable = float(prob[REFERABLE_MIN_GRADE:].sum())
+        for output in outputs:
+            if regression:
+                score = p_referable = float(output[0])
+            else:
+                score = float(output @ np.arange(len(output)))
+                p_referable = float(output[REFERABLE_MIN_GRADE:].sum())
+            if cut_points:
+                grade = int(np.searchsorted(np.asarray(cut_points, np.float64), score, "right"))
+            else:
+                grade = int(output.argmax())
             referable = (
                 grade >= REFERABLE_MIN_GRADE if threshold is None else p_referable >= threshold
             )
             rows.append({
                 "grade": grade,
-                "label": labels.get(str(grade), str(grade)),
-                "probabilities": [float(p) for p in prob],
+                "label": GRADE_NAMES[grade],
+                "grade_rule": rule,
+                "cut_points": cut_points,
+                "score": score,
+                "probabilities": None if regression else [float(p) for p in output],
                 "p_referable": p_referable,
                 "referable": bool(referable),
                 "rule": operating_point if threshold is not None else "argmax",
