@@ -15,8 +15,8 @@ from dr_hf.config.arguments import ModelArguments
 from dr_hf.data.fundus_render import render_fundus
 from dr_hf.export import ParityError, export_onnx
 from dr_hf.grading_rule import GRADE_RULE_KEY, GradeRule, expected_grade
-from dr_hf.metrics import referable_scores
 from dr_hf.inference import load_grader, predict
+from dr_hf.metrics import referable_scores
 from dr_hf.models.graders import create_model
 
 pytest.importorskip("onnxruntime")
