@@ -28,6 +28,7 @@ from dr_hf.export.quantize import (
     labelled_change,
     quantize_int8,
 )
+from dr_hf.grading_rule import head_of
 from dr_hf.inference import grade, load_grader
 from dr_hf.inference.grader import Grader
 from dr_hf.inference.onnx_model import ONNX_RUNTIME, OnnxModel, is_onnx_folder
@@ -128,13 +129,19 @@ def export_config(model: torch.nn.Module, exporter: str, opset: int) -> dict:
     """The grader's config.json (grades, operating points, processor name) marked as ONNX."""
     config = base_model(model).config.to_dict()
     config.pop("custom_pipelines", None)  # transformers' pipeline() runs PyTorch models only
+    auto_map = config.get("auto_map") or {}
+    config["auto_map"] = {k: v for k, v in auto_map.items() if k == "AutoImageProcessor"}
     config[RUNTIME_KEY] = ONNX_RUNTIME
     config["dr_hf_onnx"] = {
         "file": ONNX_FILE,
         "exporter": exporter,
         "opset": opset,
         "input": "pixel_values [batch, 3, side, side], normalised",
-        "output": "logits [batch, grades]; softmax gives the calibrated probabilities",
+        "output": "logits [batch, 1]: the continuous grade"
+        if head_of(base_model(model).config) == "regression"
+        else "logits [batch, grades]; softmax gives the calibrated probabilities",
+        "grade_rule": "dr_hf_grade_rule: argmax, or cut points on the expected grade (a "
+        "regression model: on its output)",
         "decision_rule": "referable when P(grade >= 2) >= the operating point's threshold "
         "(dr_hf_operating_points), else when the predicted grade >= 2",
     }
