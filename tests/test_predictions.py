@@ -79,7 +79,8 @@ def test_failed_rows_leave_the_graded_rows_as_written(tmp_path):
     table = predictions_table(["a", "b", "c"], probs, failures=[("d", "file not found")])
     write_predictions(table, tmp_path / "p.csv")
     lines = (tmp_path / "p.csv").read_text().splitlines()
-    assert lines[0].startswith("image,grade,grade_name,prob_0") and lines[0].endswith(",error")
+    header = "image,grade,grade_name,grade_rule,cut_points,score,prob_0"
+    assert lines[0].startswith(header) and lines[0].endswith(",error")
     assert [line.split(",")[1] for line in lines[1:]] == [*map(str, probs.argmax(1)), ""]
     assert lines[-1].startswith("d,,,") and lines[-1].endswith(",file not found")
 
