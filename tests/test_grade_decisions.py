@@ -282,3 +282,14 @@ def test_demo_answer_states_the_rule_and_shows_a_regression_score(models, photos
     assert "dr-prob-0" not in regression.summary and regression.probabilities is None
     by_argmax = grade_photo(load_grader(models["a"], device="cpu"), photo, None, GradeRule())
     assert "<span id='dr-grade'>0</span>" in by_argmax.summary and "(argmax)" in by_argmax.summary
+
+
+def test_an_exported_folder_grades_by_the_head_and_rule_it_carries(models, photos, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from dr_hf.export import export_onnx
+
+    grader = load_grader(export_onnx(models["reg_b"], tmp_path / "onnx").folder)
+    assert grader.head == "regression"
+    assert grade_rule_for(grader) == GradeRule("thresholds", OWN_CUT_POINTS)
+    result = predict(grader, [photos], progress=False)
+    assert result.outputs.shape == (4, 1) and result.grades.tolist() == [1] * 4
