@@ -1,11 +1,12 @@
 """The Gradio Blocks app of `dr-hf demo`, and `serve`, which launches it with safe defaults.
 
 Two tabs: one photograph (upload or a built-in synthetic example; the grade and the rule that
-decided it, the five probabilities (a regression model: its score), the referable decision with its operating point, gradeability, the photograph as
-the model saw it and, where available, a Grad-CAM overlay; for a photograph judged ungradable,
-"retake or refer" with the model's output in a collapsed panel) and several photographs (the
-table of `dr-hf predict` and its CSV). Both events run on one worker (`concurrency_id="grader"`), so the
-model is never used by two requests at once; the queue holds `queue_size` more.
+decided it, the five probabilities (a regression model: its score), the referable decision with
+its operating point, gradeability, the photograph as the model saw it and, where available, a
+Grad-CAM overlay; for a photograph judged ungradable, "retake or refer" with the model's output
+in a collapsed panel) and several photographs (the table of `dr-hf predict` and its CSV). Both
+events run on one worker (`concurrency_id="grader"`), so the model is never used by two requests
+at once; the queue holds `queue_size` more.
 
 Defaults keep the page private and tidy: it binds 127.0.0.1, makes no share link, refuses
 uploads over `max_file_size`, and keeps uploads, examples and CSVs in one temporary folder

@@ -233,9 +233,10 @@ def summary_html(row: dict) -> str:
 
     A graded photograph: its grade in large type, the rule that decided it (argmax, or the cut
     points and the expected grade or score they cut), the probabilities to `PRECISION` decimals
-    (a regression model: its score), the referable decision and the gradeability verdict. A photograph judged ungradable (not graded):
-    "retake or refer" in large type with the verdict's issues; the model's grade and
-    probabilities only in a collapsed panel, as the model's output rather than a grading.
+    (a regression model: its score), the referable decision and the gradeability verdict. A
+    photograph judged ungradable (not graded): "retake or refer" in large type with the
+    verdict's issues; the model's grade and outputs only in a collapsed panel, as the model's
+    output rather than a grading.
     """
     image = f"<p>File <code id='dr-image'>{html.escape(row['image'])}</code></p>"
     if row["grade"] == "":

@@ -249,8 +249,8 @@ def comparison_markdown(result: dict) -> str:
 
 
 def plot_referable_rocs(reports: list[Report], names: list[str], path: Path) -> Path:
-    """The referable-DR ROC curves, P(grade >= 2) (or a regression score), of every report in one figure
-    (`RocCurveDisplay`, its legend giving each report's AUROC)."""
+    """The referable-DR ROC curves, P(grade >= 2) or a regression score, of every report in one
+    figure (`RocCurveDisplay`, its legend giving each report's AUROC)."""
     figure = Figure(figsize=(6.5, 6))
     ax = figure.add_subplot(1, 1, 1)
     for name, report in zip(names, reports):

@@ -84,7 +84,8 @@ def plot_roc(
                 1 - point["specificity"],
                 point["sensitivity"],
                 "o",
-                label=f"{name}: sens {point['sensitivity']:.3f} at {on} >= {point['threshold']:.3f}",
+                label=f"{name}: sens {point['sensitivity']:.3f} at {on} >= "
+                f"{point['threshold']:.3f}",
             )
     referable.set_title("Referable DR (grade >= 2)")
     for ax in filter(None, (per_grade, referable)):

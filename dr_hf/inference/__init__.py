@@ -2,7 +2,8 @@
 
 A `Grader` is a model with the `FundusImageProcessor` it was trained with (`grader`); `grade` is
 the loop every caller runs, one model being an ensemble of one (`grade`); `predict` adds the
-grading rule (`grade_rule_for`: argmax or cut points), the referable decision and returns a `PredictionResult`, the rows `dr-hf predict` writes (`results`);
+grading rule (`grade_rule_for`: argmax or cut points) and the referable decision, and returns a
+`PredictionResult`, the rows `dr-hf predict` writes (`results`);
 `named_models` reads which models the command line names (`models`); `stream_predictions` writes
 an archive's rows batch by batch and resumes a killed run (`archive`). A folder
 `dr-hf export --format onnx` wrote loads as a grader whose model is run by onnxruntime
