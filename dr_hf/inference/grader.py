@@ -262,7 +262,8 @@ def decision_rule(
 
     One grader: a given `threshold` wins (rule `threshold`); `argmax` refers on the grade the
     grading rule decided (no threshold); `spec90` / `spec95` use the threshold training saved in
-    the model's config for that specificity. By default `spec90` where the model has it, else `argmax`.
+    the model's config for that specificity. By default `spec90` where the model has it, else
+    `argmax`.
 
     Several graders (an ensemble, its probabilities averaged): the members' saved operating
     points were tuned on their own probabilities and do not apply to the average, so the rule is
