@@ -21,6 +21,7 @@ from dr_hf.evaluation.evaluate import evaluate_model
 from dr_hf.grading_rule import GRADE_RULE_KEY, HEAD_KEY, GradeRule, cut, expected_grade
 from dr_hf.inference import grade_rule_for, load_grader, load_graders, predict
 from dr_hf.models.graders import build_model, model_config
+from dr_hf.models.parts import OPERATING_POINTS_KEY
 from dr_hf.predictions import (
     PROB_COLUMNS,
     outputs_of,
@@ -40,10 +41,12 @@ PROBS_A = [0.40, 0.20, 0.20, 0.10, 0.10]
 PROBS_B = [0.30, 0.15, 0.20, 0.20, 0.15]
 
 
-def constant_model(folder, outputs, rule: GradeRule | None = None, head: str | None = None):
+def constant_model(
+    folder, outputs, rule: GradeRule | None = None, head: str | None = None, spec90=None
+):
     """A test_resnet grader saved in `folder` whose output is `outputs` for every photograph:
     five probabilities (softmax of their log), or one regression score; with the grading rule
-    `rule` and head `head` in its config, as training saves them."""
+    `rule`, head `head` and a spec90 referable threshold in its config, as training saves them."""
     config, processor = model_config(ModelArguments(model_name="test_resnet"), image_size=32)
     regression = len(outputs) == 1
     if regression:
@@ -58,6 +61,8 @@ def constant_model(folder, outputs, rule: GradeRule | None = None, head: str | N
         setattr(model.config, HEAD_KEY, head or "regression")
     if rule is not None:
         setattr(model.config, GRADE_RULE_KEY, rule.record(qwk_fitted=0.5))
+    if spec90 is not None:
+        setattr(model.config, OPERATING_POINTS_KEY, {"spec_90": {"threshold": spec90}})
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
@@ -82,6 +87,7 @@ def models(tmp_path_factory):
         "b": constant_model(root / "b", PROBS_B, own),
         "reg_a": constant_model(root / "reg_a", [1.3], own),
         "reg_b": constant_model(root / "reg_b", [1.75], own),
+        "reg_spec90": constant_model(root / "reg_spec90", [1.75], own, spec90=1.6),
     }
 
 
@@ -293,3 +299,23 @@ def test_an_exported_folder_grades_by_the_head_and_rule_it_carries(models, photo
     assert grade_rule_for(grader) == GradeRule("thresholds", OWN_CUT_POINTS)
     result = predict(grader, [photos], progress=False)
     assert result.outputs.shape == (4, 1) and result.grades.tolist() == [1] * 4
+
+
+def test_a_regression_models_operating_point_is_a_threshold_on_its_score(models, photos):
+    saved = predict(models["reg_spec90"], [photos], progress=False)
+    assert saved.operating_point == "spec90" and saved.referable_threshold == pytest.approx(1.6)
+    # grade 1 by the cut points (1.75 < 1.8), referred by the score (1.75 >= 1.6)
+    assert saved.grades.tolist() == [1] * 4 and saved.referable.tolist() == [True] * 4
+    rows = saved.table()
+    assert set(rows["referable_prob"]) == {""} and set(rows["referable"]) == {True}
+    by_grade = predict(models["reg_spec90"], [photos], operating_point="argmax", progress=False)
+    assert by_grade.referable.tolist() == [False] * 4  # the decided grade, 1, is below 2
+    strict = predict(models["reg_spec90"], [photos], referable_threshold=1.8, progress=False)
+    assert strict.referable.tolist() == [False] * 4
+
+    from dr_hf.demo.grading import grade_photo
+
+    photo = str(sorted(photos.glob("*.png"))[0])
+    answer = grade_photo(load_grader(models["reg_spec90"], device="cpu"), photo, None)
+    assert "refer when score &ge; <span id='dr-threshold'>1.6000</span>" in answer.summary
+    assert "<b id='dr-referable'>yes</b>" in answer.summary
