@@ -13,6 +13,10 @@ order, a group only where it applies:
     decision             what to do with the photograph, when gradeability was assessed:
                          "graded", or "retake or refer" (ungradable: retake it or refer it
                          for a human reading); empty in a failed row
+    grade_rule           how the grade was decided (`GradeRule.describe()`: "argmax" or
+                         "thresholds a/b/c/d"), when a rule was given
+    score                the continuous grade the cut points apply to: the expected grade, or
+                         a regression model's score (whose rows have no probabilities)
     prob_0 ... prob_4    the five grade probabilities
     referable_prob       P(grade >= 2)
     referable            the referable decision (predict; empty when not graded), taken by
@@ -38,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from dr_hf.grades import GRADE_NAMES, NUM_GRADES
+from dr_hf.grading_rule import GradeRule, continuous_scores, is_regression
 from dr_hf.metrics.functional import referable_scores
 
 PROB_COLUMNS = [f"prob_{grade}" for grade in range(NUM_GRADES)]
@@ -50,6 +55,8 @@ COLUMNS = [
     "grade",
     "grade_name",
     "decision",
+    "grade_rule",
+    "score",
     *PROB_COLUMNS,
     "referable_prob",
     *DECISION_COLUMNS,
@@ -79,8 +86,11 @@ def predictions_table(
     quality: list | None = None,
     grade_ungradable: bool = False,
     failures: list[tuple[str, str]] | None = None,
+    rule: GradeRule | None = None,
 ) -> pd.DataFrame:
-    """The table of `images` graded with `probabilities` [N, 5]; each keyword adds its group.
+    """The table of `images` graded with `probabilities` [N, 5] (or regression scores [N, 1]);
+    each keyword adds its group. `rule` decides the grades (argmax by default) and adds the
+    `grade_rule` and `score` columns.
 
     `labels`: true grades. `tta`: the TTA probabilities. `referable` (decisions), with the
     `operating_point` and `referable_threshold` that took them. `quality`: gradeability verdicts
@@ -94,7 +104,10 @@ def predictions_table(
     graded = np.ones(n, bool)
     if quality is not None and not grade_ungradable:
         graded = np.array([bool(verdict.gradable) for verdict in quality], bool).reshape(n)
-    grades = probabilities.argmax(axis=1)
+    regression = is_regression(probabilities)
+    if regression and rule is None:
+        raise ValueError("Regression scores need the rule (cut points) that grades them.")
+    grades = (rule or GradeRule()).grades(probabilities)
     columns = {"image": [str(image) for image in images]}
     if labels is not None:
         columns["true_grade"] = [int(label) for label in labels]
@@ -102,7 +115,11 @@ def predictions_table(
     columns["grade_name"] = [GRADE_NAMES[g] if ok else UNGRADABLE for g, ok in zip(grades, graded)]
     if quality is not None:
         columns["decision"] = [GRADED if ok else RETAKE for ok in graded]
-    columns |= _probability_columns(probabilities, "")
+    if rule is not None:
+        columns["grade_rule"] = [rule.describe()] * n
+        columns["score"] = np.round(continuous_scores(probabilities), DECIMALS).tolist()
+    if not regression:
+        columns |= _probability_columns(probabilities, "")
     if referable is not None:
         threshold = "" if referable_threshold is None else round(referable_threshold, DECIMALS)
         columns["referable"] = [bool(r) if ok else "" for r, ok in zip(referable, graded)]
@@ -202,7 +219,8 @@ def read_predictions(
     else:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, nrows=rows)
         table = table.rename(columns=LEGACY_NAMES)
-    required = ["image", *(["true_grade"] if require_labels else []), *PROB_COLUMNS]
+    outputs = PROB_COLUMNS if "score" not in table.columns or "prob_0" in table.columns else []
+    required = ["image", *(["true_grade"] if require_labels else []), *(outputs or ["score"])]
     missing = [column for column in required if column not in table.columns]
     if missing or table.empty:
         lacks = f"the column(s) {', '.join(missing)}" if missing else "any image"
@@ -214,7 +232,7 @@ def read_predictions(
         )
         raise ValueError(f"{path} lists images more than once: {shown}.")
     failed = table["error"] != "" if "error" in table.columns else pd.Series(False, table.index)
-    numeric = [c for c in (*PROB_COLUMNS, "true_grade") if c in table.columns]
+    numeric = [c for c in (*PROB_COLUMNS, "score", "true_grade") if c in table.columns]
     for column in numeric:
         values = pd.to_numeric(table.loc[~failed, column], errors="coerce")
         if values.isna().any():
@@ -233,6 +251,14 @@ def probabilities_of(table: pd.DataFrame, prefix: str = "") -> np.ndarray:
     return table[[prefix + column for column in PROB_COLUMNS]].to_numpy(dtype=np.float64)
 
 
+def outputs_of(table: pd.DataFrame) -> np.ndarray:
+    """The model outputs of the table's rows: [N, 5] probabilities, or [N, 1] regression scores
+    for a table without probabilities."""
+    if PROB_COLUMNS[0] in table.columns:
+        return probabilities_of(table)
+    return table[["score"]].to_numpy(dtype=np.float64)
+
+
 __all__ = [
     "COLUMNS",
     "GRADED",
@@ -241,6 +267,7 @@ __all__ = [
     "PROB_COLUMNS",
     "SAVE_FORMATS",
     "predictions_table",
+    "outputs_of",
     "probabilities_of",
     "read_predictions",
     "table_format",

@@ -34,9 +34,10 @@ from pathlib import Path
 import yaml
 from safetensors import SafetensorError, safe_open
 
+from dr_hf.grading_rule import GradeRule
 from dr_hf.predictions import (
+    outputs_of,
     predictions_table,
-    probabilities_of,
     read_predictions,
     write_predictions,
 )
@@ -174,18 +175,22 @@ def write_history(output_dir: str | Path, history: dict) -> None:
     (Path(output_dir) / HISTORY).write_text(json.dumps(history, indent=2))
 
 
-def write_validation_predictions(output_dir: str | Path, ids, labels, probabilities) -> None:
+def write_validation_predictions(
+    output_dir: str | Path, ids, labels, outputs, rule: GradeRule | None = None
+) -> None:
     """The predictions table (`dr_hf.predictions`) of the validation images: image, true grade,
-    predicted grade and the five (calibrated) probabilities; cross-validation joins the folds'
-    tables into out-of-fold predictions."""
-    table = predictions_table(ids, probabilities, labels=labels)
+    the grade the saved `rule` decides, its continuous score and the five (calibrated)
+    probabilities (or a regression model's score); cross-validation joins the folds' tables into
+    out-of-fold predictions."""
+    table = predictions_table(ids, outputs, labels=labels, rule=rule)
     write_predictions(table, Path(output_dir) / VALIDATION_PREDICTIONS)
 
 
 def read_validation_predictions(output_dir: str | Path) -> tuple[list[str], list[int], list]:
-    """(images, true grades, probability rows) of `write_validation_predictions`' file."""
+    """(images, true grades, output rows: five probabilities, or one regression score) of
+    `write_validation_predictions`' file."""
     table = read_predictions(Path(output_dir) / VALIDATION_PREDICTIONS, require_labels=True)
-    return table["image"].tolist(), table["true_grade"].tolist(), probabilities_of(table).tolist()
+    return table["image"].tolist(), table["true_grade"].tolist(), outputs_of(table).tolist()
 
 
 def fold_folder(output_dir: str | Path, fold: int) -> Path:

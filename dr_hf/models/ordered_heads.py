@@ -55,6 +55,13 @@ def corn_log_probs(z: torch.Tensor) -> torch.Tensor:
     return before + F.pad(stop_here, (0, 1))
 
 
+def corn_logits(log_probs: torch.Tensor) -> torch.Tensor:
+    """The CORN conditional logits z [N, K-1] behind class log-probabilities [N, K] (the inverse
+    of `corn_log_probs`): z_k = log P(y > k) - log P(y = k)."""
+    above_or_at = torch.logcumsumexp(log_probs.flip(-1), dim=-1).flip(-1)  # log P(y >= k)
+    return above_or_at[..., 1:] - log_probs[..., :-1]
+
+
 class OrderedTimmForImageClassification(TimmWrapperForImageClassification):
     """A timm model with an ordinal (CORN) or regression head, in transformers' TimmWrapper."""
 
