@@ -117,7 +117,9 @@ def predictions_table(
         columns["decision"] = [GRADED if ok else RETAKE for ok in graded]
     if rule is not None:
         columns["grade_rule"] = [rule.describe()] * n
-        columns["score"] = np.round(continuous_scores(probabilities), DECIMALS).tolist()
+        # Unrounded: a cut point may lie within 1e-6 of a score, and the row's grade must be
+        # what its own score gives.
+        columns["score"] = continuous_scores(probabilities).tolist()
     if not regression:
         columns |= _probability_columns(probabilities, "")
     if referable is not None:
