@@ -45,6 +45,7 @@ def grader(head: str, name: str = "test_resnet", **kwargs):
 def test_ordinal_probabilities_are_those_of_the_cumulative_probabilities():
     model = grader("ordinal")[0].eval()
     assert isinstance(model, OrderedTimmForImageClassification)
+    assert model.accepts_loss_kwargs is False  # the Trainer keeps DDP's loss scaling right
     assert model.timm_model.get_classifier().out_features == 4
     pixels = torch.randn(6, 3, 32, 32)
     with torch.no_grad():
