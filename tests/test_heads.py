@@ -26,7 +26,7 @@ from dr_hf.models.ordered_heads import (
     corn_log_probs,
     corn_logits,
 )
-from dr_hf.predictions import read_predictions
+from dr_hf.predictions import read_predictions, rule_of
 from dr_hf.training.calibration import _corn_log_probs, calibrate, fit_temperature
 from dr_hf.training.cv import CVArguments, run_cv
 from dr_hf.training.losses import RegressionLoss, make_loss_fn
@@ -210,11 +210,12 @@ def test_regression_model_trains_saves_reloads_and_carries_its_cut_points(regres
     rule = GradeRule.from_config(model.config)
     assert rule.cut_points == pytest.approx(tuple(cuts))
     score = table["score"].astype(float).to_numpy()
-    assert table["grade"].astype(int).tolist() == cut(score, cuts).tolist()
-    assert set(table["grade_rule"]) == {rule.describe()}
+    stated = rule_of(table)  # the rule and cut points the rows state, as they state them
+    assert stated.rule == "thresholds" and stated.cut_points == pytest.approx(cuts, abs=1e-6)
+    assert table["grade"].astype(int).tolist() == cut(score, stated.cut_points).tolist()
     results = json.loads((regression_run / "eval_results.json").read_text())
     labels = table["true_grade"].astype(int).to_numpy()
-    expected = compute_dr_metrics(score[:, None], labels, rule=rule)
+    expected = compute_dr_metrics(score[:, None], labels, rule=stated)
     assert results["qwk"] == pytest.approx(expected["qwk"], abs=1e-6)
     assert results["referable_auroc"] == pytest.approx(expected["referable_auroc"], abs=1e-6)
     assert results["calibration"]["temperature"] is None and results["head"] == "regression"
