@@ -319,3 +319,29 @@ def test_a_regression_models_operating_point_is_a_threshold_on_its_score(models,
     answer = grade_photo(load_grader(models["reg_spec90"], device="cpu"), photo, None)
     assert "refer when score &ge; <span id='dr-threshold'>1.6000</span>" in answer.summary
     assert "<b id='dr-referable'>yes</b>" in answer.summary
+
+
+def test_ordinal_members_average_with_softmax_ones_and_never_with_regression(
+    models, photos, tmp_path
+):
+    from dr_hf.models.graders import create_model
+
+    model, processor = create_model(
+        ModelArguments(model_name="test_resnet", head="ordinal"), image_size=32
+    )
+    classifier, bias = model.timm_model.get_classifier(), torch.tensor([2.0, 0.5, -1.0, -3.0])
+    with torch.no_grad():
+        classifier.weight.zero_()
+        classifier.bias.copy_(bias)
+    model.save_pretrained(tmp_path / "ordinal")
+    processor.save_pretrained(tmp_path / "ordinal")
+    above = np.cumprod(1 / (1 + np.exp(-bias.double().numpy())))  # P(grade > k), k = 0..3
+    corn = np.concatenate([[1.0], above]) - np.concatenate([above, [0.0]])
+
+    alone = predict(tmp_path / "ordinal", [photos], progress=False)
+    np.testing.assert_allclose(alone.outputs, [corn] * 4, atol=1e-5)
+    mixed = predict([tmp_path / "ordinal", models["a"]], [photos], progress=False)
+    np.testing.assert_allclose(mixed.outputs, [(corn + PROBS_A) / 2] * 4, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot be averaged") as refused:
+        predict([tmp_path / "ordinal", models["reg_a"]], [photos], cut_points="1,2,3,4")
+    assert str(tmp_path / "ordinal") in str(refused.value)
