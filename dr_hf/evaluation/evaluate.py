@@ -1,10 +1,12 @@
 """What `dr-hf evaluate` does: how good a trained grader is on a held-out set, and where it fails.
 
 `evaluate_model` writes `metrics.json`, `predictions.csv`, `confusion_matrix.png`, `roc.png` and
-`reliability.png` (plus `*_tta.png` with `tta`); the command line that parses the flags and prints
-the table is `dr_hf.cli`'s. The data flags are those of training (`DataArguments`); the
-preprocessing is the model's own saved record. The report folder and its files are
-`dr_hf.evaluation.report`'s.
+`reliability.png` (plus `*_tta.png` with `tta`; no reliability diagram for a regression model);
+the command line that parses the flags and prints the table is `dr_hf.cli`'s. The data flags are
+those of training (`DataArguments`); the preprocessing is the model's own saved record, and so is
+the grading rule (argmax or cut points), unless `--grade-rule` / `--cut-points` say otherwise:
+the metrics score the rule's grades, and `metrics.json` records the rule. The report folder and
+its files are `dr_hf.evaluation.report`'s.
 
 A held-out set is evaluated whole (`split="all"`, `load_dr_images`: every image once, no split, so
 even a set with one image per grade works). `split="validation"` evaluates a run's own validation
