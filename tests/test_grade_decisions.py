@@ -345,3 +345,37 @@ def test_ordinal_members_average_with_softmax_ones_and_never_with_regression(
     with pytest.raises(ValueError, match="cannot be averaged") as refused:
         predict([tmp_path / "ordinal", models["reg_a"]], [photos], cut_points="1,2,3,4")
     assert str(tmp_path / "ordinal") in str(refused.value)
+
+
+def test_evaluate_command_line_takes_the_rule(models, synthetic_dir, tmp_path, capsys):
+    from dr_hf.cli import evaluate_main
+
+    common = ["--data", str(synthetic_dir), "--bootstrap", "0"]
+    out = tmp_path / "given"
+    code = evaluate_main(
+        [
+            "--model",
+            str(models["a"]),
+            *common,
+            "--cut-points",
+            "0.5,1.2,2.5,3.5",
+            "--output",
+            str(out),
+        ]
+    )
+    assert code == 0 and "Grades by thresholds 0.5/1.2/2.5/3.5" in capsys.readouterr().out
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["grade_rule"]["cut_points"] == [0.5, 1.2, 2.5, 3.5]
+    assert set(read_predictions(out / "predictions.csv")["grade"]) == {"2"}  # 1.3 >= 1.2
+    code = evaluate_main(
+        [
+            "--model",
+            str(models["reg_a"]),
+            *common,
+            "--grade-rule",
+            "argmax",
+            "--output",
+            str(tmp_path / "reg"),
+        ]
+    )
+    assert code == 2 and "no grade probabilities" in capsys.readouterr().err
