@@ -299,6 +299,14 @@ def test_an_exported_folder_grades_by_the_head_and_rule_it_carries(models, photo
     assert grade_rule_for(grader) == GradeRule("thresholds", OWN_CUT_POINTS)
     result = predict(grader, [photos], progress=False)
     assert result.outputs.shape == (4, 1) and result.grades.tolist() == [1] * 4
+    # the folder's own torch-free grader follows the same head and rule
+    from dr_hf.inference.onnx_runtime import OnnxGrader
+
+    rows = OnnxGrader(grader.folder).grade(sorted(photos.glob("*.png")))
+    assert [row["grade"] for row in rows] == [1] * 4
+    assert [row["label"] for row in rows] == ["Mild"] * 4
+    assert [row["score"] for row in rows] == pytest.approx([1.75] * 4, abs=1e-5)
+    assert {row["probabilities"] for row in rows} == {None}
 
 
 def test_a_regression_models_operating_point_is_a_threshold_on_its_score(models, photos):

@@ -6,7 +6,9 @@ with only onnxruntime, NumPy, Pillow and OpenCV grades as dr_hf does:
 
     python dr_hf_onnx_grade.py photo.png [more.png ...]      # one JSON line per photograph
 
-or, from Python, `OnnxGrader(folder).grade(["photo.png"])`. Inside dr_hf, `dr-hf predict` runs
+or, from Python, `OnnxGrader(folder).grade(["photo.png"])`. Grades follow the rule saved in
+config.json (`dr_hf_grade_rule`: argmax, or cut points on the expected grade or on a regression
+model's score), as `dr-hf predict` grades by default. Inside dr_hf, `dr-hf predict` runs
 the same session through `dr_hf.inference.onnx_model` and its own grading loop (which adds the
 gradeability verdict).
 """
@@ -26,6 +28,8 @@ else:  # in an exported folder, beside its preprocessing.py
 ONNX_FILE = "model.onnx"
 RUNTIME_KEY = "dr_hf_runtime"
 REFERABLE_MIN_GRADE = 2
+HEAD_KEY, GRADE_RULE_KEY = "dr_hf_head", "dr_hf_grade_rule"  # as dr_hf.grading_rule names them
+GRADE_LABELS = ("No DR", "Mild", "Moderate", "Severe", "Proliferative DR")
 
 
 def providers() -> list[str]:
@@ -62,7 +66,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class OnnxGrader:
-    """An exported folder: its session, processor settings and saved operating points."""
+    """An exported folder: its session, processor settings, saved grading rule and operating
+    points."""
 
     def __init__(self, folder: str | Path | None = None, threads: int | None = None):
         self.folder = Path(folder) if folder else Path(__file__).resolve().parent
@@ -83,11 +88,33 @@ class OnnxGrader:
         pixels = model_input(image, p["size"]["height"], p["crop_fov"], p["ben_graham"])
         return normalize(pixels, p["image_mean"], p["image_std"])
 
-    def probabilities(self, images: list) -> np.ndarray:
-        """Softmax probabilities (N, grades) of the photographs, in one batch."""
+    @property
+    def regression(self) -> bool:
+        """A regression model: one score per photograph, no grade probabilities."""
+        return self.config.get(HEAD_KEY) == "regression"
+
+    def outputs(self, images: list) -> np.ndarray:
+        """Softmax probabilities (N, grades) of the photographs, or a regression model's
+        scores (N, 1), in one batch."""
         batch = np.stack([self.pixel_values(image) for image in images])
         (logits,) = self.session.run(None, {"pixel_values": batch})
-        return softmax(logits.astype(np.float64))
+        logits = logits.astype(np.float64)
+        return logits if self.regression else softmax(logits)
+
+    def probabilities(self, images: list) -> np.ndarray:
+        """Softmax probabilities (N, grades) of the photographs, in one batch."""
+        if self.regression:
+            raise ValueError("A regression model has no grade probabilities: see outputs().")
+        return self.outputs(images)
+
+    def grades(self, outputs: np.ndarray) -> np.ndarray:
+        """The grades the saved rule gives `outputs`: the number of its cut points at or below
+        the expected grade (or the score), or the most probable grade (argmax)."""
+        rule = self.config.get(GRADE_RULE_KEY) or {}
+        if self.regression or rule.get("rule") == "thresholds":
+            scores = outputs[:, 0] if self.regression else outputs @ np.arange(outputs.shape[1])
+            return np.searchsorted(np.asarray(rule["cut_points"]), scores, side="right")
+        return outputs.argmax(axis=1)
 
     def threshold(self, operating_point: str = "spec90") -> float | None:
         """The saved threshold on P(grade >= 2) of `operating_point`; None (argmax) when none."""
@@ -96,23 +123,32 @@ class OnnxGrader:
         return saved.get("threshold")
 
     def grade(self, images: list, operating_point: str = "spec90") -> list[dict]:
-        """Per photograph: grade, its label, probabilities and the referable decision (by the
-        saved operating point's threshold where the model has one, else by the grade)."""
-        probs = self.probabilities(images)
+        """Per photograph: grade (by the saved grading rule), its label, probabilities (a
+        regression model: its score) and the referable decision (by the saved operating point's
+        threshold on P(grade >= 2), or on the score, where the model has one, else by the
+        grade)."""
+        outputs = self.outputs(images)
         threshold = self.threshold(operating_point) if operating_point != "argmax" else None
         labels = self.config.get("id2label") or {}
+        labels = labels if len(labels) == len(GRADE_LABELS) else {}  # a regression model's: 1
+        rule = (self.config.get(GRADE_RULE_KEY) or {}).get("rule") or "argmax"
         rows = []
-        for prob in probs:
-            grade = int(prob.argmax())
-            p_referable = float(prob[REFERABLE_MIN_GRADE:].sum())
+        for output, grade in zip(outputs, self.grades(outputs)):
+            grade = int(grade)
+            if self.regression:
+                referable_score, probabilities = float(output[0]), None
+            else:
+                referable_score = float(output[REFERABLE_MIN_GRADE:].sum())
+                probabilities = [float(p) for p in output]
             referable = (
-                grade >= REFERABLE_MIN_GRADE if threshold is None else p_referable >= threshold
+                grade >= REFERABLE_MIN_GRADE if threshold is None else referable_score >= threshold
             )
             rows.append({
                 "grade": grade,
-                "label": labels.get(str(grade), str(grade)),
-                "probabilities": [float(p) for p in prob],
-                "p_referable": p_referable,
+                "label": labels.get(str(grade), GRADE_LABELS[grade]),
+                "grade_rule": "thresholds" if self.regression else rule,
+                "probabilities": probabilities,
+                ("score" if self.regression else "p_referable"): referable_score,
                 "referable": bool(referable),
                 "rule": operating_point if threshold is not None else "argmax",
             })  # fmt: skip
