@@ -173,7 +173,7 @@ def evaluate_main(argv: list[str]) -> int:
 
 def predict_parser() -> argparse.ArgumentParser:
     """The flags of `dr-hf predict`; the output format's choices are `PredictionResult.save`'s."""
-    from dr_hf.inference import OPERATING_POINTS, add_model_flags
+    from dr_hf.inference import OPERATING_POINTS, add_grade_rule_flags, add_model_flags
     from dr_hf.inference.results import SAVE_FORMATS
 
     parser = argparse.ArgumentParser(
@@ -190,6 +190,7 @@ def predict_parser() -> argparse.ArgumentParser:
         help="Images or folders to grade, as the positional names are (both may be given).",
     )
     add_model_flags(parser)
+    add_grade_rule_flags(parser)
     parser.add_argument(
         "--output",
         help="preds.csv, preds.jsonl (JSON Lines) or preds.json (one JSON array); default: CSV on "
@@ -217,7 +218,8 @@ def predict_parser() -> argparse.ArgumentParser:
         "--referable-threshold",
         "--referable_threshold",
         type=float,
-        help="Refer when P(grade >= 2) reaches this threshold (overrides --operating-point).",
+        help="Refer when P(grade >= 2), or a regression model's score, reaches this threshold "
+        "(overrides --operating-point).",
     )
     parser.add_argument(
         "--heatmaps",
@@ -245,7 +247,7 @@ def predict_parser() -> argparse.ArgumentParser:
         "--operating_point",
         choices=OPERATING_POINTS,
         help="Referable decision: the threshold saved with the model for 90%% or 95%% "
-        "specificity on its validation split, or the predicted grade >= 2 (argmax); default: "
+        "specificity on its validation split, or the decided grade >= 2 (argmax); default: "
         "spec90 where the model has it, else argmax.",
     )
     return parser
@@ -254,7 +256,7 @@ def predict_parser() -> argparse.ArgumentParser:
 def predict_main(argv: list[str]) -> int:
     """`dr-hf predict`: 0 when every image was graded, 1 when some failed, 2 on usage errors
     (and on a file `--resume` cannot continue)."""
-    from dr_hf.inference import is_model_folder, load_graders, named_models
+    from dr_hf.inference import grade_rule_for, is_model_folder, load_graders, named_models
 
     parser = predict_parser()
     try:
@@ -286,8 +288,20 @@ def predict_main(argv: list[str]) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"dr-hf predict: cannot load the model: {error}", file=sys.stderr)
         return 2
+    try:  # a rule the models cannot follow is refused before any photograph is read
+        grade_rule_for(graders, args.grade_rule, args.cut_points)
+    except ValueError as error:
+        print(f"dr-hf predict: {error}", file=sys.stderr)
+        return 2
     if args.heatmaps and len(graders) > 1:
         print("dr-hf predict: --heatmaps needs one --model, not an ensemble.", file=sys.stderr)
+        return 2
+    if args.heatmaps and graders[0].head == "regression":
+        print(
+            "dr-hf predict: --heatmaps figures show grade probabilities, which a regression model "
+            "does not have: grade it without --heatmaps.",
+            file=sys.stderr,
+        )
         return 2
     if args.heatmaps and hasattr(graders[0].model, "session"):  # an exported ONNX folder
         print(
@@ -305,6 +319,8 @@ def predict_main(argv: list[str]) -> int:
         "referable_threshold": args.referable_threshold,
         "operating_point": args.operating_point,
         "grade_ungradable": args.grade_ungradable,
+        "grade_rule": args.grade_rule,
+        "cut_points": args.cut_points,
     }
     graded = failed = heatmaps = 0
     try:

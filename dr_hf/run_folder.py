@@ -23,7 +23,10 @@ A `dr-hf cv` output folder holds one such run per fold, and stands for their `be
 
     output_dir/
       fold-K/                   a complete run on fold K's split (fold_folder)
-      cv_summary.json, .md      the folds' metrics and the out-of-fold ones (CV_SUMMARY)
+      cv_summary.json, .md      the folds' metrics and the out-of-fold ones (CV_SUMMARY); its
+                                "grade_rule" (a `GradeRule.record()`) holds the cut points
+                                fitted on the out-of-fold predictions, which an ensemble of
+                                the folds' models applies to its averaged outputs
 """
 
 import json
@@ -34,9 +37,10 @@ from pathlib import Path
 import yaml
 from safetensors import SafetensorError, safe_open
 
+from dr_hf.grading_rule import GradeRule
 from dr_hf.predictions import (
+    outputs_of,
     predictions_table,
-    probabilities_of,
     read_predictions,
     write_predictions,
 )
@@ -174,18 +178,22 @@ def write_history(output_dir: str | Path, history: dict) -> None:
     (Path(output_dir) / HISTORY).write_text(json.dumps(history, indent=2))
 
 
-def write_validation_predictions(output_dir: str | Path, ids, labels, probabilities) -> None:
+def write_validation_predictions(
+    output_dir: str | Path, ids, labels, probabilities, rule: GradeRule | None = None
+) -> None:
     """The predictions table (`dr_hf.predictions`) of the validation images: image, true grade,
-    predicted grade and the five (calibrated) probabilities; cross-validation joins the folds'
-    tables into out-of-fold predictions."""
-    table = predictions_table(ids, probabilities, labels=labels)
+    the grade `rule` decides (argmax by default) with the rule and cut points, and the model's
+    outputs (five calibrated probabilities, or a regression score, `probabilities` [N, 1]);
+    cross-validation joins the folds' tables into out-of-fold predictions."""
+    table = predictions_table(ids, probabilities, labels=labels, rule=rule)
     write_predictions(table, Path(output_dir) / VALIDATION_PREDICTIONS)
 
 
 def read_validation_predictions(output_dir: str | Path) -> tuple[list[str], list[int], list]:
-    """(images, true grades, probability rows) of `write_validation_predictions`' file."""
+    """(images, true grades, output rows: five probabilities, or one regression score) of
+    `write_validation_predictions`' file."""
     table = read_predictions(Path(output_dir) / VALIDATION_PREDICTIONS, require_labels=True)
-    return table["image"].tolist(), table["true_grade"].tolist(), probabilities_of(table).tolist()
+    return table["image"].tolist(), table["true_grade"].tolist(), outputs_of(table).tolist()
 
 
 def fold_folder(output_dir: str | Path, fold: int) -> Path:
@@ -200,3 +208,33 @@ def cv_fold_models(path: str | Path) -> list[Path]:
     if not (path / CV_SUMMARY).is_file():
         return []
     return sorted(path.glob(f"fold-*/{BEST}"), key=lambda p: int(p.parent.name.split("-")[1]))
+
+
+def read_cv_grade_rule(path: str | Path) -> dict | None:
+    """The grading rule a `dr-hf cv` output folder recorded in its `CV_SUMMARY` ("grade_rule":
+    a `GradeRule.record()`, its cut points fitted on the out-of-fold predictions); None when
+    the folder or the record is absent."""
+    summary = Path(path) / CV_SUMMARY
+    if not summary.is_file():
+        return None
+    try:
+        record = json.loads(summary.read_text()).get("grade_rule")
+    except (OSError, ValueError) as error:
+        message = f"{summary} is not readable JSON ({error}): run dr-hf cv --summarize."
+        raise ValueError(message) from error
+    return record or None
+
+
+def cv_grade_rule(models: list[str | Path | None]) -> dict | None:
+    """`read_cv_grade_rule` of the cv folder whose fold models `models` are, all of them and
+    nothing else (any order); None for any other set of models."""
+    if not models or any(model is None for model in models):
+        return None
+    folders = {Path(model).resolve().parent.parent for model in models}
+    if len(folders) != 1:
+        return None
+    folder = folders.pop()
+    folds = {path.resolve() for path in cv_fold_models(folder)}
+    if folds != {Path(model).resolve() for model in models} or len(folds) != len(models):
+        return None
+    return read_cv_grade_rule(folder)

@@ -208,3 +208,33 @@ def test_archive_benchmark_measures_each_size(tmp_path):
     for figures in results["sizes"].values():
         assert 100 < figures["peak_pss_with_workers_mib"] and 100 < figures["peak_rss_mib"]
     assert list(tmp_path.iterdir()) == []  # its scratch folder is removed
+
+
+def test_heads_section_grades_every_head_and_rule(tiny_run):
+    from dr_hf.benchmarks.heads import COMBINATIONS
+
+    folder, results = tiny_run
+    heads = results["heads"]
+    assert [(r["head"], r["rule"]) for r in heads["runs"]] == list(COMBINATIONS)
+    for run in heads["runs"]:
+        assert len(run["cut_points"]) == 4 and run["noise"] == 0.15
+        assert 0.0 <= run["macro_f1"] <= 1.0
+    assert [(e["head"], e["rule"]) for e in heads["table"]] == list(COMBINATIONS)
+    assert all(
+        e["seeds"] == 1 and e["qwk"] == r["qwk"] for e, r in zip(heads["table"], heads["runs"])
+    )
+    assert json.loads((folder / "heads_progress.json").read_text())["runs"] == heads["runs"]
+    assert "| 15% | regression + thresholds |" in (folder / "benchmark.md").read_text()
+
+
+def test_label_noise_moves_the_share_asked_by_one_grade():
+    import numpy as np
+
+    from dr_hf.benchmarks.heads import noisy_labels
+
+    labels = np.random.default_rng(0).integers(0, 5, 1000)
+    moved = noisy_labels(labels, 0.15, seed=3)
+    changed = moved != labels
+    assert changed.sum() == 150
+    assert np.all(np.abs(moved - labels)[changed] == 1) and moved.min() >= 0 and moved.max() <= 4
+    assert np.array_equal(noisy_labels(labels, 0.15, seed=3), moved)

@@ -95,7 +95,8 @@ def test_jsonl_output_and_csv_on_stdout(trained_run, image_folder, tmp_path, cap
     capsys.readouterr()
     assert predict_main(["--model", best, str(image_folder), "--batch-size", "4"]) == 0
     stdout = capsys.readouterr().out.splitlines()
-    assert stdout[0].startswith("image,grade,grade_name,decision,prob_0") and len(stdout) == 7
+    header = "image,grade,grade_name,decision,grade_rule,cut_points,score,prob_0"
+    assert stdout[0].startswith(header) and len(stdout) == 7
 
 
 def test_json_output_is_one_json_array(trained_run, image_folder, tmp_path):

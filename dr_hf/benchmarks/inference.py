@@ -72,8 +72,8 @@ def _cases(grader, photos: list[str], pixels: torch.Tensor, image_size: int, bat
 
     def run_predict(tta: bool) -> int:
         result = predict(grader, photos, tta=tta, batch_size=batch_size, num_workers=0)
-        if result.failures or len(result.probabilities) != len(photos):
-            raise RuntimeError(f"predict graded {len(result.probabilities)} of {len(photos)}")
+        if result.failures or len(result.outputs) != len(photos):
+            raise RuntimeError(f"predict graded {len(result.outputs)} of {len(photos)}")
         return len(photos)
 
     def run_forward(tta: bool) -> int:

@@ -94,6 +94,8 @@ def to_markdown(results: dict) -> str:
         lines += _pointing_table(results["pointing"])
     if "cv_ensemble" in results:
         lines += _cv_ensemble_table(results["cv_ensemble"])
+    if "heads" in results:
+        lines += heads_table(results["heads"])
     if "demo_load" in results:
         lines += _demo_load_table(results["demo_load"])
     return "\n".join(lines).rstrip() + "\n"
@@ -213,6 +215,32 @@ def _cv_ensemble_table(cv: dict) -> list[str]:
         f"| held out, {cv['folds']}-fold ensemble | {cv['held_out_ensemble_qwk']:.3f} |",
         "",
     ]
+
+
+def heads_table(heads: dict) -> list[str]:
+    """Held-out QWK, referable AUROC and macro F1 per label noise and head + rule."""
+
+    def cell(entry: dict, name: str) -> str:
+        sd = entry.get(f"{name}_sd")
+        return f"{entry[name]:.3f}" + ("" if sd is None else f" ± {sd:.3f}")
+
+    overrides = ", ".join(f"{k}={v}" for k, v in heads["overrides"].items())
+    lines = [
+        f"### Heads and grading rules: {heads['config']} ({heads['epochs']} epochs"
+        f"{', ' + overrides if overrides else ''}) on {heads['num_train']} synthetic "
+        f"photographs, graded on {heads['num_test']} held-out ones; mean ± sd over seeds "
+        f"{heads['seeds']}",
+        "",
+        "| training grades moved | head + rule | QWK | referable AUROC | macro F1 |",
+        "|---|---|---|---|---|",
+    ]
+    for entry in heads["table"]:
+        lines.append(
+            f"| {entry['noise']:.0%} | {entry['head']} + {entry['rule']} | "
+            f"{cell(entry, 'qwk')} | {cell(entry, 'referable_auroc')} | "
+            f"{cell(entry, 'macro_f1')} |"
+        )
+    return [*lines, ""]
 
 
 def _pointing_table(pointing: dict) -> list[str]:

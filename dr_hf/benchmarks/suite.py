@@ -16,6 +16,7 @@ SECTIONS = (
     "inference",
     "pointing",
     "cv_ensemble",
+    "heads",
     "demo_load",
 )
 logger = logging.getLogger(__name__)
@@ -57,6 +58,19 @@ def _tiny_settings(repeats: int, device: str) -> dict[str, dict]:
             "repeats": repeats,
         },
         "pointing": {"model": None, "num_images": 12, "image_size": 64},
+        "heads": {
+            "seeds": (0,),
+            "noise": (0.15,),
+            "num_train": 30,
+            "num_test": 12,
+            "image_size": 48,
+            "epochs": 1,
+            "overrides": {
+                "model_name": "test_resnet",
+                "image_size": 32,
+                "dataloader_num_workers": 0,
+            },
+        },
         "cv_ensemble": {
             "num_train": 30,
             "num_test": 10,
@@ -90,6 +104,7 @@ def section_settings(
         "inference": {"repeats": repeats, "num_photos": 16},
         "pointing": {"model": pointing_model},
         "cv_ensemble": {},
+        "heads": {},
         "demo_load": {"model": pointing_model},
     }
 
@@ -119,6 +134,7 @@ def run_benchmarks(
     }
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    settings["heads"]["progress"] = str(output_dir / "heads_progress.json")  # written as it goes
     results: dict = {"machine": machine_info(), "tiny": tiny, "seconds": {}}
     for name in sections:
         start = time.perf_counter()
@@ -152,6 +168,10 @@ def _run_section(name: str, kwargs: dict, cache_dir: Path, photo_spec: dict) -> 
         from dr_hf.benchmarks.cv_ensemble import bench_cv_ensemble
 
         return bench_cv_ensemble(cache_dir, **kwargs)
+    if name == "heads":
+        from dr_hf.benchmarks.heads import bench_heads
+
+        return bench_heads(cache_dir, **kwargs)
     if name == "demo_load":
         from dr_hf.benchmarks.demo_load import bench_demo_load
 

@@ -12,12 +12,14 @@ from transformers import SchedulerType, TrainingArguments
 
 from dr_hf.config.speed import apply_speed_defaults, default_num_workers
 from dr_hf.grades import NUM_GRADES
+from dr_hf.grading_rule import GRADE_RULES, HEADS
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_WANDB_PROJECT = "diabetic-retinopathy"
 
 LOSS_KINDS = ("ce", "focal")
+REGRESSION_LOSSES = ("mse", "smooth_l1")
 CLASS_WEIGHTINGS = ("auto", "balanced", "none")
 AUGMENT_ON = ("cpu", "gpu")
 
@@ -133,6 +135,23 @@ class ModelArguments:
     num_labels: int = field(
         default=NUM_GRADES, metadata={"help": "Number of grades (the 5-point scale: 5)."}
     )
+    head: str = field(
+        default="softmax",
+        metadata={
+            "help": "softmax: five logits, cross-entropy; ordinal: CORN, four conditional logits "
+            "turned into five class probabilities (rank-consistent); regression: one output, the "
+            "continuous grade (see --regression_loss), cut into grades by thresholds."
+        },
+    )
+    grade_rule: str | None = field(
+        default=None,
+        metadata={
+            "help": "How the saved model turns its output into a grade: argmax (the most probable "
+            "grade) or thresholds (four cut points on the expected grade, or on the regression "
+            "score, fitted for QWK on the validation split). Default: argmax for softmax and "
+            "ordinal heads, thresholds for regression."
+        },
+    )
     drop_path_rate: float | None = field(
         default=None,
         metadata={"help": "Stochastic depth (default: 0.2 for RETFound, timm's otherwise)."},
@@ -158,6 +177,19 @@ class ModelArguments:
             raise ValueError(
                 f"num_labels={self.num_labels}: dr_hf grades on the 5-point international scale "
                 f"(0-4); keep num_labels={NUM_GRADES}."
+            )
+        if self.head not in HEADS:
+            raise ValueError(f"head={self.head!r} is not known: choose one of {', '.join(HEADS)}.")
+        if self.grade_rule is None:
+            self.grade_rule = "thresholds" if self.head == "regression" else "argmax"
+        if self.grade_rule not in GRADE_RULES:
+            raise ValueError(
+                f"grade_rule={self.grade_rule!r} is not known: choose one of {', '.join(GRADE_RULES)}."
+            )
+        if self.head == "regression" and self.grade_rule == "argmax":
+            raise ValueError(
+                "head=regression with grade_rule=argmax: a regression model has one output and no "
+                "class probabilities to take the argmax of; use grade_rule=thresholds (its default)."
             )
         if self.lora and self.lora_r < 1:
             raise ValueError(f"lora_r={self.lora_r} must be a positive rank such as 8 or 16.")
@@ -236,6 +268,13 @@ class DRTrainingArguments(TrainingArguments):
             "grade is over twice the smallest), balanced (always), none."
         },
     )
+    regression_loss: str = field(
+        default="mse",
+        metadata={
+            "help": "Loss of a regression head (--head regression) on the grade: mse or smooth_l1, "
+            "weighted per image by its grade's class weight."
+        },
+    )
     focal_gamma: float = field(
         default=2.0, metadata={"help": "Focusing parameter of the focal loss."}
     )
@@ -263,6 +302,11 @@ class DRTrainingArguments(TrainingArguments):
         if self.loss not in LOSS_KINDS:
             raise ValueError(
                 f"loss={self.loss!r} is not known: choose one of {', '.join(LOSS_KINDS)}."
+            )
+        if self.regression_loss not in REGRESSION_LOSSES:
+            raise ValueError(
+                f"regression_loss={self.regression_loss!r} is not known: choose one of "
+                f"{', '.join(REGRESSION_LOSSES)}."
             )
         if self.class_weighting not in CLASS_WEIGHTINGS:
             raise ValueError(

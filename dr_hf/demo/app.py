@@ -1,11 +1,12 @@
 """The Gradio Blocks app of `dr-hf demo`, and `serve`, which launches it with safe defaults.
 
-Two tabs: one photograph (upload or a built-in synthetic example; the grade, the five
-probabilities, the referable decision with its operating point, gradeability, the photograph as
-the model saw it and, where available, a Grad-CAM overlay; for a photograph judged ungradable,
-"retake or refer" with the model's output in a collapsed panel) and several photographs (the
-table of `dr-hf predict` and its CSV). Both events run on one worker (`concurrency_id="grader"`), so the
-model is never used by two requests at once; the queue holds `queue_size` more.
+Two tabs: one photograph (upload or a built-in synthetic example; the grade and the rule that
+decided it, the five probabilities (a regression model: its score), the referable decision with
+its operating point, gradeability, the photograph as the model saw it and, where available, a
+Grad-CAM overlay; for a photograph judged ungradable, "retake or refer" with the model's output
+in a collapsed panel) and several photographs (the table of `dr-hf predict` and its CSV). Both
+events run on one worker (`concurrency_id="grader"`), so the model is never used by two requests
+at once; the queue holds `queue_size` more.
 
 Defaults keep the page private and tidy: it binds 127.0.0.1, makes no share link, refuses
 uploads over `max_file_size`, and keeps uploads, examples and CSVs in one temporary folder
@@ -30,8 +31,10 @@ from dr_hf.demo.grading import (
     grade_photos,
     heatmap_module,
     render_examples,
+    rule_words,
 )
-from dr_hf.inference import Grader, load_grader
+from dr_hf.grading_rule import GradeRule
+from dr_hf.inference import Grader, grade_rule_for, load_grader
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ CSS = """
 """
 
 
-def _single_tab(grader: Grader, examples: list[list[str]], heatmaps) -> None:
+def _single_tab(grader: Grader, examples: list[list[str]], heatmaps, rule: GradeRule) -> None:
     with gr.Row():
         with gr.Column():
             photo = gr.File(
@@ -89,11 +92,12 @@ def _single_tab(grader: Grader, examples: list[list[str]], heatmaps) -> None:
                 sort=None,
                 label="Probabilities",
                 height=260,
+                visible=grader.head != "regression",  # a score, no probabilities
                 elem_id="dr-plot",
             )
 
     def on_photo(path):
-        answer = grade_photo(grader, path, heatmaps)
+        answer = grade_photo(grader, path, heatmaps, rule)
         return answer.summary, answer.probabilities, answer.model_view, answer.heatmap
 
     photo.change(
@@ -106,7 +110,7 @@ def _single_tab(grader: Grader, examples: list[list[str]], heatmaps) -> None:
     )
 
 
-def _batch_tab(grader: Grader, tables: Path) -> None:
+def _batch_tab(grader: Grader, tables: Path, rule: GradeRule) -> None:
     photos = gr.File(
         label="Fundus photographs",
         file_count="multiple",
@@ -120,7 +124,7 @@ def _batch_tab(grader: Grader, tables: Path) -> None:
     download = gr.File(label="CSV, as dr-hf predict writes it", elem_id="dr-csv")
 
     def on_photos(paths):
-        return grade_photos(grader, paths, tables)
+        return grade_photos(grader, paths, tables, rule)
 
     button.click(
         on_photos,
@@ -132,22 +136,29 @@ def _batch_tab(grader: Grader, tables: Path) -> None:
     )
 
 
-def build_app(grader: Grader, workdir: str | Path, heatmaps=None) -> gr.Blocks:
-    """The page for `grader`; examples and CSVs go under `workdir`."""
+def build_app(
+    grader: Grader, workdir: str | Path, heatmaps=None, rule: GradeRule | None = None
+) -> gr.Blocks:
+    """The page for `grader`, grading by `rule` (default: the model's saved rule); examples and
+    CSVs go under `workdir`."""
     workdir = Path(workdir)
+    rule = grade_rule_for(grader, rule)
+    regression = grader.head == "regression"
+    shown = "its regression score" if regression else f"probabilities to {PRECISION} decimals"
     examples = render_examples(workdir / "examples")
     with gr.Blocks(
         title="DR grader demo", analytics_enabled=False, delete_cache=CACHE_SWEEP
     ) as demo:
         gr.Markdown(
             f"# Diabetic retinopathy grader\n**{NOTICE}** Grades 0-4 (ICDR) of one trained "
-            f"model, as `dr-hf predict` gives them; probabilities to {PRECISION} decimals.",
+            f"model, as `dr-hf predict` gives them: grade by {rule_words(rule, regression)}; "
+            f"{shown}.",
             elem_id="dr-notice",
         )
         with gr.Tab("Single photograph"):
-            _single_tab(grader, examples, heatmaps)
+            _single_tab(grader, examples, heatmaps, rule)
         with gr.Tab("Several photographs"):
-            _batch_tab(grader, workdir / "tables")
+            _batch_tab(grader, workdir / "tables", rule)
     return demo
 
 
@@ -165,7 +176,7 @@ def _stop_on_sigterm() -> None:
 class DemoServer:
     """A built app with its temporary folder; `launch` serves it, `close` stops and cleans up."""
 
-    def __init__(self, grader: Grader, queue_size: int = QUEUE_SIZE):
+    def __init__(self, grader: Grader, queue_size: int = QUEUE_SIZE, rule: GradeRule | None = None):
         self.workdir = Path(tempfile.mkdtemp(prefix="dr_hf_demo_"))
         self._temp_dir_before = os.environ.get(TEMP_DIR_VARIABLE)
         if self._temp_dir_before is None:  # Gradio reads it when components are built
@@ -175,7 +186,7 @@ class DemoServer:
         try:
             # an exported ONNX model has no gradients: no heatmap panel
             heatmaps = None if hasattr(grader.model, "session") else heatmap_module()
-            self.demo = build_app(grader, self.workdir, heatmaps)
+            self.demo = build_app(grader, self.workdir, heatmaps, rule)
         except BaseException:
             self.close()
             raise
@@ -229,12 +240,19 @@ class DemoServer:
 
 
 def serve(
-    model: str | Path, retfound_weights: str | None = None, device: str | None = None, **launch
+    model: str | Path,
+    retfound_weights: str | None = None,
+    device: str | None = None,
+    grade_rule: str | None = None,
+    cut_points: str | None = None,
+    **launch,
 ) -> DemoServer:
-    """Load the grader once (model folder or LoRA adapter) and serve its page; `launch` holds
-    `DemoServer.launch`'s arguments (host, port, share, max_file_size, block, quiet)."""
+    """Load the grader once (model folder or LoRA adapter) and serve its page, grading by
+    `grade_rule` / `cut_points` (see `grade_rule_for`; default the model's saved rule);
+    `launch` holds `DemoServer.launch`'s arguments (host, port, share, max_file_size, block,
+    quiet)."""
     grader = load_grader(model, retfound_weights, device)
-    server = DemoServer(grader)
+    server = DemoServer(grader, rule=grade_rule_for(grader, grade_rule, cut_points))
     try:
         server.launch(**launch)
     except BaseException:

@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from dr_hf.demo.grading import NOTICE
+from dr_hf.inference.models import add_grade_rule_flags
 
 MISSING = "dr-hf demo needs Gradio: pip install 'dr-hf[demo]' (gradio, gradio_client)."
 
@@ -33,6 +34,7 @@ def demo_parser() -> argparse.ArgumentParser:
         help="Base weights of a RETFound adapter, when the recorded path is not found here.",
     )
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: CUDA when available).")
+    add_grade_rule_flags(parser)
     parser.add_argument(
         "--share", action="store_true", help="Also make a public gradio.live link (off by default)."
     )
@@ -82,6 +84,8 @@ def main(argv: list[str]) -> int:
             args.model,
             args.retfound_weights,
             args.device,
+            args.grade_rule,
+            args.cut_points,
             host=args.host,
             port=args.port,
             share=args.share,

@@ -1,8 +1,11 @@
 """What the demo page shows, without Gradio: one photograph's answer, several photographs' table.
 
 Grading is `dr_hf.inference.predict`, the function behind `dr-hf predict`: the model
-folder's processor, the referable decision and its operating point, and the failures of files
-that are not images all come from there, and the table has `PredictionResult.columns`. A
+folder's processor, the grading rule (argmax, or cut points on the expected grade or a
+regression score) and its cut points, the referable decision and its operating point, and the
+failures of files that are not images all come from there, and the table has
+`PredictionResult.columns`. The page states the rule that decided the grade; a regression
+model's answer shows its score, not probability bars. A
 photograph judged ungradable is answered "retake or refer", its grade left to a human reader, as
 predict leaves it. The page adds the photograph as the model saw it (`Grader.view`) and, where
 grad-cam imports, its Grad-CAM overlay for the predicted grade. Files are
@@ -24,6 +27,7 @@ import torch
 
 from dr_hf.data.synthetic import make_synthetic
 from dr_hf.grades import GRADE_NAMES, REFERABLE_MIN_GRADE
+from dr_hf.grading_rule import GradeRule, cut
 from dr_hf.inference import Grader, PredictionResult, open_image, predict
 
 logger = logging.getLogger(__name__)
@@ -83,16 +87,22 @@ def by_name(result: PredictionResult) -> PredictionResult:
     return replace(result, names=[short(name) for name in result.names], failures=failures)
 
 
-def _grade(grader: Grader, paths: list[str]) -> PredictionResult:
-    return by_name(predict(grader, paths, num_workers=0, progress=False))
+def _grade(grader: Grader, paths: list[str], rule: GradeRule | None = None) -> PredictionResult:
+    return by_name(predict(grader, paths, num_workers=0, progress=False, grade_rule=rule))
 
 
-def grade_photo(grader: Grader, path: str | None, heatmaps: ModuleType | None) -> PhotoAnswer:
-    """Grade one photograph file as `dr-hf predict` would, with what the page shows of it; a
-    photograph judged ungradable gets no chart or Grad-CAM of a grade it was not given."""
+def grade_photo(
+    grader: Grader,
+    path: str | None,
+    heatmaps: ModuleType | None,
+    rule: GradeRule | None = None,
+) -> PhotoAnswer:
+    """Grade one photograph file as `dr-hf predict` would (by `rule`, default the model's
+    saved one), with what the page shows of it; a photograph judged ungradable gets no chart or
+    Grad-CAM of a grade it was not given."""
     if not path:
         return PhotoAnswer(message_html("Upload a photograph or pick an example."), error="empty")
-    result = _grade(grader, [path])
+    result = _grade(grader, [path], rule)
     if result.failures:
         name, reason = result.failures[0]
         return PhotoAnswer(message_html(f"Could not grade {name}: {reason}"), error=reason)
@@ -115,7 +125,40 @@ def heatmap_overlay(
         return None
 
 
-def probability_frame(row: dict) -> pd.DataFrame:
+def is_regression_row(row: dict) -> bool:
+    """A regression model's row: a score and no grade probabilities."""
+    return row.get("prob_0", "") == ""
+
+
+def row_grade(row: dict) -> int:
+    """The grade the row's rule gives its own cells: the argmax of its probabilities, or the
+    number of its cut points at or below its score (also for a photograph left ungraded)."""
+    if row.get("grade_rule") == "thresholds":
+        points = [float(p) for p in str(row["cut_points"]).split(";")]
+        return int(cut([float(row["score"])], points)[0])
+    return int(np.argmax([row[f"prob_{g}"] for g in range(len(GRADE_NAMES))]))
+
+
+def rule_words(rule: GradeRule, regression: bool = False) -> str:
+    """How a rule decides a grade, in words: "the most probable grade (argmax)", or "cut
+    points 0.52/1.61/2.47/3.38 on the expected grade" (on the regression score)."""
+    if rule.rule != "thresholds":
+        return "the most probable grade (argmax)"
+    points = "/".join(f"{p:.4g}" for p in rule.cut_points)
+    return f"cut points {points} on the {'regression score' if regression else 'expected grade'}"
+
+
+def rule_text(row: dict) -> str:
+    """How the row's grade was decided, in words (`rule_words` of its own cells)."""
+    points = str(row.get("cut_points", ""))
+    rule = GradeRule(row.get("grade_rule") or "argmax", points.split(";") if points else None)
+    return rule_words(rule, is_regression_row(row))
+
+
+def probability_frame(row: dict) -> pd.DataFrame | None:
+    """The probability bars' data; None (no bars) for a regression model's row."""
+    if is_regression_row(row):
+        return None
     labels = [f"{grade} {name}" for grade, name in enumerate(GRADE_NAMES)]
     values = [row[f"prob_{grade}"] for grade in range(len(GRADE_NAMES))]
     return pd.DataFrame({"grade": labels, "probability": values})
@@ -130,15 +173,40 @@ def _decision(row: dict) -> str:
         return "<span id='dr-referable'>not decided</span> (ungradable photograph)"
     verdict = "yes" if row["referable"] else "no"
     rule, threshold = html.escape(str(row["operating_point"])), row["referable_threshold"]
-    if threshold == "":
-        how = f"predicted grade &ge; {REFERABLE_MIN_GRADE}"
-    else:
-        how = f"P(grade &ge; {REFERABLE_MIN_GRADE}) &ge; <span id='dr-threshold'>{_fixed(threshold)}</span>"
     return (
-        f"<b id='dr-referable'>{verdict}</b> &mdash; P(grade &ge; {REFERABLE_MIN_GRADE}) = "
-        f"<span id='dr-referable-prob'>{_fixed(row['referable_prob'])}</span>; operating point "
-        f"<code id='dr-operating-point'>{rule}</code>: refer when {how}"
+        f"<b id='dr-referable'>{verdict}</b> &mdash; {_referable_score(row)}; operating point "
+        f"<code id='dr-operating-point'>{rule}</code>: refer when {_refer_when(row, threshold)}"
     )
+
+
+def _referable_score(row: dict) -> str:
+    """P(grade >= 2), or a regression model's score, which the operating points threshold."""
+    if is_regression_row(row):
+        return f"score <span id='dr-score'>{_fixed(row['score'])}</span>"
+    value = _fixed(row["referable_prob"])
+    return f"P(grade &ge; {REFERABLE_MIN_GRADE}) = <span id='dr-referable-prob'>{value}</span>"
+
+
+def _refer_when(row: dict, threshold) -> str:
+    if threshold == "":
+        return f"decided grade &ge; {REFERABLE_MIN_GRADE}"
+    on = "score" if is_regression_row(row) else f"P(grade &ge; {REFERABLE_MIN_GRADE})"
+    return f"{on} &ge; <span id='dr-threshold'>{_fixed(threshold)}</span>"
+
+
+def _rule_line(row: dict) -> str:
+    """The grading rule, and the continuous grade its cut points apply to."""
+    score = f"; expected grade <span id='dr-score'>{_fixed(row['score'])}</span>"
+    if is_regression_row(row):
+        score = ""  # the score is shown with the referable decision
+    return f"<p>Grade by <span id='dr-grade-rule'>{html.escape(rule_text(row))}</span>{score}</p>"
+
+
+def _outputs(row: dict) -> str:
+    """The probability table, or a regression model's score."""
+    if is_regression_row(row):
+        return f"<p>Regression score (continuous grade): {_fixed(row['score'])}</p>"
+    return _probability_table(row)
 
 
 def _gradeability(row: dict) -> str:
@@ -163,14 +231,16 @@ def _probability_table(row: dict) -> str:
 def summary_html(row: dict) -> str:
     """One `PredictionResult.records()` row as the page shows it, with stable element ids.
 
-    A graded photograph: its grade in large type, the probabilities to `PRECISION` decimals, the
-    referable decision and the gradeability verdict. A photograph judged ungradable (not graded):
-    "retake or refer" in large type with the verdict's issues; the model's grade and
-    probabilities only in a collapsed panel, as the model's output rather than a grading.
+    A graded photograph: its grade in large type, the rule that decided it (argmax, or the cut
+    points and the expected grade or score they cut), the probabilities to `PRECISION` decimals
+    (a regression model: its score), the referable decision and the gradeability verdict. A
+    photograph judged ungradable (not graded): "retake or refer" in large type with the
+    verdict's issues; the model's grade and outputs only in a collapsed panel, as the model's
+    output rather than a grading.
     """
     image = f"<p>File <code id='dr-image'>{html.escape(row['image'])}</code></p>"
     if row["grade"] == "":
-        model_grade = int(np.argmax([row[f"prob_{g}"] for g in range(len(GRADE_NAMES))]))
+        model_grade = row_grade(row)
         return (
             f"<div id='dr-answer'>{image}<h3 id='dr-headline'>"
             f"<span id='dr-grade-name'>{html.escape(str(row['grade_name']))}</span>: "
@@ -178,15 +248,14 @@ def summary_html(row: dict) -> str:
             f"<p>Gradeability: {_gradeability(row)}</p><p>Referable DR: {_decision(row)}</p>"
             f"<details id='dr-model-output'><summary>The model's output on this photograph "
             f"(not a grading)</summary><p>Model's grade <span id='dr-model-grade'>{model_grade}"
-            f"</span>: {GRADE_NAMES[model_grade]}; P(grade &ge; {REFERABLE_MIN_GRADE}) = "
-            f"<span id='dr-referable-prob'>{_fixed(row['referable_prob'])}</span></p>"
-            f"{_probability_table(row)}</details></div>"
+            f"</span>: {GRADE_NAMES[model_grade]}; {_referable_score(row)}</p>"
+            f"{_rule_line(row)}{_outputs(row)}</details></div>"
         )
     return (
         f"<div id='dr-answer'>{image}<h3 id='dr-headline'>Grade <span id='dr-grade'>"
         f"{row['grade']}</span>: "
         f"<span id='dr-grade-name'>{html.escape(str(row['grade_name']))}</span></h3>"
-        f"{_probability_table(row)}<p>Referable DR: {_decision(row)}</p>"
+        f"{_rule_line(row)}{_outputs(row)}<p>Referable DR: {_decision(row)}</p>"
         f"<p>Gradeability: {_gradeability(row)}</p></div>"
     )
 
@@ -196,12 +265,12 @@ def message_html(text: str) -> str:
 
 
 def grade_photos(
-    grader: Grader, paths: list[str] | None, folder: str | Path
+    grader: Grader, paths: list[str] | None, folder: str | Path, rule: GradeRule | None = None
 ) -> tuple[pd.DataFrame, str | None, str]:
     """(table with `dr-hf predict`'s columns, its CSV written under `folder`, a message)."""
     if not paths:
         return pd.DataFrame(), None, "Upload one or more photographs."
-    result = _grade(grader, list(paths))
+    result = _grade(grader, list(paths), rule)
     target = Path(folder) / uuid.uuid4().hex / CSV_NAME
     target.parent.mkdir(parents=True)
     result.save(target)

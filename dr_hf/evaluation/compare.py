@@ -1,8 +1,9 @@
 """What `dr-hf compare` does: set evaluation reports of the same images side by side.
 
 Each report folder is one `dr-hf evaluate` wrote (`metrics.json`, and `predictions.csv` read with
-`dr_hf.predictions.read_predictions`); the metrics are recomputed from its plain probabilities,
-so that every report is scored, and resampled, the same way. Reports on different images, or on
+`dr_hf.predictions.read_predictions`); the metrics are recomputed from its plain outputs
+(probabilities, or a regression model's scores) with the grading rule its rows state, so that
+every report is scored, and resampled, the same way. Reports on different images, or on
 the same images with different true grades, are refused, naming the images.
 
 Every bootstrap draw (`dr_hf.metrics.bootstrap_distribution`, on `scipy.stats.bootstrap`)
@@ -26,6 +27,7 @@ from sklearn.metrics import RocCurveDisplay
 
 from dr_hf.evaluation.report import REPORT_FILES, write_metrics
 from dr_hf.grades import REFERABLE_MIN_GRADE
+from dr_hf.grading_rule import GradeRule
 from dr_hf.metrics import (
     HEADLINE,
     bootstrap_distribution,
@@ -34,7 +36,7 @@ from dr_hf.metrics import (
     referable_scores,
     resampled_metrics,
 )
-from dr_hf.predictions import probabilities_of, read_predictions
+from dr_hf.predictions import outputs_of, read_predictions, rule_of
 
 PAIRED = ("qwk", "referable_auroc")
 OUTPUT_FILES = ("comparison.json", "comparison.md", "comparison.png")
@@ -50,17 +52,24 @@ DELONG_NOTE = (
 
 @dataclass
 class Report:
-    """One report's plain predictions, in its `predictions.csv` row order."""
+    """One report's plain outputs ([N, 5] probabilities or [N, 1] regression scores) and the
+    rule that graded them, in its `predictions.csv` row order."""
 
     folder: Path
     model: str
     ids: list[str]
     labels: np.ndarray
     probabilities: np.ndarray
+    rule: GradeRule = GradeRule()
+
+    @property
+    def grades(self) -> np.ndarray:
+        return self.rule.grades(self.probabilities)
 
 
 def read_report(folder: str | Path) -> Report:
-    """The image ids, true grades and plain probabilities of a `dr-hf evaluate` report folder."""
+    """The image ids, true grades, plain outputs and grading rule of a `dr-hf evaluate` report
+    folder."""
     folder = Path(folder)
     for name in REPORT_FILES:
         if not (folder / name).is_file():
@@ -71,7 +80,11 @@ def read_report(folder: str | Path) -> Report:
     table = read_predictions(folder / "predictions.csv", require_labels=True)
     labels = table["true_grade"].to_numpy(dtype=np.int64)
     model = model if isinstance(model, str) else "ensemble of " + ", ".join(model)
-    return Report(folder, model, table["image"].tolist(), labels, probabilities_of(table))
+    try:
+        rule = rule_of(table)
+    except ValueError as error:
+        raise ValueError(f"{folder / 'predictions.csv'}: {error}") from error
+    return Report(folder, model, table["image"].tolist(), labels, outputs_of(table), rule)
 
 
 def _some(ids: list, limit: int = 10) -> str:
@@ -109,8 +122,8 @@ def align(reports: list[Report]) -> list[Report]:
 
 
 def headline(report: Report) -> dict[str, float]:
-    """The `HEADLINE` metrics of one report's plain probabilities."""
-    metrics = compute_dr_metrics(report.probabilities, report.labels)
+    """The `HEADLINE` metrics of one report's plain outputs, graded by its rule."""
+    metrics = compute_dr_metrics(report.probabilities, report.labels, rule=report.rule)
     return {name: metrics[name] for name in HEADLINE}
 
 
@@ -119,8 +132,15 @@ def bootstrap_draws(reports: list[Report], n: int, seed: int = 0) -> np.ndarray:
     resampled image indices (so differences between reports are paired)."""
     labels = reports[0].labels
 
+    grades = [report.grades for report in reports]
+
     def statistic(indices: np.ndarray) -> np.ndarray:
-        return np.stack([resampled_metrics(r.probabilities, labels, indices) for r in reports])
+        return np.stack(
+            [
+                resampled_metrics(r.probabilities, labels, indices, grades=g)
+                for r, g in zip(reports, grades)
+            ]
+        )
 
     return bootstrap_distribution(statistic, len(labels), n, seed)
 
@@ -163,7 +183,7 @@ def compare_reports(
     draws = bootstrap_draws(loaded, bootstrap, seed)
     entries = [
         {"name": name, "folder": str(report.folder), "model": report.model}
-        | {"metrics": headline(report)}
+        | {"grade_rule": report.rule.describe(), "metrics": headline(report)}
         | {"ci95": {m: interval(draws[k, j]) for j, m in enumerate(HEADLINE)}}
         for k, (name, report) in enumerate(zip(names, loaded))
     ]
@@ -221,13 +241,16 @@ def comparison_markdown(result: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Test: {result['test']} ({result['bootstrap']} draws, seed {result['seed']})."]
     lines += [f"{result['delong']}.", "", "Reports:"]
-    lines += [f"- {r['name']}: {r['folder']} (model {r['model']})" for r in reports]
+    lines += [
+        f"- {r['name']}: {r['folder']} (model {r['model']}; grades by {r['grade_rule']})"
+        for r in reports
+    ]
     return "\n".join(lines) + "\n"
 
 
 def plot_referable_rocs(reports: list[Report], names: list[str], path: Path) -> Path:
-    """The referable-DR ROC curves, P(grade >= 2), of every report in one figure
-    (`RocCurveDisplay`, its legend giving each report's AUROC)."""
+    """The referable-DR ROC curves, P(grade >= 2) or a regression score, of every report in one
+    figure (`RocCurveDisplay`, its legend giving each report's AUROC)."""
     figure = Figure(figsize=(6.5, 6))
     ax = figure.add_subplot(1, 1, 1)
     for name, report in zip(names, reports):

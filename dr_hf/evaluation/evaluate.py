@@ -1,10 +1,12 @@
 """What `dr-hf evaluate` does: how good a trained grader is on a held-out set, and where it fails.
 
 `evaluate_model` writes `metrics.json`, `predictions.csv`, `confusion_matrix.png`, `roc.png` and
-`reliability.png` (plus `*_tta.png` with `tta`); the command line that parses the flags and prints
-the table is `dr_hf.cli`'s. The data flags are those of training (`DataArguments`); the
-preprocessing is the model's own saved record. The report folder and its files are
-`dr_hf.evaluation.report`'s.
+`reliability.png` (plus `*_tta.png` with `tta`; no reliability diagram for a regression model);
+the command line that parses the flags and prints the table is `dr_hf.cli`'s. The data flags are
+those of training (`DataArguments`); the preprocessing is the model's own saved record, and so is
+the grading rule (argmax or cut points), unless `--grade-rule` / `--cut-points` say otherwise:
+the metrics score the rule's grades, and `metrics.json` records the rule. The report folder and
+its files are `dr_hf.evaluation.report`'s.
 
 A held-out set is evaluated whole (`split="all"`, `load_dr_images`: every image once, no split, so
 even a set with one image per grade works). `split="validation"` evaluates a run's own validation
@@ -32,7 +34,8 @@ from dr_hf.evaluation.report import (
     write_figures,
     write_metrics,
 )
-from dr_hf.inference import Grading, grade, load_graders, named_models
+from dr_hf.grading_rule import GradeRule
+from dr_hf.inference import Grading, grade, grade_rule_for, load_graders, named_models
 from dr_hf.metrics import compute_dr_metrics
 from dr_hf.predictions import PROB_COLUMNS, predictions_table, write_predictions
 from dr_hf.run_folder import RUN_CONFIG, read_run_config
@@ -78,6 +81,18 @@ class EvaluateArguments:
             "confident correct referrals into <output>/heatmaps/."
         },
     )
+    grade_rule: str | None = field(
+        default=None,
+        metadata={
+            "help": "argmax or thresholds (default: the rule saved with the model; an "
+            "ensemble: argmax, or the cut points of the dr-hf cv folder it comes from).",
+            "choices": ["argmax", "thresholds"],
+        },
+    )
+    cut_points: str | None = field(
+        default=None,
+        metadata={"help": "Grade by these four cut points A,B,C,D on the expected grade/score."},
+    )
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -116,6 +131,8 @@ def evaluate_model(
     seed: int = 0,
     overwrite: bool = False,
     heatmaps: int = 0,
+    grade_rule: str | None = None,
+    cut_points=None,
 ) -> dict:
     """Evaluate a trained model on `data_args`' images and write the report to `output_dir`,
     with Grad-CAM figures of the `heatmaps` most confident errors and correct referrals.
@@ -125,10 +142,14 @@ def evaluate_model(
     already holds a report is refused unless `overwrite`, before the model or data are loaded.
     Returns what `metrics.json` holds: the plain metrics, and under "tta" the TTA ones.
 
+    The grades follow `grade_rule_for(graders, grade_rule, cut_points)` (by default the rule
+    the model saved), which `grade_rule` in `metrics.json` records.
+
     Several model folders (a list of more than one) are an ensemble: each member grades the
-    images with its own preprocessing, the report is that of the averaged probabilities (see
-    `dr_hf.evaluation.ensemble`), `model` and `preprocessing` list the members', and `members`
-    holds each member's headline metrics. A list of one is the same as the folder alone.
+    images with its own preprocessing, the report is that of the averaged outputs, cut after
+    averaging (see `dr_hf.evaluation.ensemble`), `model` and `preprocessing` list the
+    members', and `members` holds each member's headline metrics, each graded by its own saved
+    rule. A list of one is the same as the folder alone.
     """
     paths = named_models(model_path)
     data_args = resolve_data_args(paths[0], data_args, split)
@@ -137,6 +158,12 @@ def evaluate_model(
     if heatmaps and len(paths) > 1:
         raise ValueError("Grad-CAM figures (--heatmaps) need one model, not an ensemble.")
     graders = load_graders(paths, retfound_weights, device)
+    rule = grade_rule_for(graders, grade_rule, cut_points)
+    if heatmaps and graders[0].head == "regression":
+        raise ValueError(
+            "Grad-CAM figures (--heatmaps) show grade probabilities, which a regression model "
+            f"({paths[0]}) does not have: evaluate it without --heatmaps."
+        )
     if heatmaps and hasattr(graders[0].model, "session"):
         raise ValueError(
             f"Grad-CAM figures (--heatmaps) need the model's gradients, which the exported ONNX "
@@ -155,7 +182,10 @@ def evaluate_model(
     graded = check_graded(grade(on_data, dataset, tta, batch_size, num_workers, progress=None))
     variants = graded.variants
     labels = np.asarray(dataset["label"], dtype=np.int64)
-    members = member_metrics(paths, graded.members, labels) if len(paths) > 1 else None
+    members = None
+    if len(paths) > 1:
+        rules = [grade_rule_for(grader) for grader in graders]
+        members = member_metrics(paths, graded.members, labels, rules)
     preprocessing = [grader.preprocessing for grader in graders]
     preprocessing = preprocessing[0] if len(graders) == 1 else preprocessing
 
@@ -163,13 +193,26 @@ def evaluate_model(
         "model": str(paths[0]) if len(paths) == 1 else [str(path) for path in paths],
         "data": source_label(data_args.data_dir) or data_args.train_csv or data_args.dataset_name,
         "split": split,
+        "head": graders[0].head,
+        "grade_rule": rule.record() | {"described": rule.describe()},
     }
     if heatmaps:
         figures, grader = output_dir / "heatmaps", graders[0]
-        header["heatmaps"] = case_heatmaps(grader, dataset, variants["plain"], heatmaps, figures)
+        header["heatmaps"] = case_heatmaps(
+            grader, dataset, variants["plain"], heatmaps, figures, rule
+        )
     quality = graded.quality
     return write_report(
-        output_dir, header, preprocessing, dataset, variants, bootstrap, seed, quality, members
+        output_dir,
+        header,
+        preprocessing,
+        dataset,
+        variants,
+        bootstrap,
+        seed,
+        quality,
+        members,
+        rule,
     )
 
 
@@ -209,9 +252,16 @@ def resolve_data_args(
     return DataArguments(**run_fields)
 
 
-def gradeability_report(ids: list, labels: np.ndarray, probabilities: np.ndarray, quality: list):
+def gradeability_report(
+    ids: list,
+    labels: np.ndarray,
+    outputs: np.ndarray,
+    quality: list,
+    rule: GradeRule | None = None,
+):
     """Counts of gradable and ungradable images, the ungradable ones with their issues, and the
-    metrics on the gradable ones (no bootstrap; None when fewer than two are gradable)."""
+    metrics on the gradable ones, graded by `rule` (no bootstrap; None when fewer than two are
+    gradable)."""
     gradable = np.array([verdict.gradable for verdict in quality], bool)
     ungradable = [
         {"image_id": image_id, "issues": list(verdict.issues)}
@@ -220,7 +270,7 @@ def gradeability_report(ids: list, labels: np.ndarray, probabilities: np.ndarray
     ]
     metrics = None
     if gradable.sum() >= 2:
-        metrics = compute_dr_metrics(probabilities[gradable], labels[gradable])
+        metrics = compute_dr_metrics(outputs[gradable], labels[gradable], rule=rule)
     return {
         "num_gradable": int(gradable.sum()),
         "num_ungradable": int((~gradable).sum()),
@@ -239,9 +289,11 @@ def write_report(
     seed: int = 0,
     quality: list | None = None,
     members: list[dict] | None = None,
+    rule: GradeRule | None = None,
 ) -> dict:
-    """Score each variant against the dataset's labels and write metrics, predictions and
-    figures; `header` (model, data, split) opens `metrics.json`. Returns what it holds.
+    """Score each variant's outputs against the dataset's labels, the grades decided by `rule`
+    (argmax by default), and write metrics, predictions and figures; `header` (model, data,
+    split, grading rule) opens `metrics.json`. Returns what it holds.
 
     The plain metrics sit at the top level of `metrics.json`, another variant's under its name.
     With the images' gradeability verdicts (`quality`), `gradeability` holds the counts, the
@@ -258,20 +310,20 @@ def write_report(
         "preprocessing": preprocessing,
         "bootstrap": bootstrap,
     }
-    for name, probabilities in variants.items():
-        metrics = compute_dr_metrics(probabilities, labels, bootstrap, seed)
-        write_figures(output_dir, probabilities, labels, metrics, name)
+    for name, outputs in variants.items():
+        metrics = compute_dr_metrics(outputs, labels, bootstrap, seed, rule=rule)
+        write_figures(output_dir, outputs, labels, metrics, name)
         if name == "plain":
             results |= metrics
         else:
             results[name] = metrics
     ids = list(dataset["image_id"])
     if quality is not None:
-        results["gradeability"] = gradeability_report(ids, labels, variants["plain"], quality)
+        results["gradeability"] = gradeability_report(ids, labels, variants["plain"], quality, rule)
     if members is not None:
         results["members"] = members
     table = predictions_table(
-        ids, variants["plain"], labels=labels, tta=variants.get("tta"), quality=quality
+        ids, variants["plain"], labels=labels, tta=variants.get("tta"), quality=quality, rule=rule
     )
     write_predictions(table, output_dir / "predictions.csv")
     results = write_metrics(output_dir / "metrics.json", results)

@@ -11,6 +11,7 @@ from datasets import Dataset
 
 from dr_hf.evaluation.heatmaps import heatmaps_for
 from dr_hf.grades import REFERABLE_MIN_GRADE
+from dr_hf.grading_rule import GradeRule, is_regression
 from dr_hf.inference import open_image
 from dr_hf.metrics import referable_scores
 
@@ -28,13 +29,20 @@ def file_heatmaps(grader, names: list[str], out_dir: str | Path) -> list[Path]:
     return heatmaps_for(grader, [open_image(name) for name in names], out_dir, stems)
 
 
-def select_cases(probabilities: np.ndarray, labels: np.ndarray, count: int) -> dict[str, list[int]]:
+def select_cases(
+    probabilities: np.ndarray, labels: np.ndarray, count: int, rule: GradeRule | None = None
+) -> dict[str, list[int]]:
     """Row indices of the `count` most confident errors (highest top probability among wrong
-    grades) and of the `count` correctly referred images most confidently so (true and
-    predicted grade >= 2, highest P(grade >= 2))."""
-    predicted = probabilities.argmax(axis=1)
+    grades; for regression scores, the farthest from the true grade) and of the `count`
+    correctly referred images most confidently so (true and predicted grade >= 2, highest
+    P(grade >= 2) or score); the grades decided by `rule` (argmax by default)."""
+    predicted = (rule or GradeRule()).grades(probabilities)
     wrong = np.flatnonzero(predicted != labels)
-    errors = wrong[np.argsort(-probabilities[wrong].max(axis=1), kind="stable")][:count]
+    if is_regression(probabilities):
+        confidence = np.abs(probabilities[:, 0] - labels)
+    else:
+        confidence = probabilities.max(axis=1)
+    errors = wrong[np.argsort(-confidence[wrong], kind="stable")][:count]
     referred = np.flatnonzero((labels >= REFERABLE_MIN_GRADE) & (predicted >= REFERABLE_MIN_GRADE))
     scores = referable_scores(probabilities)[referred]
     referable = referred[np.argsort(-scores, kind="stable")][:count]
@@ -42,13 +50,18 @@ def select_cases(probabilities: np.ndarray, labels: np.ndarray, count: int) -> d
 
 
 def case_heatmaps(
-    grader, dataset: Dataset, probabilities: np.ndarray, count: int, out_dir: str | Path
+    grader,
+    dataset: Dataset,
+    probabilities: np.ndarray,
+    count: int,
+    out_dir: str | Path,
+    rule: GradeRule | None = None,
 ) -> dict[str, list[str]]:
     """Figures of `select_cases` in `out_dir/errors/` and `out_dir/referable/`, named by image
     id; returns the ids of each group."""
     labels = np.asarray(dataset["label"], dtype=np.int64)
     written = {}
-    for group, rows in select_cases(probabilities, labels, count).items():
+    for group, rows in select_cases(probabilities, labels, count, rule).items():
         ids = [str(dataset[row]["image_id"]) for row in rows]
         images = [dataset[row]["image"] for row in rows]
         if rows:

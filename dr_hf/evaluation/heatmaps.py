@@ -212,6 +212,12 @@ def write_heatmap(
     return path
 
 
+NO_REGRESSION_FIGURES = (
+    "Grad-CAM figures show the map of the most probable grade beside the grade probabilities; a "
+    "regression model has no grade probabilities: grade it without --heatmaps."
+)
+
+
 def heatmaps_for(
     grader: "Grader", images: list, out_dir: str | Path, names: list[str], batch_size: int = 16
 ) -> list[Path]:
@@ -225,6 +231,8 @@ def heatmaps_for(
     """
     if len(names) != len(images) or len(set(names)) != len(names):
         raise ValueError(f"{len(images)} images need as many distinct names, got {len(names)}.")
+    if grader.head == "regression":
+        raise ValueError(NO_REGRESSION_FIGURES)
     out_dir = Path(out_dir)
     paths = []
     for start in range(0, len(images), batch_size):

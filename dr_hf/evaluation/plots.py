@@ -13,6 +13,7 @@ from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 from dr_hf.grades import GRADE_NAMES, NUM_GRADES, REFERABLE_MIN_GRADE
+from dr_hf.grading_rule import is_regression
 from dr_hf.metrics import calibration_bins, expected_calibration_error, referable_scores
 
 DPI = 120
@@ -50,18 +51,26 @@ def plot_roc(
     title: str = "",
 ) -> Path:
     """One-vs-rest ROC per grade (left) and referable DR, P(grade >= 2), with the screening
-    operating points marked (right). Grades absent from `labels` or present alone are skipped."""
+    operating points marked (right). Grades absent from `labels` or present alone are skipped.
+    Regression scores [N, 1] have no per-grade probabilities: the referable panel alone, on
+    the score."""
     labels = np.asarray(labels)
-    figure = Figure(figsize=(12, 5.5))
-    per_grade, referable = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
-    for grade in range(NUM_GRADES):
+    regression = is_regression(probabilities)
+    figure = Figure(figsize=(6.5, 5.5) if regression else (12, 5.5))
+    if regression:
+        per_grade, referable = None, figure.add_subplot(1, 1, 1)
+    else:
+        per_grade, referable = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    for grade in range(0 if regression else NUM_GRADES):
         positive = labels == grade
         if positive.any() and not positive.all():
             name = f"{grade} {GRADE_NAMES[grade]}"
             RocCurveDisplay.from_predictions(
                 positive, probabilities[:, grade], name=name, ax=per_grade
             )
-    per_grade.set_title("Per grade, one vs rest")
+    if per_grade is not None:
+        per_grade.set_title("Per grade, one vs rest")
+    on = "score" if regression else "P"
 
     positive, scores = labels >= REFERABLE_MIN_GRADE, referable_scores(probabilities)
     if positive.any() and not positive.all():
@@ -75,10 +84,11 @@ def plot_roc(
                 1 - point["specificity"],
                 point["sensitivity"],
                 "o",
-                label=f"{name}: sens {point['sensitivity']:.3f} at P >= {point['threshold']:.3f}",
+                label=f"{name}: sens {point['sensitivity']:.3f} at {on} >= "
+                f"{point['threshold']:.3f}",
             )
     referable.set_title("Referable DR (grade >= 2)")
-    for ax in (per_grade, referable):
+    for ax in filter(None, (per_grade, referable)):
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.01)

@@ -1,9 +1,10 @@
 """The report folder of `dr-hf evaluate`: where it goes, and what is written into it.
 
-`metrics.json` (NaN as null), `predictions.csv` (the `dr_hf.predictions` table, with the true
-grade and, with TTA, the TTA probabilities), the
-confusion-matrix, ROC and reliability figures, and the fixed-width table printed at the end. A
-folder already holding a report is refused before any work, unless told to overwrite it.
+`metrics.json` (NaN as null; `grade_rule` says how outputs became grades), `predictions.csv`
+(the `dr_hf.predictions` table, with the true grade and, with TTA, the TTA outputs), the
+confusion-matrix, ROC and reliability figures (none for a regression model, which has no grade
+probabilities to calibrate), and the fixed-width table printed at the end. A folder already
+holding a report is refused before any work, unless told to overwrite it.
 """
 
 import json
@@ -15,6 +16,7 @@ import numpy as np
 
 from dr_hf.config.arguments import DataArguments
 from dr_hf.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
+from dr_hf.grading_rule import is_regression
 from dr_hf.metrics import HEADLINE
 
 REPORT_FILES = ("metrics.json", "predictions.csv")
@@ -55,10 +57,11 @@ def check_output_dir(output_dir: Path, overwrite: bool = False) -> None:
 
 
 def prepare_output_dir(output_dir: Path) -> None:
-    """Create the folder; an overwritten report's TTA figures would outlive it, so drop them."""
+    """Create the folder; an overwritten report's figures would outlive it, so drop them."""
     output_dir.mkdir(parents=True, exist_ok=True)
     for figure in FIGURES:
-        (output_dir / f"{figure}_tta.png").unlink(missing_ok=True)
+        for suffix in ("", "_tta"):
+            (output_dir / f"{figure}{suffix}.png").unlink(missing_ok=True)
 
 
 def write_figures(
@@ -69,7 +72,8 @@ def write_figures(
     variant: str = "plain",
 ) -> None:
     """One variant's confusion matrix, ROC (with the referable operating points) and reliability
-    diagram; a variant other than `plain` gets a `_<variant>` file suffix and a TTA title."""
+    diagram (not for regression scores: no probabilities); a variant other than `plain` gets a
+    `_<variant>` file suffix and a TTA title."""
     suffix = "" if variant == "plain" else f"_{variant}"
     title = "" if variant == "plain" else "TTA"
     plot_confusion_matrix(
@@ -82,6 +86,8 @@ def write_figures(
         metrics["referable_operating_points"],
         title,
     )
+    if is_regression(probabilities):
+        return
     plot_reliability(
         probabilities,
         labels,
@@ -117,6 +123,8 @@ def format_table(results: dict) -> str:
     variants = [results] + ([results["tta"]] if "tta" in results else [])
     header = f"{'Metric':<34}{'Value':>8}  {'95% CI':<17}" + ("  TTA" if len(variants) > 1 else "")
     rows = [header, "-" * len(header)]
+    if results.get("grade_rule"):
+        rows.insert(0, f"Grades by {results['grade_rule']['described']}")
 
     def cell(value) -> str:
         return "     n/a" if value is None else f"{value:8.4f}"
@@ -129,7 +137,8 @@ def format_table(results: dict) -> str:
     for name, point in results["referable_operating_points"].items():
         label = f"sensitivity at {round(point['target_specificity'] * 100)}% specificity"
         threshold = point["threshold"]
-        at = f"P>={threshold:.3f}" if threshold is not None else ""
+        on = "score" if results.get("head") == "regression" else "P"
+        at = f"{on}>={threshold:.3f}" if threshold is not None else ""
         line = f"{label:<34}{cell(point['sensitivity'])}  {at:<17}"
         if len(variants) > 1:
             line += (
@@ -145,10 +154,12 @@ def _member_lines(members: list | None) -> list[str]:
     if not members:
         return []
     keys = ("accuracy", "qwk", "macro_auroc", "referable_auroc", "ece")
-    lines = ["", "Ensemble members (plain):", "  ".join(f"{key:>15}" for key in keys) + "  model"]
+    lines = ["", "Ensemble members (plain, each graded by its own rule):"]
+    lines.append("  ".join(f"{key:>15}" for key in keys) + "  model (grade rule)")
     for member in members:
         cells = ["n/a" if member[key] is None else f"{member[key]:.4f}" for key in keys]
-        lines.append("  ".join(f"{cell:>15}" for cell in cells) + f"  {member['model']}")
+        rule = f" ({member['grade_rule']})" if "grade_rule" in member else ""
+        lines.append("  ".join(f"{cell:>15}" for cell in cells) + f"  {member['model']}{rule}")
     return lines
 
 

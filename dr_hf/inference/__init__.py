@@ -2,7 +2,8 @@
 
 A `Grader` is a model with the `FundusImageProcessor` it was trained with (`grader`); `grade` is
 the loop every caller runs, one model being an ensemble of one (`grade`); `predict` adds the
-referable decision and returns a `PredictionResult`, the rows `dr-hf predict` writes (`results`);
+grading rule (`grade_rule_for`: argmax or cut points) and the referable decision, and returns a
+`PredictionResult`, the rows `dr-hf predict` writes (`results`);
 `named_models` reads which models the command line names (`models`); `stream_predictions` writes
 an archive's rows batch by batch and resumes a killed run (`archive`). A folder
 `dr-hf export --format onnx` wrote loads as a grader whose model is run by onnxruntime
@@ -19,11 +20,17 @@ from dr_hf.inference.grader import (
     OPERATING_POINTS,
     Grader,
     decision_rule,
+    grade_rule_for,
     load_grader,
     load_graders,
     load_processor,
 )
-from dr_hf.inference.models import add_model_flags, is_model_folder, named_models
+from dr_hf.inference.models import (
+    add_grade_rule_flags,
+    add_model_flags,
+    is_model_folder,
+    named_models,
+)
 from dr_hf.inference.predict import as_graders, predict, predict_stream
 from dr_hf.inference.results import PROB_COLUMNS, Missing, PredictionResult, collect_inputs
 
@@ -35,12 +42,14 @@ __all__ = [
     "Grading",
     "Missing",
     "PredictionResult",
+    "add_grade_rule_flags",
     "add_model_flags",
     "as_graders",
     "collect_inputs",
     "decision_rule",
     "grade",
     "grade_batch",
+    "grade_rule_for",
     "grade_stream",
     "is_model_folder",
     "load_grader",

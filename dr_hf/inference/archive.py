@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dr_hf.inference.grader import Grader, decision_rule
+from dr_hf.inference.grader import Grader, decision_rule, grade_rule_for
 from dr_hf.inference.predict import predict, predict_stream
 from dr_hf.inference.results import PredictionResult
 from dr_hf.predictions import (
-    PROB_COLUMNS,
-    probabilities_of,
+    cut_points_text,
+    outputs_of,
     read_predictions,
     table_format,
     write_predictions,
@@ -80,7 +80,8 @@ def check_resumable(graders: list[Grader], output, fmt: str, **options) -> pd.Da
     written (a batch is `batch_size` inputs, one row each) are cut from the file once it is
     known to be resumable, so the rest is graded in the uninterrupted run's batches. Refused,
     the file left as it is, with what to do:
-    no output file, a JSON array, a file of other columns, of another decision rule, of another
+    no output file, a JSON array, a file of other columns, of another grading or decision rule
+    (or cut points), of another
     model or preprocessing (its first graded photograph, graded again now, gets other
     probabilities), or ungradable photographs graded otherwise.
     """
@@ -130,6 +131,15 @@ def _check_rule(graders, path: Path, graded: pd.DataFrame, options: dict) -> Non
             f"this run decides by {ours[0]} (threshold {ours[1] or 'none'}): give the same "
             "--operating-point / --referable-threshold, or write to a new file."
         )
+    grading = grade_rule_for(graders, options.get("grade_rule"), options.get("cut_points"))
+    theirs = (graded["grade_rule"].iloc[0], graded["cut_points"].iloc[0])
+    ours = (grading.rule, cut_points_text(grading))
+    if theirs != ours:
+        raise ValueError(
+            f"{path} was graded by the rule {theirs[0]} (cut points {theirs[1] or 'none'}); this "
+            f"run grades by {ours[0]} (cut points {ours[1] or 'none'}): give the same "
+            "--grade-rule / --cut-points, or write to a new file."
+        )
 
 
 def keep_lines(path: Path, count: int) -> None:
@@ -149,12 +159,13 @@ def keep_lines(path: Path, count: int) -> None:
 
 def _schema(graders: list[Grader], options: dict) -> pd.DataFrame:
     """A table of no rows with the columns this run writes."""
-    probabilities = np.zeros((0, len(PROB_COLUMNS)))
+    outputs = np.zeros((0, graders[0].width))
     rule, threshold = decision_rule(
         graders, options.get("operating_point"), options.get("referable_threshold")
     )
+    grading = grade_rule_for(graders, options.get("grade_rule"), options.get("cut_points"))
     quality = [] if options.get("quality", True) else None
-    result = PredictionResult([], probabilities, [], threshold, rule, quality)
+    result = PredictionResult([], outputs, [], threshold, rule, quality, grade_rule=grading)
     return result.table()
 
 
@@ -173,17 +184,19 @@ def _check_ungradable_policy(path: Path, written: pd.DataFrame, grade_ungradable
 
 
 def _check_same_model(graders, path: Path, graded: pd.DataFrame, options: dict) -> None:
-    """Grade the file's first graded photograph again: other probabilities mean another model."""
+    """Grade the file's first graded photograph again: other outputs mean another model."""
     if not Path(graded["image"].iloc[0]).is_file():
         return
     name = graded["image"].iloc[0]
-    kept = {key: options[key] for key in ("tta", "quality") if key in options}
-    again = predict(graders, [name], num_workers=0, progress=False, **kept).probabilities
-    before = probabilities_of(graded.iloc[:1]).astype(np.float64)
-    if len(again) != 1 or not np.allclose(again, before, atol=SAME_PROBABILITY, rtol=0):
+    kept = ("tta", "quality", "grade_rule", "cut_points")
+    kept = {key: options[key] for key in kept if key in options}
+    again = predict(graders, [name], num_workers=0, progress=False, **kept).outputs
+    before = outputs_of(graded.iloc[:1]).astype(np.float64)
+    same = again.shape == before.shape
+    if not same or not np.allclose(again, before, atol=SAME_PROBABILITY, rtol=0):
         raise ValueError(
             f"{path} was written by another model or with other settings: {name} has "
-            f"probabilities {before.round(6).tolist()[0]} there and "
+            f"outputs {before.round(6).tolist()[0]} there and "
             f"{np.round(again, 6).tolist()[:1]} now. Write to a new file, or run without "
             "--resume to replace it."
         )

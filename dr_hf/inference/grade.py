@@ -1,4 +1,5 @@
-"""`grade`: the one loop that turns photographs into grade probabilities.
+"""`grade`: the one loop that turns photographs into model outputs: five grade probabilities
+(softmax and ordinal heads), or one regression score.
 
 `dr-hf predict`, `dr-hf evaluate`, the demo page and the benchmarks all grade through it. Each
 photograph is decoded once (`open_image`), then each grader's processor makes that grader's
@@ -23,8 +24,7 @@ from dr_hf.data.files import DECODE_ERRORS
 from dr_hf.data.photographs import Photograph, PhotographError, open_photograph
 from dr_hf.data.preprocessing import to_rgb
 from dr_hf.data.quality import MIN_JUDGED_SIDE, assess_quality
-from dr_hf.grades import NUM_GRADES
-from dr_hf.inference.grader import Grader, model_view
+from dr_hf.inference.grader import Grader, model_view, same_outputs
 from dr_hf.inference.results import Missing, collect_inputs
 
 logger = logging.getLogger(__name__)
@@ -57,8 +57,9 @@ def open_photo(source) -> Photograph:
 
 @dataclass
 class Grading:
-    """What `grade` returns: the graded images' names in input order, each grader's
-    probabilities of them (`plain`, and with TTA also `tta`), why the other images could not be
+    """What `grade` returns: the graded images' names in input order, each grader's outputs
+    for them ([N, 5] probabilities or [N, 1] regression scores; `plain`, and with TTA also
+    `tta`), why the other images could not be
     graded, the first grader's gradeability verdicts (None when not assessed), and the input
     position of each graded image and then of each failure (`order`), to put rows in input
     order."""
@@ -70,13 +71,17 @@ class Grading:
     order: list[int] | None = None
 
     @classmethod
-    def join(cls, parts: list["Grading"], graders: int, tta: bool, quality: bool) -> "Grading":
+    def join(
+        cls, parts: list["Grading"], graders: list[Grader], tta: bool, quality: bool
+    ) -> "Grading":
         """The batches' gradings as one, in input order (an empty one for no batches)."""
-        empty = np.zeros((0, NUM_GRADES), np.float32)
         variants = ("plain", "tta") if tta else ("plain",)
         members = [
-            {v: np.concatenate([empty, *(p.members[m][v] for p in parts)]) for v in variants}
-            for m in range(graders)
+            {
+                v: np.concatenate([empty_outputs(grader), *(p.members[m][v] for p in parts)])
+                for v in variants
+            }
+            for m, grader in enumerate(graders)
         ]
         positions = [i for p in parts for i in p.order[: len(p.names)]]
         positions += [i for p in parts for i in p.order[len(p.names) :]]
@@ -90,11 +95,17 @@ class Grading:
 
     @property
     def variants(self) -> dict[str, np.ndarray]:
-        """Each variant's probabilities averaged over the graders, in float64."""
+        """Each variant's outputs averaged over the graders, in float64 (an ensemble's
+        probabilities, or its regression scores, before any grading rule cuts them)."""
         return {
             name: np.mean([member[name].astype(np.float64) for member in self.members], axis=0)
             for name in self.members[0]
         }
+
+
+def empty_outputs(grader: Grader) -> np.ndarray:
+    """The outputs of no image: [0, 5] or, for a regression model, [0, 1]."""
+    return np.zeros((0, grader.width), np.float32)
 
 
 class _Photos(torch.utils.data.Dataset):
@@ -151,13 +162,16 @@ def _collate(items: list[dict]) -> dict:
 def grade_batch(
     grader: Grader, pixel_values: torch.Tensor, tta: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Softmax probabilities of a normalised batch, and with `tta` their mean over the flips and
-    rot90 (one forward pass over all views)."""
+    """The outputs of a normalised batch: softmax probabilities [N, 5] of class logits (an
+    ordinal model's log-probabilities give its probabilities back), or a regression model's
+    scores [N, 1] as they are; with `tta` also their mean over the flips and rot90 (one forward
+    pass over all views)."""
     pixels = pixel_values.to(grader.device, non_blocking=True)
     views = [view(pixels) for view in TTA_VIEWS] if tta else [pixels]
     logits = grader.model(pixel_values=torch.cat(views)).logits.float()
-    probs = torch.softmax(logits, dim=-1).reshape(len(views), len(pixels), -1).cpu()
-    return probs[0], probs.mean(dim=0) if tta else None
+    outputs = logits if logits.shape[-1] == 1 else torch.softmax(logits, dim=-1)
+    outputs = outputs.reshape(len(views), len(pixels), -1).cpu()
+    return outputs[0], outputs.mean(dim=0) if tta else None
 
 
 def auto_workers(count: int) -> int:
@@ -194,11 +208,13 @@ def grade_stream(
     row in order; images named in `skip` are left out. With `tta`, each grader's probabilities
     come plain and averaged over the flips and rot90 (`TTA_VIEWS`) from the same forward pass;
     with `quality`, each image gets the gradeability verdict of the array the first grader's
-    input was made from.
+    input was made from. An ensemble mixing regression models with probability ones is refused
+    (`same_outputs`): their outputs cannot be averaged.
     """
     graders = [graders] if isinstance(graders, Grader) else list(graders)
     if not graders:
         raise ValueError("Grading needs at least one model.")
+    graders = same_outputs(graders)
     if isinstance(images, Dataset):
         sources, names = images, [str(i) for i in images["image_id"]]
     else:
@@ -225,8 +241,8 @@ def grade_stream(
             plain, averaged = grade_batch(grader, pixels, tta)
             members.append({"plain": plain.numpy()} | ({"tta": averaged.numpy()} if tta else {}))
         if not batch["index"]:  # every image of the batch failed
-            empty = np.zeros((0, NUM_GRADES), np.float32)
-            members = [{v: empty for v in ("plain", "tta")[: 1 + tta]} for _ in graders]
+            variants = ("plain", "tta")[: 1 + tta]
+            members = [{v: empty_outputs(grader) for v in variants} for grader in graders]
         yield Grading(
             [names[i] for i in batch["index"]],
             members,
@@ -249,7 +265,7 @@ def grade(
     set that fits there (an archive goes through `grade_stream`)."""
     graders = [graders] if isinstance(graders, Grader) else list(graders)
     parts = list(grade_stream(graders, images, tta, batch_size, num_workers, progress, quality))
-    return Grading.join(parts, len(graders), tta, quality)
+    return Grading.join(parts, graders, tta, quality)
 
 
 __all__ = ["TTA_VIEWS", "Grading", "grade", "grade_batch", "grade_stream", "open_image"]

@@ -1,5 +1,6 @@
 """A `Grader`: a trained model with the `FundusImageProcessor` it was validated with, on its
-device, and the referable decision its predictions follow.
+device, the grading rule that turns its outputs into grades (`grade_rule_for`) and the referable
+decision its predictions follow (`decision_rule`).
 
 The model is any folder training produced (full model, `best/`, `checkpoint-N`, LoRA adapter) or
 a model already in memory, or a folder `dr-hf export --format onnx` wrote (run by onnxruntime).
@@ -10,6 +11,7 @@ processor existed carry `dr_hf_preprocessing.json` instead, which is read in its
 
 import copy
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,9 +21,11 @@ from transformers.utils import IMAGE_PROCESSOR_NAME
 
 from dr_hf.data.fundus_processor import FundusImageProcessor, normalize
 from dr_hf.data.prepare import steps_to_apply
+from dr_hf.grades import NUM_GRADES
+from dr_hf.grading_rule import GRADE_RULES, GradeRule, head_of
 from dr_hf.inference.onnx_model import OnnxModel, is_onnx_folder
-from dr_hf.models.parts import operating_points
-from dr_hf.run_folder import read_preprocessing
+from dr_hf.models.parts import base_model, operating_points
+from dr_hf.run_folder import cv_grade_rule, read_preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,27 @@ class Grader:
     model: torch.nn.Module  # or an OnnxModel, called the same way
     processor: FundusImageProcessor
     device: torch.device
+    folder: Path | None = None  # the model folder it was loaded from, if any
+
+    @property
+    def config(self):
+        """The model's config (an exported folder's config.json, for an OnnxModel): its head,
+        grading rule and operating points."""
+        return getattr(base_model(self.model), "config", None)
+
+    @property
+    def head(self) -> str:
+        """`softmax`, `ordinal` or `regression` (`dr_hf.grading_rule.head_of`)."""
+        return head_of(self.config)
+
+    @property
+    def width(self) -> int:
+        """Outputs per image: five grade probabilities, or one regression score."""
+        return 1 if self.head == "regression" else NUM_GRADES
+
+    @property
+    def name(self) -> str:
+        return str(self.folder) if self.folder else f"a {self.head} model"
 
     @property
     def preprocessing(self) -> dict:
@@ -112,7 +137,9 @@ def load_grader(
     if isinstance(model, str | Path) and is_onnx_folder(model):
         # onnxruntime picks CUDA or the CPU itself; the batch is handed over on the CPU
         folder = Path(model)
-        return Grader(OnnxModel(folder), processor or load_processor(folder), torch.device("cpu"))
+        onnx = OnnxModel(folder)
+        return Grader(onnx, processor or load_processor(folder), torch.device("cpu"), folder)
+    folder = None
     if isinstance(model, str | Path):
         folder = Path(model)
         processor = processor or load_processor(folder)
@@ -125,7 +152,7 @@ def load_grader(
             )
     processor = processor or processor_for(model)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return Grader(model.to(device).eval(), processor, device)
+    return Grader(model.to(device).eval(), processor, device, folder)
 
 
 def load_graders(
@@ -135,16 +162,108 @@ def load_graders(
     return [load_grader(model, retfound_weights, device) for model in models]
 
 
+def same_outputs(graders: Grader | list[Grader]) -> list[Grader]:
+    """The graders as a list, once they are known to output alike: an ensemble averages its
+    members' outputs, so regression members cannot join softmax or ordinal ones (five
+    probabilities each, which average fine). Else a ValueError naming them."""
+    graders = [graders] if isinstance(graders, Grader) else list(graders)
+    regression = [grader.name for grader in graders if grader.head == "regression"]
+    if regression and len(regression) < len(graders):
+        others = [grader.name for grader in graders if grader.head != "regression"]
+        raise ValueError(
+            "An ensemble averages its members' outputs, and a regression score cannot be averaged "
+            f"with grade probabilities: {', '.join(regression)} (regression) against "
+            f"{', '.join(others)} (grade probabilities). Ensemble models of one kind."
+        )
+    return graders
+
+
+def parse_cut_points(text: str) -> tuple[float, ...]:
+    """`--cut-points 0.5,1.5,2.5,3.5` as four floats (";" separates them too, as the
+    predictions table's `cut_points` cell does); else a ValueError saying what to give."""
+    parts = [part.strip() for part in str(text).replace(";", ",").split(",") if part.strip()]
+    try:
+        points = tuple(float(part) for part in parts)
+    except ValueError:
+        points = ()
+    if len(points) != NUM_GRADES - 1:
+        raise ValueError(
+            f"--cut-points {text!r}: give {NUM_GRADES - 1} increasing numbers separated by "
+            "commas, e.g. 0.5,1.5,2.5,3.5."
+        )
+    return points
+
+
+def grade_rule_for(
+    graders: Grader | list[Grader],
+    rule: str | GradeRule | None = None,
+    cut_points: Sequence[float] | str | None = None,
+) -> GradeRule:
+    """The `GradeRule` that turns the graders' (averaged) outputs into grades.
+
+    Given `cut_points` (numbers, or text as `parse_cut_points` reads it): thresholds on them,
+    for one grader or an ensemble. One grader: the rule
+    its config saved (`GradeRule.from_config`: argmax for a model saved without one, thresholds
+    for a regression model), or `rule` with its saved cut points.
+
+    Several graders (an ensemble, cut after averaging): the members' saved cut points were
+    fitted on their own outputs and are not applied to the average. When the graders are the
+    fold models of one `dr-hf cv` folder, its rule and cut points, fitted on the out-of-fold
+    predictions (`cv_grade_rule`), are the default; otherwise argmax, and thresholds need
+    `cut_points`. A regression model or ensemble has no argmax (a clear error). A `GradeRule`
+    given as `rule` is taken as it is (once the graders can follow it).
+    """
+    graders = same_outputs(graders)
+    if isinstance(rule, GradeRule):
+        if rule.rule == "argmax" and graders[0].head == "regression":
+            rule = "argmax"  # refused below, as the name would be
+        else:
+            return rule
+    if rule not in (None, *GRADE_RULES):
+        raise ValueError(f"grade rule {rule!r} is not known: use argmax or thresholds.")
+    regression = graders[0].head == "regression"
+    if cut_points is not None:
+        if rule == "argmax":
+            raise ValueError(
+                "--cut-points decide by thresholds, --grade-rule argmax by the most probable "
+                "grade: give one or the other."
+            )
+        if isinstance(cut_points, str):
+            cut_points = parse_cut_points(cut_points)
+        return GradeRule("thresholds", tuple(cut_points))
+    if len(graders) == 1:
+        return GradeRule.from_config(graders[0].config, rule)
+    if regression and rule == "argmax":
+        raise ValueError(
+            "Regression models have no grade probabilities to take the argmax of: their grade "
+            "comes from cut points on the score (--grade-rule thresholds)."
+        )
+    record = cv_grade_rule([grader.folder for grader in graders])
+    if record is not None:
+        return GradeRule.from_record(record, rule)
+    if rule == "thresholds" or regression:
+        raise ValueError(
+            f"This ensemble of {len(graders)} models has no cut points of its own: its members' "
+            "cut points were fitted on their own outputs and do not apply to the averaged ones. "
+            "Give --cut-points a,b,c,d, or grade with the models of a dr-hf cv folder (its cut "
+            "points were fitted on its out-of-fold predictions)"
+            + ("." if regression else ", or use --grade-rule argmax.")
+        )
+    return GradeRule()
+
+
 def decision_rule(
     graders: Grader | list[Grader],
     operating_point: str | None = None,
     threshold: float | None = None,
 ) -> tuple[str, float | None]:
-    """(rule, threshold on P(grade >= 2)) deciding referable DR for the graders' predictions.
+    """(rule, threshold on P(grade >= 2), or on the score of regression models) deciding
+    referable DR for the graders' predictions.
 
-    One grader: a given `threshold` wins (rule `threshold`); `argmax` refers on the predicted
-    grade (no threshold); `spec90` / `spec95` use the threshold training saved in the model's
-    config for that specificity. By default `spec90` where the model has it, else `argmax`.
+    One grader: a given `threshold` wins (rule `threshold`); `argmax` refers on the grade the
+    grading rule decided (no threshold); `spec90` / `spec95` use the threshold training saved in
+    the model's config for that specificity. By default `spec90` where the model has it, else
+    `argmax`.
 
     Several graders (an ensemble, its probabilities averaged): the members' saved operating
     points were tuned on their own probabilities and do not apply to the average, so the rule is
@@ -184,8 +303,11 @@ __all__ = [
     "OPERATING_POINTS",
     "Grader",
     "decision_rule",
+    "grade_rule_for",
     "load_grader",
     "load_graders",
     "load_processor",
     "model_view",
+    "parse_cut_points",
+    "same_outputs",
 ]

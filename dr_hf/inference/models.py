@@ -9,6 +9,7 @@ never taken for models, nor models for images.
 import argparse
 from pathlib import Path
 
+from dr_hf.grading_rule import GRADE_RULES
 from dr_hf.run_folder import CV_SUMMARY, cv_fold_models
 
 MODEL_FILES = ("config.json", "adapter_config.json")
@@ -37,6 +38,28 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="A text file naming one model folder per line (blank lines and # comments skipped; "
         "relative paths start from the file's folder), graded after the --model ones.",
+    )
+
+
+def add_grade_rule_flags(parser: argparse.ArgumentParser) -> None:
+    """`--grade-rule` and `--cut-points`, as `dr-hf predict`, `evaluate` and `demo` take them
+    (see `dr_hf.inference.grade_rule_for`)."""
+    parser.add_argument(
+        "--grade-rule",
+        "--grade_rule",
+        choices=GRADE_RULES,
+        help="How outputs become grades: argmax (the most probable grade) or thresholds (the "
+        "model's QWK-fitted cut points on the expected grade, or on a regression score). "
+        "Default: the rule saved with the model; an ensemble: argmax, or the cut points its "
+        "dr-hf cv folder fitted on out-of-fold predictions (members' own cut points do not "
+        "apply to the average).",
+    )
+    parser.add_argument(
+        "--cut-points",
+        "--cut_points",
+        metavar="A,B,C,D",
+        help="Grade by these four increasing cut points on the expected grade (or the "
+        "regression score) instead of the saved ones.",
     )
 
 
@@ -72,4 +95,11 @@ def named_models(models, models_file: str | Path | None = None) -> list[Path]:
     return [fold for path in paths for fold in cv_fold_models(path) or [path]]
 
 
-__all__ = ["MODEL_FILES", "add_model_flags", "is_model_folder", "named_models", "read_models_file"]
+__all__ = [
+    "MODEL_FILES",
+    "add_grade_rule_flags",
+    "add_model_flags",
+    "is_model_folder",
+    "named_models",
+    "read_models_file",
+]

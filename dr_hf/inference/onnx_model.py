@@ -2,7 +2,9 @@
 
 `OnnxModel` answers `model(pixel_values=batch).logits` as a PyTorch grader does, running
 onnxruntime (CUDA where its build has it, else the CPU), and carries the folder's config.json
-as `config`, so `Grader`, `grade` and the operating points need no second path.
+as `config`, every key an attribute: the head (`dr_hf_head`), the grading rule and cut points
+(`dr_hf_grade_rule`) and the operating points are read from it as from a PyTorch model's
+config, so `Grader`, `grade`, `grade_rule_for` and `decision_rule` need no second path.
 """
 
 import json

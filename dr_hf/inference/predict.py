@@ -1,16 +1,17 @@
 """`predict`: grades, referable decisions and gradeability of photographs, for notebooks and
-`dr-hf predict`. One model or several (an ensemble, their probabilities averaged), through the
-one loop `grade_stream`; `predict_stream` yields each batch's result as it is done, for an
-archive, and `predict` returns them all as one."""
+`dr-hf predict`. One model or several (an ensemble, their outputs averaged, then cut into
+grades by the grading rule), through the one loop `grade_stream`; `predict_stream` yields each
+batch's result as it is done, for an archive, and `predict` returns them all as one."""
 
 import logging
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 import torch
 
+from dr_hf.grading_rule import GradeRule
 from dr_hf.inference.grade import Grading, grade_stream
-from dr_hf.inference.grader import Grader, decision_rule, load_grader
+from dr_hf.inference.grader import Grader, decision_rule, grade_rule_for, load_grader
 from dr_hf.inference.results import PredictionResult
 
 logger = logging.getLogger(__name__)
@@ -41,11 +42,15 @@ def predict(
     operating_point: str | None = None,
     quality: bool = True,
     grade_ungradable: bool = False,
+    grade_rule: str | GradeRule | None = None,
+    cut_points: Sequence[float] | str | None = None,
 ) -> PredictionResult:
     """Grade image files, folders of images, PIL images or RGB arrays in batches.
 
     `model` is a `Grader`, a model folder or a loaded model, or a list of them: several are an
-    ensemble whose probabilities are averaged, each member with its own preprocessing.
+    ensemble whose outputs are averaged, each member with its own preprocessing. The grades
+    follow `grade_rule_for(graders, grade_rule, cut_points)`: by default the rule the model
+    saved (an ensemble: argmax, or the cut points of the dr-hf cv folder it comes from).
     Unreadable files are collected in `failures` (logged one by one); every other image is
     graded, and with `quality` (the default) gets its gradeability verdict (the first model's):
     a photograph judged ungradable keeps its probabilities but gets no grade and no referable
@@ -55,9 +60,10 @@ def predict(
     """
     graders = as_graders(model, retfound_weights, device)
     rule, threshold = decision_rule(graders, operating_point, referable_threshold)
+    grading = grade_rule_for(graders, grade_rule, cut_points)
     batches = grade_stream(graders, inputs, tta, batch_size, num_workers, progress, quality)
-    graded = Grading.join(list(_logged(batches)), len(graders), tta, quality)
-    return _result(graded, tta, rule, threshold, grade_ungradable)
+    graded = Grading.join(list(_logged(batches)), graders, tta, quality)
+    return _result(graded, tta, rule, threshold, grade_ungradable, grading)
 
 
 def predict_stream(
@@ -74,15 +80,18 @@ def predict_stream(
     quality: bool = True,
     grade_ungradable: bool = False,
     skip: Collection[str] = (),
+    grade_rule: str | GradeRule | None = None,
+    cut_points: Sequence[float] | str | None = None,
 ) -> Iterator[PredictionResult]:
     """`predict`, one `PredictionResult` per batch as it is graded, its rows in input order
     (failures in their place); images named in `skip` are left out. Memory stays that of a
     batch however many images there are."""
     graders = as_graders(model, retfound_weights, device)
     rule, threshold = decision_rule(graders, operating_point, referable_threshold)
+    grading = grade_rule_for(graders, grade_rule, cut_points)
     batches = grade_stream(graders, inputs, tta, batch_size, num_workers, progress, quality, skip)
     for graded in _logged(batches):
-        yield _result(graded, tta, rule, threshold, grade_ungradable)
+        yield _result(graded, tta, rule, threshold, grade_ungradable, grading)
 
 
 def _logged(batches: Iterator[Grading]) -> Iterator[Grading]:
@@ -93,7 +102,12 @@ def _logged(batches: Iterator[Grading]) -> Iterator[Grading]:
 
 
 def _result(
-    graded: Grading, tta: bool, rule: str, threshold: float | None, grade_ungradable: bool
+    graded: Grading,
+    tta: bool,
+    rule: str,
+    threshold: float | None,
+    grade_ungradable: bool,
+    grading: GradeRule,
 ) -> PredictionResult:
     return PredictionResult(
         graded.names,
@@ -104,6 +118,7 @@ def _result(
         quality=graded.quality,
         grade_ungradable=grade_ungradable,
         order=graded.order,
+        grade_rule=grading,
     )
 
 

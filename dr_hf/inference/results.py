@@ -16,6 +16,7 @@ from PIL import Image
 from dr_hf.data.files import IMAGE_EXTENSIONS
 from dr_hf.errors import listing
 from dr_hf.grades import REFERABLE_MIN_GRADE
+from dr_hf.grading_rule import GradeRule, continuous_scores, is_regression
 from dr_hf.metrics import referable_scores
 from dr_hf.predictions import PROB_COLUMNS, SAVE_FORMATS, predictions_table, write_predictions
 
@@ -77,16 +78,20 @@ def collect_inputs(inputs: Iterable) -> tuple[list, list[str]]:
 class PredictionResult:
     """Grades of the images that could be read, in input order, and why the others could not.
 
-    The referable decision is `operating_point`'s: `argmax` (predicted grade >= 2), or a saved
-    operating point (`spec90`, `spec95`) or a given threshold (`threshold`), which refer when
-    P(grade >= 2) >= `referable_threshold`; every row names the rule and the threshold that
-    decided it. `quality` holds each image's gradeability verdict (`gradable`, `issues`), when
-    it was assessed: an ungradable photograph keeps its verdict and probabilities but gets no
-    grade and no referable decision (retake or refer), unless `grade_ungradable`.
+    `outputs` are the model's (or the ensemble's averaged): [N, 5] grade probabilities, or
+    [N, 1] regression scores. The grade is `grade_rule`'s (argmax, or cut points on the
+    expected grade or score). The referable decision is `operating_point`'s: `argmax` (the
+    decided grade >= 2), or a saved operating point (`spec90`, `spec95`) or a given threshold
+    (`threshold`), which refer when P(grade >= 2), or a regression score, reaches
+    `referable_threshold`; every row names the grading rule and cut points, and the
+    referable rule and threshold, that decided it. `quality` holds each image's gradeability
+    verdict (`gradable`, `issues`), when it was assessed: an ungradable photograph keeps its
+    verdict and outputs but gets no grade and no referable decision (retake or refer), unless
+    `grade_ungradable`.
     """
 
     names: list[str]
-    probabilities: np.ndarray
+    outputs: np.ndarray
     failures: list[tuple[str, str]] = field(default_factory=list)
     referable_threshold: float | None = None
     operating_point: str | None = None
@@ -94,28 +99,48 @@ class PredictionResult:
     grade_ungradable: bool = False
     order: list[int] | None = None
     """The input position of each row, graded ones then failures (see `Grading.order`)."""
+    grade_rule: GradeRule = field(default_factory=GradeRule)
 
     def __post_init__(self):
         if self.operating_point is None:
             self.operating_point = "argmax" if self.referable_threshold is None else "threshold"
 
     @property
+    def probabilities(self) -> np.ndarray:
+        """[N, 5] grade probabilities; a regression model has none (a clear error: see
+        `outputs` and `scores`)."""
+        if is_regression(self.outputs):
+            raise ValueError(
+                "A regression model gives a score per image, not grade probabilities: read "
+                "`outputs` or `scores`."
+            )
+        return self.outputs
+
+    @property
+    def scores(self) -> np.ndarray:
+        """[N] continuous grades: the expected grade, or the regression score."""
+        return continuous_scores(self.outputs)
+
+    @property
     def grades(self) -> np.ndarray:
-        return self.probabilities.argmax(axis=1)
+        """[N] grades decided by `grade_rule`."""
+        return self.grade_rule.grades(self.outputs)
 
     @property
     def referable(self) -> np.ndarray:
-        """Grade >= 2 predicted, or P(grade >= 2) >= `referable_threshold` when one is set."""
+        """Grade >= 2 decided, or P(grade >= 2) (a regression score) >= `referable_threshold`
+        when one is set."""
         if self.referable_threshold is None:
             return self.grades >= REFERABLE_MIN_GRADE
-        return referable_scores(self.probabilities) >= self.referable_threshold
+        return referable_scores(self.outputs) >= self.referable_threshold
 
     def table(self):
         """The predictions table (`dr_hf.predictions`), in input order: each failure, with its
         `error`, where its input was (after the graded images when `order` is not known)."""
         table = predictions_table(
             self.names,
-            self.probabilities,
+            self.outputs,
+            rule=self.grade_rule,
             referable=self.referable,
             operating_point=self.operating_point,
             referable_threshold=self.referable_threshold,

@@ -1,6 +1,8 @@
 """Graders as plain `transformers.TimmWrapperForImageClassification` models.
 
-A saved model is a standard transformers folder: `AutoModelForImageClassification`,
+A softmax grader is a plain `TimmWrapperForImageClassification`; ordinal and regression graders
+are its subclass `OrderedTimmForImageClassification` (`dr_hf.models.ordered_heads`), whose code
+travels with the saved folder. A saved model is a standard transformers folder: `AutoModelForImageClassification`,
 `AutoImageProcessor` and `pipeline("image-classification")` load it without dr_hf, since
 config.json holds the timm architecture, its model_args, the grade names and a `pretrained_cfg`
 (mean, std, input size, interpolation). `create_model` returns the grader with its
@@ -28,8 +30,10 @@ from dr_hf.config.arguments import ModelArguments
 from dr_hf.data.fundus_processor import FundusImageProcessor
 from dr_hf.errors import CheckpointError
 from dr_hf.grades import ID2LABEL, LABEL2ID, NUM_GRADES
+from dr_hf.grading_rule import HEAD_KEY, head_of
 from dr_hf.models.base_record import BASE_WEIGHTS, base_fingerprint, read_base_record
 from dr_hf.models.lora import apply_lora, load_adapter
+from dr_hf.models.ordered_heads import OrderedTimmForImageClassification, head_outputs
 from dr_hf.models.parts import data_config, trained_head
 from dr_hf.models.retfound import is_retfound, load_retfound_weights, retfound_architecture
 from dr_hf.models.weights import (
@@ -117,10 +121,19 @@ def model_config(
         if cfg.fixed_input_size and image_size:
             model_args["img_size"] = image_size
     labels = {"id2label": ID2LABEL, "label2id": LABEL2ID} if args.num_labels == NUM_GRADES else {}
+    labels["num_labels"] = args.num_labels
+    if args.head == "ordinal":
+        labels["problem_type"] = "single_label_classification"
+    elif args.head == "regression":  # pipeline() applies no function to a regression score
+        labels = {
+            "num_labels": 1,
+            "id2label": {0: "grade"},
+            "label2id": {"grade": 0},
+            "problem_type": "regression",
+        }
     config = TimmWrapperConfig(
         architecture=architecture,
         model_args=model_args,
-        num_labels=args.num_labels,
         **labels,
         pretrained_cfg={
             "input_size": [3, size, size],
@@ -131,6 +144,7 @@ def model_config(
             "crop_mode": "center",
         },
     )
+    setattr(config, HEAD_KEY, args.head)
     processor = FundusImageProcessor(
         size=size, crop_fov=crop_fov, ben_graham=ben_graham, image_mean=mean, image_std=std
     )
@@ -144,8 +158,16 @@ def processor_for(model: torch.nn.Module) -> FundusImageProcessor:
     return FundusImageProcessor(size=size, image_mean=list(mean), image_std=list(std))
 
 
+def grader_class(config) -> type[TimmWrapperForImageClassification]:
+    """The model class of a config's head (`dr_hf_head`): the plain TimmWrapper for softmax."""
+    if head_of(config) == "softmax":
+        return TimmWrapperForImageClassification
+    return OrderedTimmForImageClassification
+
+
 def build_model(config: TimmWrapperConfig) -> TimmWrapperForImageClassification:
-    """A TimmWrapper holding a timm model built by timm itself, with timm's initialisation.
+    """A TimmWrapper (or its ordinal/regression subclass) holding a timm model built by timm
+    itself, with timm's initialisation.
 
     The wrapper's own construction (and its weight re-initialisation) happens on the meta device,
     then the real timm model takes its place: same random draws as timm.create_model.
@@ -153,11 +175,11 @@ def build_model(config: TimmWrapperConfig) -> TimmWrapperForImageClassification:
     timm_model = timm.create_model(
         config.architecture,
         pretrained=False,
-        num_classes=config.num_labels,
+        num_classes=head_outputs(config),
         **(config.model_args or {}),
     )
     with torch.device("meta"):
-        model = TimmWrapperForImageClassification(config)
+        model = grader_class(config)(config)
     model.timm_model = timm_model
     return model
 
@@ -236,6 +258,9 @@ def load_trained_model(
             )
         return load_adapter(folder, base, force=force)
     if (folder / "config.json").is_file():
+        config = TimmWrapperConfig.from_pretrained(folder)
+        if head_of(config) != "softmax":  # dr_hf's own class: no remote code to trust
+            return OrderedTimmForImageClassification.from_pretrained(folder)
         return AutoModelForImageClassification.from_pretrained(folder)
     raise FileNotFoundError(
         f"{folder} holds neither a model (config.json + model.safetensors) nor a LoRA adapter "

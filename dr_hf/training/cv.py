@@ -13,6 +13,11 @@ one GPU each); `summarize_cv` then collects the folds from shared storage.
 `cv_summary.json` and `cv_summary.md` hold each metric's per-fold value, mean and standard
 deviation, and the out-of-fold metrics: every image graded once, by the model that did not
 train on it.
+
+The out-of-fold predictions also fit the cut points of the fold models' ensemble (which averages
+their outputs, then cuts): `fit_cut_points` on the out-of-fold continuous scores, saved as
+`cv_summary.json`'s `grade_rule` (`GradeRule.record()`, with the folds' rule) and used for the
+out-of-fold metrics.
 """
 
 import copy
@@ -27,6 +32,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from dr_hf.config.arguments import DataArguments, DRTrainingArguments, ModelArguments
 from dr_hf.data.loading import load_dr_images
+from dr_hf.grading_rule import GradeRule, continuous_scores, fit_cut_points
 from dr_hf.metrics import HEADLINE, compute_dr_metrics
 from dr_hf.run_folder import BEST, EVAL_RESULTS, fold_folder, read_validation_predictions
 from dr_hf.training.resume import list_checkpoints
@@ -123,17 +129,31 @@ def summarize_cv(output_dir: str | Path) -> dict:
             ": run the missing folds (dr-hf cv --fold K) first."
         )
     per_fold = [json.loads((p / EVAL_RESULTS).read_text()) for p in folders]
-    ids, labels, probabilities = [], [], []
+    ids, labels, outputs = [], [], []
     for folder in folders:
-        fold_ids, fold_labels, fold_probs = read_validation_predictions(folder)
+        fold_ids, fold_labels, fold_outputs = read_validation_predictions(folder)
         ids += fold_ids
         labels += fold_labels
-        probabilities += fold_probs
+        outputs += fold_outputs
     if len(set(ids)) != len(ids):
         raise ValueError(
             f"{output_dir}: the folds' validation sets overlap; they were cut differently."
         )
-    out_of_fold = compute_dr_metrics(np.asarray(probabilities), np.asarray(labels))
+    if len({len(row) for row in outputs}) > 1:
+        raise ValueError(
+            f"{output_dir}: some folds hold probabilities and others regression scores; the "
+            "folds were trained with different heads. Train them all with the same --head."
+        )
+    outputs, labels = np.asarray(outputs, np.float64), np.asarray(labels)
+    rules = {(results.get("grade_rule") or {}).get("rule") or "argmax" for results in per_fold}
+    if len(rules) > 1:
+        raise ValueError(
+            f"{output_dir}: the folds were saved with different grade rules ({sorted(rules)}); "
+            "train them all with the same --grade_rule."
+        )
+    cut_points, fit = fit_cut_points(continuous_scores(outputs), labels)
+    ensemble_rule = GradeRule(rules.pop(), cut_points)
+    out_of_fold = compute_dr_metrics(outputs, labels, rule=ensemble_rule)
     out_of_fold = {k: v for k, v in out_of_fold.items() if isinstance(v, float)}
     table = {}
     for name in HEADLINE:
@@ -150,6 +170,7 @@ def summarize_cv(output_dir: str | Path) -> dict:
         "num_images": len(ids),
         "metrics": table,
         "out_of_fold": out_of_fold,
+        "grade_rule": ensemble_rule.record(**fit),
     }
     (output_dir / "cv_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (output_dir / "cv_summary.md").write_text(summary_markdown(summary))
@@ -177,4 +198,14 @@ def summary_markdown(summary: dict) -> str:
     for name, row in summary["metrics"].items():
         cells = [cell(v) for v in row["folds"]] + [cell(row["mean"]), cell(row["std"])]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {cell(row['out_of_fold'])} |")
+    rule = summary.get("grade_rule")
+    if rule and rule.get("cut_points"):
+        cuts = "/".join(f"{c:.4g}" for c in rule["cut_points"])
+        lines += [
+            "",
+            f"The fold models grade by {rule['rule']}. Cut points of their ensemble (averaged "
+            f"outputs, then cut), fitted for QWK on the out-of-fold predictions: {cuts} "
+            f"(QWK {rule['qwk_default_cut_points']:.4f} at 0.5/1.5/2.5/3.5, {rule['qwk_fitted']:.4f} "
+            "fitted; the out-of-fold column grades with them under the thresholds rule).",
+        ]
     return "\n".join(lines) + "\n"

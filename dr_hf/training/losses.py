@@ -1,5 +1,11 @@
-"""Training losses for skewed grade distributions: class weights, focal loss, and the
-`compute_loss_func` that hands them to the HF Trainer.
+"""Training losses for skewed grade distributions: class weights, focal loss, the regression
+loss, and the `compute_loss_func` that hands them to the HF Trainer.
+
+Per head: a softmax head trains with cross-entropy (or focal loss) on its logits; an ordinal
+(CORN) head with the same loss on its class log-probabilities, which is the CORN loss of each
+image, -log P(true grade) = the sum of its binary cross-entropies over the conditional tasks it
+takes part in; a regression head with the mean squared error (or smooth L1) between its score and
+the grade, each image weighted by its grade's class weight (the ordinal form of class weights).
 
 Gradient accumulation and data parallelism: when the Trainer is given `compute_loss_func`, it
 counts the labels of the whole accumulated batch (`num_items_in_batch`; with the default
@@ -26,7 +32,7 @@ import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
-from dr_hf.config.arguments import CLASS_WEIGHTINGS, LOSS_KINDS
+from dr_hf.config.arguments import CLASS_WEIGHTINGS, LOSS_KINDS, REGRESSION_LOSSES
 from dr_hf.grades import NUM_GRADES
 
 logger = logging.getLogger(__name__)
@@ -124,6 +130,51 @@ class FocalLoss(nn.Module):
         return losses.sum() / weight[labels.clamp(min=0)][valid].sum()
 
 
+class RegressionLoss(nn.Module):
+    """Squared error (`kind="mse"`) or smooth L1 (Huber with beta 1) between a regression score
+    [N, 1] and the grade, each image weighted by `weight[grade]` when given.
+
+    Reduction as `FocalLoss`: with `num_items_in_batch`, the sum over it; otherwise the weighted
+    mean. Labels equal to -100 are ignored.
+    """
+
+    def __init__(self, kind: str = "mse", weight: torch.Tensor | None = None):
+        super().__init__()
+        if kind not in REGRESSION_LOSSES:
+            raise ValueError(
+                f"regression_loss={kind!r} is not known: choose one of {', '.join(REGRESSION_LOSSES)}."
+            )
+        self.kind = kind
+        self.register_buffer("weight", weight, persistent=False)
+
+    def forward(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        if scores.ndim != 2 or scores.shape[1] != 1:
+            raise ValueError(
+                f"A regression loss needs one score per image ([N, 1]), got {tuple(scores.shape)}: "
+                "train with --head regression, or pick a softmax/ordinal head's loss."
+            )
+        scores = scores[:, 0].float()
+        labels = labels.to(scores.device).long()
+        valid = labels != IGNORE_INDEX
+        target = labels.clamp(min=0).to(scores.dtype)
+        if self.kind == "mse":
+            losses = F.mse_loss(scores, target, reduction="none")
+        else:
+            losses = F.smooth_l1_loss(scores, target, reduction="none", beta=1.0)
+        weight = valid.to(scores.dtype)
+        if self.weight is not None:
+            weight = weight * self.weight.to(scores.device, scores.dtype)[labels.clamp(min=0)]
+        losses = losses * weight
+        if num_items_in_batch is not None:
+            return losses.sum() / num_items_in_batch
+        return losses.sum() / weight.sum()
+
+
 def _logits(outputs) -> torch.Tensor:
     if isinstance(outputs, torch.Tensor):
         return outputs
@@ -139,19 +190,25 @@ def make_loss_fn(
     weight: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
     focal_gamma: float = 2.0,
+    head: str = "softmax",
+    regression_loss: str = "mse",
 ):
     """The Trainer's `compute_loss_func`: `fn(outputs, labels, num_items_in_batch=None) -> loss`.
 
-    kind "ce" (cross-entropy) or "focal"; `weight` from `class_weights`. `outputs` may be a
-    ModelOutput, a dict with "logits", a tuple whose first item is the logits, or the logits.
+    Softmax and ordinal heads: kind "ce" (cross-entropy) or "focal" on the logits (an ordinal
+    model's logits are its CORN log-probabilities); regression: `regression_loss` on the score.
+    `weight` from `class_weights`. `outputs` may be a ModelOutput, a dict with "logits", a tuple
+    whose first item is the logits, or the logits.
     """
-    if kind not in LOSS_KINDS:
-        raise ValueError(f"loss={kind!r} is not known: choose one of {', '.join(LOSS_KINDS)}.")
-    criterion = FocalLoss(
-        gamma=focal_gamma if kind == "focal" else 0.0,
-        weight=weight,
-        label_smoothing=label_smoothing,
-    )
+    check_loss_settings(head, kind, label_smoothing)
+    if head == "regression":
+        criterion = RegressionLoss(regression_loss, weight=weight)
+    else:
+        criterion = FocalLoss(
+            gamma=focal_gamma if kind == "focal" else 0.0,
+            weight=weight,
+            label_smoothing=label_smoothing,
+        )
 
     def compute_loss(outputs, labels, num_items_in_batch=None):
         if labels is None:
@@ -162,14 +219,38 @@ def make_loss_fn(
     return compute_loss
 
 
-def training_loss(args, labels: Sequence[int], num_classes: int = NUM_GRADES):
+def check_loss_settings(head: str, kind: str, label_smoothing: float) -> None:
+    """Refuse loss settings a head cannot use, saying what to change."""
+    if kind not in LOSS_KINDS:
+        raise ValueError(f"loss={kind!r} is not known: choose one of {', '.join(LOSS_KINDS)}.")
+    if head != "regression":
+        return
+    if kind == "focal":
+        raise ValueError(
+            "loss=focal with head=regression: the focal loss weighs class probabilities, which a "
+            "regression head has none of; choose --regression_loss mse or smooth_l1 instead."
+        )
+    if label_smoothing:
+        raise ValueError(
+            f"label_smoothing_factor={label_smoothing} with head=regression: label smoothing "
+            "spreads a target over classes, which a regression score has none of; set it to 0."
+        )
+
+
+def training_loss(
+    args, labels: Sequence[int], num_classes: int = NUM_GRADES, head: str = "softmax"
+):
     """The run's `compute_loss_func` from its arguments (`loss`, `class_weighting`,
-    `label_smoothing_factor`, `focal_gamma`) and training labels, and the class weights used."""
+    `label_smoothing_factor`, `focal_gamma`, `regression_loss`), the model's head and the
+    training labels, and the class weights used."""
+    check_loss_settings(head, args.loss, args.label_smoothing_factor)
     weights = class_weights(labels, num_classes, args.class_weighting)
     loss_fn = make_loss_fn(
         args.loss,
         weight=weights,
         label_smoothing=args.label_smoothing_factor,
         focal_gamma=args.focal_gamma,
+        head=head,
+        regression_loss=args.regression_loss,
     )
     return loss_fn, weights

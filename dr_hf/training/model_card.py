@@ -29,6 +29,7 @@ _TRAINING_FIELDS = (
     "lr_scheduler_type",
     "warmup_steps",
     "loss",
+    "regression_loss",
     "class_weighting",
     "label_smoothing_factor",
     "layer_decay",
@@ -72,6 +73,52 @@ def _operating_points(points: dict | None) -> list[tuple[str, dict]]:
         figures = {k: round(point[k], 4) for k in ("threshold", "sensitivity", "specificity")}
         rows.append((key.replace("_", ""), figures))
     return rows
+
+
+_HEADS = {
+    "softmax": "softmax (five logits; the pipeline's softmax gives the grade probabilities).",
+    "ordinal": "ordinal (CORN: four conditional logits z_k = logit P(grade > k | grade > k-1); the "
+    "model returns the class log-probabilities they imply, so the pipeline's softmax gives five "
+    "rank-consistent grade probabilities). Loading needs `trust_remote_code=True` "
+    "(`ordered_heads.py` in this folder) unless dr_hf is installed.",
+    "regression": "regression (one output, the continuous grade; the pipeline returns it as the "
+    "score of the label `grade`; no class probabilities). Loading needs `trust_remote_code=True` "
+    "(`ordered_heads.py` in this folder) unless dr_hf is installed.",
+}
+
+
+def _decision(results: dict, model_id: str) -> dict | None:
+    """What the card says of the head, the saved grade rule and its cut points."""
+    record, head = results.get("grade_rule"), results.get("head") or "softmax"
+    if not record or not record.get("cut_points"):
+        return None
+    exact = [float(c) for c in record["cut_points"]]  # the snippet grades exactly as dr_hf does
+    cuts = [round(c, 4) for c in exact]
+    regression = head == "regression"
+    load = f'pipeline("image-classification", model="{model_id}", trust_remote_code=True)'
+    if regression:
+        snippet = (
+            f"from transformers import pipeline\n\ngrader = {load}\n"
+            'score = grader("fundus.png")[0]["score"]\n'
+            f"grade = sum(score >= c for c in {exact})"
+        )
+    else:
+        snippet = (
+            f"from transformers import pipeline\n\ngrader = {load}\n"
+            'probability = {p["label"]: p["score"] for p in grader("fundus.png", top_k=5)}\n'
+            f"expected = sum(k * probability[name] for k, name in enumerate({GRADE_NAMES}))\n"
+            f"grade = sum(expected >= c for c in {exact})"
+        )
+    return {
+        "head_text": _HEADS[head],
+        "rule": record.get("rule"),
+        "regression": regression,
+        "score_name": "score" if regression else "expected grade",
+        "cuts": cuts,
+        "qwk_default": record.get("qwk_default_cut_points", float("nan")),
+        "qwk_fitted": record.get("qwk_fitted", float("nan")),
+        "snippet": snippet,
+    }
 
 
 def _usage(model_args: ModelArguments, model_id: str) -> str:
@@ -146,4 +193,5 @@ def render_model_card(
         calibration=results.get("calibration"),
         operating_points=_operating_points(results.get("operating_points")),
         ben_graham=data_args.ben_graham,
+        decision=_decision(results, model_id),
     )

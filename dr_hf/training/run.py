@@ -20,7 +20,8 @@ from dr_hf.data.fundus_processor import FundusImageProcessor
 from dr_hf.data.loading import load_dr_dataset, source_counts
 from dr_hf.data.prepared import steps_left_to_apply
 from dr_hf.data.transforms import FundusTransform, with_transforms
-from dr_hf.metrics import compute_dr_metrics, make_compute_metrics, softmax
+from dr_hf.grading_rule import DEFAULT_CUT_POINTS, GRADE_RULE_KEY, GradeRule, head_of
+from dr_hf.metrics import compute_dr_metrics, make_compute_metrics, model_outputs
 from dr_hf.models.graders import create_model, parameter_summary
 from dr_hf.models.grading_pipeline import name_pipeline_in
 from dr_hf.models.parts import base_model
@@ -31,10 +32,10 @@ from dr_hf.run_folder import (
     write_run_config,
     write_validation_predictions,
 )
-from dr_hf.training.calibration import calibrate, save_operating_points
+from dr_hf.training.calibration import calibrate, save_grade_rule, save_operating_points
 from dr_hf.training.export import export_best
 from dr_hf.training.history import build_history
-from dr_hf.training.losses import training_loss
+from dr_hf.training.losses import check_loss_settings, training_loss
 from dr_hf.training.optim import layer_decay_optimizer
 from dr_hf.training.reporting import finish_wandb, wandb_environment
 from dr_hf.training.resume import resolve_resume
@@ -72,13 +73,16 @@ def build_trainer(
     arguments given are not changed: the Trainer gets a copy (`trainer_arguments`).
     """
     args = trainer_arguments(data_args, training_args)
+    check_loss_settings(model_args.head, args.loss, args.label_smoothing_factor)
     set_seed(args.seed)
 
     # ---- Data -------------------------------------------------------------------------------
     crop, ben_graham = steps_left_to_apply(data_args)  # refuses contradictions before any I/O
     dataset = dataset if dataset is not None else load_dr_dataset(data_args)
     logger.info("Data: %d training and %d validation images.", *map(len, dataset.values()))
-    loss_fn, weights = training_loss(args, list(dataset["train"]["label"]), model_args.num_labels)
+    loss_fn, weights = training_loss(
+        args, list(dataset["train"]["label"]), model_args.num_labels, head=model_args.head
+    )
     sources = source_counts(dataset) if "source" in dataset["train"].column_names else None
 
     # ---- Model ------------------------------------------------------------------------------
@@ -113,7 +117,7 @@ def build_trainer(
         eval_dataset=dataset["validation"],
         data_collator=default_data_collator,
         processing_class=processor,  # saved in every checkpoint and in best/
-        compute_metrics=make_compute_metrics(),
+        compute_metrics=make_compute_metrics(training_rule(model_args.grade_rule)),
         compute_loss_func=loss_fn,
         optimizer_cls_and_kwargs=layer_decay_optimizer(model, args),
         callbacks=[
@@ -166,7 +170,9 @@ def run_training(
         trainer.train(resume_from_checkpoint=resume)
 
         # ---- Best model, final metrics, history ---------------------------------------------
-        results, probabilities, labels = final_results(run, training_args.calibrate)
+        results, outputs, labels = final_results(
+            run, training_args.calibrate, model_args.grade_rule
+        )
         model_id = training_args.hub_model_id if training_args.push_to_hub else None
         best = export_best(trainer, output_dir / BEST, data_args, model_args, results, model_id)
         history = build_history(trainer.state.log_history)
@@ -176,7 +182,8 @@ def run_training(
         if trainer.is_world_process_zero():
             write_history(output_dir, history)
             ids = run.dataset["validation"].with_format(None)["image_id"]
-            write_validation_predictions(output_dir, ids, labels, probabilities)
+            rule = GradeRule.from_record(results["grade_rule"])
+            write_validation_predictions(output_dir, ids, labels, outputs, rule=rule)
             if training_args.push_to_hub:
                 from dr_hf.training.hub import push_best
 
@@ -185,19 +192,35 @@ def run_training(
     return history
 
 
-def final_results(run: TrainingRun, calibrate_probabilities: bool = True):
-    """The best model's validation results (metrics, calibration, operating points and the run's
-    facts), with its validation probabilities and labels; the temperature, when fitted, is
-    folded into the model first."""
+def training_rule(grade_rule: str) -> GradeRule:
+    """How grades are decided while training (the metric that picks the best checkpoint): the
+    run's rule, with the default cut points for thresholds (the fitted ones come at the end)."""
+    return (
+        GradeRule("thresholds", DEFAULT_CUT_POINTS) if grade_rule == "thresholds" else GradeRule()
+    )
+
+
+def final_results(
+    run: TrainingRun, calibrate_probabilities: bool = True, grade_rule: str = "argmax"
+):
+    """The best model's validation results (metrics, calibration, grade rule, operating points
+    and the run's facts), with its validation outputs (probabilities [N, 5], or regression
+    scores [N, 1]) and labels. The temperature, when fitted, is folded into the model first;
+    the cut points are fitted next, on the calibrated outputs, and the metrics follow the
+    saved rule (`grade_rule` with those cut points)."""
     trainer = run.trainer
+    head = head_of(base_model(trainer.model).config)
     prediction = trainer.predict(run.dataset["validation"], metric_key_prefix="eval")
     logits, labels, calibration = prediction.predictions, prediction.label_ids, None
-    if calibrate_probabilities:
-        logits, calibration = calibrate(trainer.model, logits, labels)
-    probabilities = softmax(logits)
-    metrics = compute_dr_metrics(probabilities, labels)
+    if calibrate_probabilities or head == "regression":
+        logits, calibration = calibrate(trainer.model, logits, labels, head)
+    outputs = model_outputs(logits)
+    rule = save_grade_rule(trainer.model, outputs, labels, grade_rule)
+    metrics = compute_dr_metrics(outputs, labels, rule=rule)
     points = save_operating_points(trainer.model, metrics["referable_operating_points"])
     results = {
+        "head": head,
+        "grade_rule": getattr(base_model(trainer.model).config, GRADE_RULE_KEY),
         "calibration": calibration,
         "operating_points": points,
         "best_checkpoint": trainer.state.best_model_checkpoint,
@@ -206,7 +229,7 @@ def final_results(run: TrainingRun, calibrate_probabilities: bool = True):
         "class_weights": None if run.class_weights is None else run.class_weights.tolist(),
         **metrics,
     }
-    return results, probabilities, labels
+    return results, outputs, labels
 
 
 def train(

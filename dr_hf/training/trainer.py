@@ -11,6 +11,7 @@ from peft import PeftModel
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from dr_hf.grading_rule import DEFAULT_CUT_POINTS
 from dr_hf.models.base_record import write_base_record
 from dr_hf.models.grading_pipeline import PIPELINE_FILE
 from dr_hf.models.parts import timm_backbone
@@ -64,6 +65,15 @@ def wants_channels_last(model, args) -> bool:
     return args.device.type == "cuda" and not hasattr(timm_backbone(model), "patch_embed")
 
 
+def training_grades(logits: torch.Tensor) -> torch.Tensor:
+    """The grades the training accuracy counts: the argmax of class logits, or a regression
+    score [N, 1] cut at the default cut points 0.5/1.5/2.5/3.5."""
+    if logits.shape[-1] != 1:
+        return logits.argmax(-1)
+    cut_points = torch.tensor(DEFAULT_CUT_POINTS, device=logits.device, dtype=logits.dtype)
+    return torch.bucketize(logits[:, 0], cut_points, right=True)
+
+
 class DRTrainer(Trainer):
     """The HF Trainer, adding the training accuracy and the epoch's time to each training-loss log,
     so they reach W&B and the checkpointed log history (`training_history.json` is built from it).
@@ -115,7 +125,7 @@ class DRTrainer(Trainer):
             model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
         if torch.is_grad_enabled() and labels is not None:
-            correct = (outputs["logits"].detach().argmax(-1) == labels).sum()
+            correct = (training_grades(outputs["logits"].detach()) == labels).sum()
             counts = torch.stack([correct, correct.new_tensor(labels.numel())])
             self._train_counts = (
                 counts if self._train_counts is None else self._train_counts + counts
