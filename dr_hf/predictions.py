@@ -32,8 +32,9 @@ order, a group only where it applies:
                          cells are empty
 
 Each row's grade is its rule applied to its own cells: the argmax of prob_0 ... prob_4, or the
-number of cut points at or below `score`. The outputs are the model's own in every row that has
-no error, graded or not. Probabilities, scores and cut points are rounded to 6 decimals. An
+number of cut points at or below `score`, exactly: scores and cut points are written in full
+(a cut point may lie within 1e-6 of a score). The outputs are the model's own in every row that
+has no error, graded or not. Probabilities are rounded to 6 decimals. An
 empty cell is "" in every format. A new column is added in `predictions_table` (and
 `COLUMNS`); every writer and reader follows.
 """
@@ -150,14 +151,15 @@ def cut_points_text(rule: GradeRule) -> str:
     """A rule's cut points as the `cut_points` cell holds them ("0.52;1.61;2.47;3.38"), or ""."""
     if rule.rule != "thresholds":
         return ""
-    return ";".join(str(round(point, DECIMALS)) for point in rule.cut_points)
+    return ";".join(repr(float(point)) for point in rule.cut_points)
 
 
 def _output_columns(outputs: np.ndarray, prefix: str) -> dict[str, list]:
-    """`score`, the five probabilities and P(grade >= 2), rounded; for regression scores only
-    `score`, the probability cells empty."""
+    """`score` (in full, so that the row's grade is its cut points applied to it), the five
+    probabilities and P(grade >= 2), rounded; for regression scores only `score`, the
+    probability cells empty."""
     n = len(outputs)
-    columns = {f"{prefix}score": np.round(continuous_scores(outputs), DECIMALS).tolist()}
+    columns = {f"{prefix}score": continuous_scores(outputs).tolist()}  # in full: see below
     if is_regression(outputs):
         empty = [""] * n
         return columns | {f"{prefix}{c}": empty for c in (*PROB_COLUMNS, "referable_prob")}

@@ -8,13 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dr_hf.grading_rule import GradeRule, cut, expected_grade
 from dr_hf.metrics import referable_scores, softmax
 from dr_hf.predictions import (
     COLUMNS,
     PROB_COLUMNS,
+    outputs_of,
     predictions_table,
     probabilities_of,
     read_predictions,
+    rule_of,
     write_predictions,
 )
 
@@ -79,7 +82,8 @@ def test_failed_rows_leave_the_graded_rows_as_written(tmp_path):
     table = predictions_table(["a", "b", "c"], probs, failures=[("d", "file not found")])
     write_predictions(table, tmp_path / "p.csv")
     lines = (tmp_path / "p.csv").read_text().splitlines()
-    assert lines[0].startswith("image,grade,grade_name,prob_0") and lines[0].endswith(",error")
+    header = "image,grade,grade_name,grade_rule,cut_points,score,prob_0"
+    assert lines[0].startswith(header) and lines[0].endswith(",error")
     assert [line.split(",")[1] for line in lines[1:]] == [*map(str, probs.argmax(1)), ""]
     assert lines[-1].startswith("d,,,") and lines[-1].endswith(",file not found")
 
@@ -119,3 +123,35 @@ def test_bad_tables_are_refused_naming_file_line_and_column(tmp_path, change, me
     change(table).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ValueError, match=message):
         read_predictions(tmp_path / "bad.csv", require_labels=True)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_regression_table_round_trips_and_its_grades_are_its_own_cells_rule(tmp_path, suffix):
+    # a score 1e-7 below a cut point: both round to 1.500001, which would put it at the cut
+    scores = np.array([[0.1], [1.5000006], [1.5000008], [3.9]])
+    rule = GradeRule("thresholds", (0.5, 1.5000007, 2.5, 3.5))
+    table = predictions_table(["a", "b", "c", "d"], scores, labels=[0, 1, 2, 4], rule=rule)
+    assert table["grade"].tolist() == [0, 1, 2, 4]
+    assert (table[[*PROB_COLUMNS, "referable_prob"]] == "").all(axis=None)
+    write_predictions(table, tmp_path / f"p{suffix}")
+    back = read_predictions(tmp_path / f"p{suffix}", require_labels=True)
+    assert rule_of(back) == rule
+    np.testing.assert_array_equal(outputs_of(back), scores)
+    grades = [int(g) for g in back["grade"]]
+    assert grades == cut(back["score"].astype(float), rule_of(back).cut_points).tolist()
+    with pytest.raises(ValueError, match="regression model's"):
+        probabilities_of(back)
+
+
+def test_probability_rows_state_the_rule_and_their_expected_grade():
+    probs = _probabilities(6, seed=3)
+    rule = GradeRule("thresholds", (0.3, 1.1, 2.2, 3.3))
+    table = predictions_table(list("abcdef"), probs, rule=rule)
+    assert set(table["grade_rule"]) == {"thresholds"} and set(table["cut_points"]) == {
+        "0.3;1.1;2.2;3.3"
+    }
+    np.testing.assert_allclose(table["score"].astype(float), expected_grade(probs))
+    assert table["grade"].tolist() == cut(expected_grade(probs), rule.cut_points).tolist()
+    argmax = predictions_table(list("abcdef"), probs)
+    assert set(argmax["grade_rule"]) == {"argmax"} and set(argmax["cut_points"]) == {""}
+    assert argmax["grade"].tolist() == probs.argmax(axis=1).tolist()
