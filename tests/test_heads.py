@@ -312,3 +312,14 @@ def test_cv_with_a_regression_head_fits_the_ensemble_cut_points(synthetic_dir, t
     assert continuous_scores(scores[:, None]).shape == (60,)
     assert json.loads((output_dir / "cv_summary.json").read_text())["grade_rule"] == rule
     assert "ensemble" in Path(output_dir / "cv_summary.md").read_text()
+
+
+def test_a_regression_head_starts_at_the_mean_training_grade():
+    model = create_model(
+        ModelArguments(model_name="test_resnet", head="regression"), 32, mean_grade=1.3
+    )[0]
+    assert model.timm_model.get_classifier().bias.item() == pytest.approx(1.3)
+    ordinal = create_model(
+        ModelArguments(model_name="test_resnet", head="ordinal"), 32, mean_grade=1.3
+    )[0]
+    assert not torch.any(ordinal.timm_model.get_classifier().bias == 1.3)  # timm's init kept

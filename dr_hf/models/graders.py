@@ -53,6 +53,7 @@ def create_model(
     image_size: int | None = None,
     crop_fov: bool = True,
     ben_graham: bool = False,
+    mean_grade: float | None = None,
 ) -> tuple[PreTrainedModel | PeftModel, FundusImageProcessor]:
     """Build the grader (timm baseline or RETFound, its initial weights, then LoRA if asked) and
     the `FundusImageProcessor` that makes its input: input side, mean and std are the
@@ -62,6 +63,8 @@ def create_model(
     checkpoint), a Hub repository id (downloaded, or read from the HF cache), or None for timm's
     own random initialisation, which is kept (transformers' N(0, 0.02) re-initialisation is
     avoided). The config records the file's name and the base's tensor fingerprint, not its path.
+    A regression head's bias starts at `mean_grade` (the training grades' mean), when given, so
+    that training does not spend its first steps moving the score from 0 to the typical grade.
     """
     config, processor = model_config(args, image_size, crop_fov, ben_graham)
     model = build_model(config)
@@ -76,6 +79,9 @@ def create_model(
         "weights_file": file.name if file else None,
         "fingerprint": base_fingerprint(model),
     }
+    if args.head == "regression" and mean_grade is not None:
+        with torch.no_grad():
+            model.timm_model.get_classifier().bias.fill_(mean_grade)
     if args.lora:
         model = apply_lora(model, args)
     summary = parameter_summary(model)

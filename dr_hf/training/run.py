@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from datasets import DatasetDict
 from transformers import TrainerCallback, default_data_collator, set_seed
@@ -91,6 +92,7 @@ def build_trainer(
         data_args.image_size,
         crop_fov=data_args.crop_fov,
         ben_graham=data_args.ben_graham,
+        mean_grade=float(np.mean(list(dataset["train"]["label"]))),
     )
     processor.name_in(base_model(model).config)  # so that pipeline() finds it in config.json
     name_pipeline_in(base_model(model).config)  # pipeline(model=best/) returns the decided grade
