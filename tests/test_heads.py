@@ -272,6 +272,46 @@ def test_pipeline_without_dr_hf_returns_the_ordinal_model_probabilities(ordinal_
     np.testing.assert_allclose([scores[name] for name in GRADE_NAMES], expected, atol=1e-5)
 
 
+GRADING_SCRIPT = """
+import json, sys
+sys.modules["dr_hf"] = None  # a machine without dr_hf
+from transformers import pipeline
+grader = pipeline(model=sys.argv[1], trust_remote_code=True)  # the folder's dr-grading task
+print(json.dumps([grader(photo) for photo in sys.argv[2:]]))
+"""
+
+
+@pytest.mark.parametrize("head", ["ordinal", "regression"])
+def test_the_grading_pipeline_without_dr_hf_answers_as_dr_hf_predict(
+    head, request, synthetic_dir, tmp_path
+):
+    from dr_hf.grades import GRADE_NAMES
+    from dr_hf.inference import predict
+
+    best = request.getfixturevalue(f"{head}_run") / "best"
+    photos = sorted((synthetic_dir / "train_images").glob("*.png"))[:8]
+    done = subprocess.run(
+        [sys.executable, "-c", GRADING_SCRIPT, str(best), *map(str, photos)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ""},
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    answers = json.loads(done.stdout.splitlines()[-1])
+    ours = predict(best, photos, device="cpu", progress=False)
+    assert [answer["grade"] for answer in answers] == ours.grades.tolist()
+    assert {answer["rule"] for answer in answers} == {ours.grade_rule.rule}
+    scores = [answer["score"] for answer in answers]
+    np.testing.assert_allclose(scores, continuous_scores(ours.outputs), atol=1e-4)
+    if head == "ordinal":
+        shown = [[answer["probabilities"][name] for name in GRADE_NAMES] for answer in answers]
+        np.testing.assert_allclose(shown, ours.probabilities, atol=1e-4)
+    else:
+        assert {answer["probabilities"] is None for answer in answers} == {True}
+
+
 @pytest.mark.parametrize("head", ["ordinal", "regression"])
 def test_lora_on_retfound_saves_and_reloads_with_identical_outputs(head, tmp_path):
     model = grader(head, "retfound_tiny", lora=True, lora_r=4)[0]
