@@ -16,6 +16,7 @@ runtime's peak never mixes into another's. An exported folder is measured twice:
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -98,6 +99,7 @@ def bench_onnx(
     models' file sizes in MB, the int8 settings, the export times and (with `memory`) the peak
     resident MiB of grading with each at the largest batch size."""
     torch.manual_seed(0)
+    load_average = [round(v, 2) for v in os.getloadavg()]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in model_names:
@@ -125,7 +127,7 @@ def bench_onnx(
                         values.append(rate)
             del graders
             images_per_s = {
-                f"{runtime}, batch {b}": summarize(values, 1)
+                f"{runtime}, batch {b}": summarize(values, 2)
                 for (runtime, b), values in rates.items()
             }
             result = {
@@ -147,6 +149,9 @@ def bench_onnx(
                 },
                 "export_seconds": seconds,
                 "int8": export.quantization["settings"],
+                "int8_max_probability_difference": export.quantization[
+                    "max_probability_difference"
+                ],
             }
             if memory:
                 batch = max(batch_sizes)
@@ -175,6 +180,7 @@ def bench_onnx(
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         "repeats": repeats,
+        "load_average": {"start": load_average, "end": [round(v, 2) for v in os.getloadavg()]},
         "results": results,
     }
 
