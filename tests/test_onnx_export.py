@@ -241,7 +241,7 @@ def test_int8_quantises_by_architecture_family(tmp_path, name, family, int8_ops,
 def test_the_onnx_benchmark_times_every_runtime_and_size():
     from dr_hf.benchmarks.onnx import bench_onnx, onnx_table
 
-    report = bench_onnx(("test_resnet",), 32, (1, 2), repeats=1, min_seconds=0.01)
+    report = bench_onnx(("test_resnet",), 32, (1, 2), repeats=1, min_seconds=0.01, threads=1)
     (result,) = report["results"]
     assert set(result["images_per_s"]) == {
         f"{runtime}, batch {b}"
@@ -255,7 +255,7 @@ def test_the_onnx_benchmark_times_every_runtime_and_size():
     }
     memory = result["peak_rss_mib"]
     # each runtime's peak is its own process's: the torch-free grader holds no torch
-    assert memory["batch_size"] == 2
+    assert memory["batch_size"] == 2 and report["threads"] == 1
     for runtime in ("onnxruntime_fp32", "onnxruntime_int8"):
         assert 0 < memory[f"{runtime}, without torch"] < memory[runtime]
     assert "peak RSS" in onnx_table(report)

@@ -29,6 +29,7 @@ from dr_hf.benchmarks.report import summarize
 from dr_hf.config.arguments import ModelArguments
 from dr_hf.export import export_onnx
 from dr_hf.inference import grade_batch, load_grader
+from dr_hf.inference.onnx_model import OnnxModel
 from dr_hf.models.graders import create_model
 
 RUNTIMES = ("pytorch", "onnxruntime_fp32", "onnxruntime_int8")
@@ -93,12 +94,18 @@ def bench_onnx(
     repeats: int = 3,
     min_seconds: float = 1.0,
     memory: bool = True,
+    threads: int | None = None,
 ) -> dict:
     """Images/s of PyTorch, ONNX Runtime fp32 and ONNX Runtime int8 for each model and batch
     size (median, min, max over `repeats` rounds), the speed-up of each over PyTorch, the
     models' file sizes in MB, the int8 settings, the export times and (with `memory`) the peak
-    resident MiB of grading with each at the largest batch size."""
+    resident MiB of grading with each at the largest batch size. `threads` sets both runtimes'
+    threads (default: torch's and onnxruntime's own); one thread each is the fairer comparison
+    while other jobs share the cores."""
     torch.manual_seed(0)
+    torch_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
     load_average = [round(v, 2) for v in os.getloadavg()]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,6 +125,8 @@ def bench_onnx(
             graders = {
                 runtime: load_grader(path, device="cpu") for runtime, path in folders.items()
             }
+            for runtime in RUNTIMES[1:]:  # onnxruntime's threads are set when its session opens
+                graders[runtime].model = OnnxModel(folders[runtime], threads=threads)
             pixels = torch.randn(max(batch_sizes), 3, image_size, image_size)
             rates = {(g, b): [] for g in graders for b in batch_sizes}
             for round_ in range(repeats + 1):  # round 0 warms up
@@ -171,12 +180,14 @@ def bench_onnx(
             results.append(result)
     import onnxruntime
 
+    used_threads = torch.get_num_threads()
+    torch.set_num_threads(torch_threads)
     return {
         "method": "grade_batch on random normalised batches, CPU, interleaved; ONNX Runtime "
         "sessions with their default options (all graph optimisations, one thread per "
         "physical core), PyTorch with torch's threads; peak memory: VmHWM of a fresh "
         f"process loading the folder and grading {MEMORY_BATCHES} batches",
-        "threads": torch.get_num_threads(),
+        "threads": used_threads if threads else f"torch {used_threads}, onnxruntime its default",
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         "repeats": repeats,
@@ -220,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--no-memory", action="store_true", help="Skip the peak memory runs.")
+    parser.add_argument("--threads", type=int, help="Threads of both runtimes (default: theirs).")
     args = parser.parse_args(argv)
     report = bench_onnx(
         tuple(args.models),
@@ -228,6 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.repeats,
         args.min_seconds,
         memory=not args.no_memory,
+        threads=args.threads,
     )
     print(json.dumps(report, indent=1))
     print(onnx_table(report))
