@@ -247,8 +247,8 @@ def main(argv: list[str] | None = None) -> dict:
     return report
 
 
+__all__ = ["bench_onnx", "onnx_table", "peak_rss_mib"]
+
+
 if __name__ == "__main__":
     main()
-
-
-__all__ = ["bench_onnx", "onnx_table", "peak_rss_mib"]
