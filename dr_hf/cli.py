@@ -408,8 +408,9 @@ def export_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quantize",
         choices=["int8"],
-        help="Store int8 weights (onnxruntime dynamic quantisation); the change is printed and "
-        "written to quantization.json.",
+        help="Quantise to int8 (CNNs statically, calibrated on --data or synthetic photographs; "
+        "ViTs' matrix products dynamically); the change is printed and written to "
+        "quantization.json.",
     )
     parser.add_argument(
         "--data",
@@ -454,7 +455,8 @@ def export_main(argv: list[str]) -> int:
     if done.quantization:
         q = done.quantization
         print(
-            f"int8: largest probability difference to fp32 {q['max_probability_difference']:.2e}; "
+            f"int8 ({q['settings']['family']}: {q['settings']['method']}): largest probability "
+            f"difference to fp32 {q['max_probability_difference']:.2e}; "
             f"{q['fp32_bytes'] / 1e6:.1f} MB -> {q['int8_bytes'] / 1e6:.1f} MB."
         )
         if labelled := q.get("labelled"):

@@ -212,6 +212,9 @@ def test_int8_reports_its_change_and_is_refused_past_the_tolerance(
     assert labelled["images"] == 60
     assert labelled["qwk_drop"] == pytest.approx(labelled["fp32"]["qwk"] - labelled["int8"]["qwk"])
     assert report["int8_bytes"] < report["fp32_bytes"]
+    # a CNN is calibrated on the labelled set's photographs
+    assert report["settings"]["family"] == "convolutional"
+    assert str(synthetic_dir) in report["settings"]["calibration"]
     assert "QWK" in capsys.readouterr().out
     assert json.loads((out / "config.json").read_text())["dr_hf_onnx"]["quantization"] == "int8"
     # the int8 folder grades through predict like any other
@@ -225,10 +228,34 @@ def test_int8_reports_its_change_and_is_refused_past_the_tolerance(
     assert not list(tmp_path.glob("refused*"))
 
 
-def test_the_onnx_benchmark_times_every_runtime_and_size():
-    from dr_hf.benchmarks.onnx import bench_onnx
+@pytest.mark.parametrize(
+    ("name", "family", "int8_ops", "fp32_ops"),
+    [
+        # convolutions quantised statically (QDQ around each Conv), never as ConvInteger
+        ("test_resnet", "convolutional", {"QuantizeLinear", "DequantizeLinear"}, {"Conv"}),
+        # a ViT's matrix products quantised dynamically; its patch embedding stays fp32
+        ("retfound_tiny", "transformer", {"MatMulInteger", "DynamicQuantizeLinear"}, {"Conv"}),
+    ],
+)
+def test_int8_quantises_by_architecture_family(tmp_path, name, family, int8_ops, fp32_ops):
+    import onnx
 
-    report = bench_onnx(("test_resnet",), 32, (1, 2), repeats=1, min_seconds=0.01)
+    source = saved_model(name, tmp_path / "best")
+    done = export_onnx(source, tmp_path / "int8", quantize="int8")
+    settings = json.loads((tmp_path / "int8" / "quantization.json").read_text())["settings"]
+    assert settings == done.quantization["settings"]
+    assert settings["family"] == family
+    assert (settings["calibration"] is None) == (family == "transformer")
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "int8" / "model.onnx")).graph.node}
+    assert int8_ops | fp32_ops <= ops
+    assert "ConvInteger" not in ops
+    assert family in (tmp_path / "int8" / "README.md").read_text()
+
+
+def test_the_onnx_benchmark_times_every_runtime_and_size():
+    from dr_hf.benchmarks.onnx import bench_onnx, onnx_table
+
+    report = bench_onnx(("test_resnet",), 32, (1, 2), repeats=1, min_seconds=0.01, threads=1)
     (result,) = report["results"]
     assert set(result["images_per_s"]) == {
         f"{runtime}, batch {b}"
@@ -237,6 +264,15 @@ def test_the_onnx_benchmark_times_every_runtime_and_size():
     }
     assert all(rate["median"] > 0 for rate in result["images_per_s"].values())
     assert result["file_mb"]["onnxruntime_int8"] <= result["file_mb"]["onnxruntime_fp32"]
+    assert set(result["speedup_over_pytorch"]) == {
+        k for k in result["images_per_s"] if not k.startswith("pytorch")
+    }
+    memory = result["peak_rss_mib"]
+    # each runtime's peak is its own process's: the torch-free grader holds no torch
+    assert memory["batch_size"] == 2 and report["threads"] == 1
+    for runtime in ("onnxruntime_fp32", "onnxruntime_int8"):
+        assert 0 < memory[f"{runtime}, without torch"] < memory[runtime]
+    assert "peak RSS" in onnx_table(report)
 
 
 def test_the_demo_grades_an_exported_folder_and_its_space_needs_onnxruntime(tmp_path):

@@ -233,7 +233,7 @@ def export_onnx(
             script=GRADING_SCRIPT,
         )
         if quantization:
-            card += QUANTIZED_CARD.format(**quantization)
+            card += QUANTIZED_CARD.format(**quantization, **quantization["settings"])
         (partial / "README.md").write_text(card)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -243,9 +243,10 @@ def export_onnx(
 
 
 QUANTIZED_CARD = """
-The weights are int8 (onnxruntime `quantize_dynamic`): largest probability difference to the
-fp32 export {max_probability_difference:.2e}; see `quantization.json` for QWK and referable
-AUROC on a labelled set where one was given.
+The model is int8 ({family} family: {method}; weights {weights}, activations {activations}):
+largest probability difference to the fp32 export {max_probability_difference:.2e}; see
+`quantization.json` for the settings, and for QWK and referable AUROC on a labelled set where
+one was given.
 """
 
 
@@ -255,10 +256,10 @@ def quantized(
     """Replace `folder`'s model.onnx by its int8 version once its change is measured and
     accepted; the figures, also written to quantization.json."""
     int8_file = folder / "model.int8.onnx"
-    quantize_int8(folder / ONNX_FILE, int8_file)
+    settings = quantize_int8(folder / ONNX_FILE, int8_file, fp32, data)
     int8 = Grader(OnnxModel(folder, file=int8_file), fp32.processor, fp32.device)
     report = {
-        "method": "onnxruntime.quantization.quantize_dynamic, QInt8 weights",
+        "settings": settings,
         "max_probability_difference": probability_difference(fp32, int8, parity_photographs(side)),
         "qwk_tolerance": qwk_tolerance,
         "fp32_bytes": (folder / ONNX_FILE).stat().st_size,
