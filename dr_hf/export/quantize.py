@@ -26,7 +26,7 @@ from dr_hf.data.fundus_render import render_fundus
 from dr_hf.data.multisource import common_prepare_info
 from dr_hf.evaluation.evaluate import check_graded, load_eval_split
 from dr_hf.inference import grade
-from dr_hf.inference.grader import Grader
+from dr_hf.inference.grader import Grader, grade_rule_for
 from dr_hf.metrics.functional import quadratic_weighted_kappa, referable_auroc
 
 QWK_TOLERANCE = 0.005
@@ -143,20 +143,21 @@ def quantize_int8(source: Path, target: Path, fp32: Grader, data: str | Path | N
 
 
 def labelled_change(fp32: Grader, int8: Grader, data_dir: str | Path) -> dict:
-    """QWK and referable AUROC of both models on the labelled set in `data_dir` (every image),
-    and the QWK drop and AUROC change of the quantised one."""
+    """QWK (grades by the model's saved rule) and referable AUROC of both models on the labelled
+    set in `data_dir` (every image), and the QWK drop and AUROC change of the quantised one."""
     data_args = DataArguments(data_dir=str(data_dir))
     dataset = load_eval_split(data_args, "all")
     prepared = common_prepare_info(data_args.data_dir)
     graders = [fp32.for_prepared(prepared), int8.for_prepared(prepared)]
     graded = check_graded(grade(graders, dataset, progress=None, quality=False))
     labels = np.asarray(dataset["label"], dtype=np.int64)
+    rule = grade_rule_for(fp32)  # the model's saved rule: both copies decide by it
     figures = {}
     for name, member in zip(("fp32", "int8"), graded.members):
-        probs = member["plain"].astype(np.float64)
+        outputs = member["plain"].astype(np.float64)
         figures[name] = {
-            "qwk": quadratic_weighted_kappa(labels, probs.argmax(axis=1)),
-            "referable_auroc": referable_auroc(probs, labels),
+            "qwk": quadratic_weighted_kappa(labels, rule.grades(outputs)),
+            "referable_auroc": referable_auroc(outputs, labels),
         }
     return {
         "data": str(data_dir),
