@@ -153,9 +153,10 @@ MODEL_CARD = """# {name} (ONNX)
 Exported by `dr-hf export --format onnx` from `{source}` with the {exporter} exporter
 (`torch.onnx.export`), opset {opset}, dynamic batch axis. Input `pixel_values`
 [batch, 3, {side}, {side}] made by the folder's processor (`preprocessor_config.json`,
-`fundus_processor.py`, `preprocessing.py`); output `logits` [batch, 5], whose softmax gives
-the grade probabilities (calibration is folded into the head). Operating points: config.json
-`dr_hf_operating_points` (threshold on P(grade >= 2)).
+`fundus_processor.py`, `preprocessing.py`); output `logits`: {output}. Grading rule:
+config.json `dr_hf_grade_rule` (argmax, or cut points on the expected grade or the score).
+Operating points: config.json `dr_hf_operating_points` (threshold on P(grade >= 2), or on the
+score of a regression model).
 
 Parity with PyTorch at export: largest probability difference {difference:.2e} on
 {images} synthetic photographs (tolerance {tolerance:g}).
@@ -231,6 +232,7 @@ def export_onnx(
             images=PARITY_IMAGES,
             tolerance=tolerance,
             script=GRADING_SCRIPT,
+            output=config["dr_hf_onnx"]["output"],
         )
         if quantization:
             card += QUANTIZED_CARD.format(**quantization, **quantization["settings"])
