@@ -21,19 +21,28 @@ CHECKPOINT_FILES = {
     "training_args.bin", "rng_state_0.pth", "rng_state_1.pth",  # each rank's RNG, for resuming
 }  # fmt: skip
 PROCESSOR_FILES = {"preprocessor_config.json", "fundus_processor.py", "preprocessing.py"}
-RUN_FILES = {
-    "config.yaml", "eval_results.json", "training_history.json", "validation_predictions.csv",
-    *PROCESSOR_FILES,
-    "best/config.json", "best/model.safetensors", "best/README.md",
-    *(f"best/{name}" for name in PROCESSOR_FILES),
-    *(f"checkpoint-{step}/{name}" for step in (4, 8) for name in CHECKPOINT_FILES | PROCESSOR_FILES),
-}  # fmt: skip
+MODEL_CODE = {"grading_pipeline.py"}  # an ordinal model's folders also carry ordered_heads.py
 
 
-@pytest.fixture(scope="module")
-def ddp_run(synthetic_dir, tmp_path_factory):
-    """Two epochs of retfound_tiny on two gloo ranks: (output_dir, [rank 0 record, rank 1 record])."""
-    root = tmp_path_factory.mktemp("ddp")
+def run_files(head: str) -> set[str]:
+    folder_files = (
+        PROCESSOR_FILES | MODEL_CODE | ({"ordered_heads.py"} if head != "softmax" else set())
+    )
+    return {
+        "config.yaml", "eval_results.json", "training_history.json", "validation_predictions.csv",
+        *PROCESSOR_FILES,
+        "best/config.json", "best/model.safetensors", "best/README.md",
+        *(f"best/{name}" for name in folder_files),
+        *(f"checkpoint-{step}/{name}" for step in (4, 8) for name in CHECKPOINT_FILES | folder_files),
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=["softmax", "ordinal"])
+def ddp_run(request, synthetic_dir, tmp_path_factory):
+    """Two epochs of retfound_tiny on two gloo ranks, with a softmax or an ordinal (CORN) head,
+    whose loss is the cross-entropy of its class log-probabilities:
+    (output_dir, [rank 0 record, rank 1 record])."""
+    root = tmp_path_factory.mktemp(f"ddp_{request.param}")
     scratch = root / "observations"  # outside output_dir
     scratch.mkdir()
     values = tiny_config(
@@ -48,6 +57,7 @@ def ddp_run(synthetic_dir, tmp_path_factory):
         logging_strategy="steps",
         logging_steps=1,
         ddp_backend="gloo",
+        head=request.param,
     )
     config = root / "config.json"
     config.write_text(json.dumps(values))
@@ -97,7 +107,8 @@ def test_logged_loss_is_the_mean_over_both_ranks_batches(ddp_run):
 def test_only_rank_zero_writes_the_run_artifacts(ddp_run):
     output_dir, (rank0, rank1) = ddp_run
     files = {p.relative_to(output_dir).as_posix() for p in output_dir.rglob("*") if p.is_file()}
-    assert files == RUN_FILES
+    head = json.loads((output_dir / "best" / "config.json").read_text()).get("dr_hf_head")
+    assert files == run_files(head or "softmax")
     # Rank 1's own Python-level writes: only the checkpoint folders for its RNG state file.
     assert set(rank1["writes"]) == {"os.mkdir checkpoint-4", "os.mkdir checkpoint-8"}
     written = {event.split(" ", 1)[1] for event in rank0["writes"] if event.startswith("open")}
