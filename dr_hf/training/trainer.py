@@ -98,11 +98,13 @@ class DRTrainer(Trainer):
         self.add_callback(self.epoch_timer)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        """Save as the Trainer does, with the grading pipeline's code that config.json names
-        (`custom_pipelines`), so that every checkpoint and `best/` loads in `pipeline()`."""
+        """Save as the Trainer does, with the grading pipeline's code that a full model's
+        config.json names (`custom_pipelines`), so that every checkpoint and `best/` loads in
+        `pipeline()` (an adapter folder has no config.json, and loads its base first)."""
         super()._save(output_dir, state_dict)
-        if self.args.should_save:
-            shutil.copy(PIPELINE_FILE, output_dir or self.args.output_dir)
+        folder = Path(output_dir or self.args.output_dir)
+        if self.args.should_save and (folder / "config.json").is_file():
+            shutil.copy(PIPELINE_FILE, folder)
 
     def _prepare_inputs(self, inputs):
         inputs = super()._prepare_inputs(inputs)
