@@ -151,7 +151,7 @@ def test_bad_head_combinations_are_clear_errors(synthetic_dir, tmp_path):
     with pytest.raises(ValueError, match="head='coral'"):
         ModelArguments(head="coral")
     assert ModelArguments(head="regression").grade_rule == "thresholds"
-    assert ModelArguments(head="ordinal").grade_rule == "argmax"
+    assert ModelArguments(head="ordinal").grade_rule == "thresholds"
     for overrides, message in [
         ({"loss": "focal"}, "regression_loss"),
         ({"label_smoothing_factor": 0.1}, "label_smoothing_factor"),
@@ -230,7 +230,7 @@ def test_ordinal_folder_refuses_a_plain_load_and_loads_through_dr_hf(ordinal_run
     model = load_trained_model(best).eval()
     assert isinstance(model, OrderedTimmForImageClassification)
     results = json.loads((ordinal_run / "eval_results.json").read_text())
-    assert results["head"] == "ordinal" and results["grade_rule"]["rule"] == "argmax"
+    assert results["head"] == "ordinal" and results["grade_rule"]["rule"] == "thresholds"
     assert len(results["grade_rule"]["cut_points"]) == 4
     assert results["calibration"]["temperature"] > 0
 

@@ -14,6 +14,7 @@ from transformers import AutoModelForImageClassification
 
 from dr_hf.config.parsing import config_from_dict, config_from_yaml
 from dr_hf.models.graders import load_trained_model
+from dr_hf.predictions import read_predictions
 from dr_hf.run_folder import read_validation_predictions
 from dr_hf.training.run import build_trainer, run_training, train
 
@@ -35,8 +36,12 @@ def test_training_lowers_the_loss_and_keeps_the_original_history_keys(trained_ru
         (a, 60 - n_val) for a in history["train_acc"]
     ]:
         assert acc * n / 100 == pytest.approx(round(acc * n / 100)), (acc, n)
+    # The best model's accuracy is that of the grades its saved rule gives the validation split
+    # (fitted cut points, after calibration), as the validation table states them.
     best = json.loads((output_dir / "eval_results.json").read_text())
-    assert 100 * best["accuracy"] in [pytest.approx(acc) for acc in history["val_acc"]]
+    table = read_predictions(output_dir / "validation_predictions.csv", require_labels=True)
+    right = table["grade"].astype(int) == table["true_grade"].astype(int)
+    assert best["accuracy"] == pytest.approx(right.mean())
     assert json.loads((output_dir / "training_history.json").read_text()) == history
 
 
@@ -66,9 +71,13 @@ def test_run_leaves_config_metrics_checkpoints_and_a_loadable_best_model(
         and "Quadratic weighted kappa" in card
     )
     assert "| `lr_scheduler_type` | `cosine` |" in card
-    # The exported model is the best checkpoint: it reproduces the reported QWK.
+    # The exported model is the best checkpoint, and its reported QWK is that of its saved
+    # rule: the cut points fitted on the validation split.
     best_qwk = max(json.loads((output_dir / "training_history.json").read_text())["val_qwk"])
-    assert results["qwk"] == pytest.approx(best_qwk, abs=1e-6)
+    state = json.loads((Path(results["best_checkpoint"]) / "trainer_state.json").read_text())
+    assert state["best_metric"] == pytest.approx(best_qwk, abs=1e-6)
+    assert results["grade_rule"]["rule"] == "thresholds"
+    assert results["qwk"] == pytest.approx(results["grade_rule"]["qwk_fitted"], abs=1e-6)
 
 
 def test_output_dir_with_checkpoints_is_not_overwritten(trained_run, synthetic_dir):

@@ -148,8 +148,8 @@ class ModelArguments:
         metadata={
             "help": "How the saved model turns its output into a grade: argmax (the most probable "
             "grade) or thresholds (four cut points on the expected grade, or on the regression "
-            "score, fitted for QWK on the validation split). Default: argmax for softmax and "
-            "ordinal heads, thresholds for regression."
+            "score, fitted for QWK on the validation split). Default: thresholds, which beat "
+            "argmax on held-out QWK for every seed of the heads benchmark (see the README)."
         },
     )
     drop_path_rate: float | None = field(
@@ -181,7 +181,7 @@ class ModelArguments:
         if self.head not in HEADS:
             raise ValueError(f"head={self.head!r} is not known: choose one of {', '.join(HEADS)}.")
         if self.grade_rule is None:
-            self.grade_rule = "thresholds" if self.head == "regression" else "argmax"
+            self.grade_rule = "thresholds"
         if self.grade_rule not in GRADE_RULES:
             raise ValueError(
                 f"grade_rule={self.grade_rule!r} is not known: choose one of {', '.join(GRADE_RULES)}."
@@ -189,7 +189,7 @@ class ModelArguments:
         if self.head == "regression" and self.grade_rule == "argmax":
             raise ValueError(
                 "head=regression with grade_rule=argmax: a regression model has one output and no "
-                "class probabilities to take the argmax of; use grade_rule=thresholds (its default)."
+                "class probabilities to take the argmax of; use grade_rule=thresholds (the default)."
             )
         if self.lora and self.lora_r < 1:
             raise ValueError(f"lora_r={self.lora_r} must be a positive rank such as 8 or 16.")
