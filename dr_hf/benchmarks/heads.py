@@ -146,8 +146,6 @@ def _train_and_grade(
         "save_total_limit": 1,
         "seed": seed,
         "head": head,
-        # checkpoints picked by argmax QWK (a regression model's: by its cut points), as measured
-        "grade_rule": "thresholds" if head == "regression" else "argmax",
         **(overrides or {}),
     }
     start = time.perf_counter()
