@@ -18,6 +18,20 @@ from dr_hf.run_folder import fold_folder
 from dr_hf.training.cv import CVArguments, run_cv
 
 
+def synthetic_sets(prefix: Path, num_train: int, num_test: int, image_size: int) -> tuple:
+    """A synthetic training set (seed 0) and a held-out one (seed 101), made anew in
+    `<prefix>_train_<n>` and `<prefix>_test_<n>`: the sets the training benchmarks grade on."""
+    folders = []
+    for kind, count, seed in (("train", num_train, 0), ("test", num_test, 101)):
+        folder = prefix.parent / f"{prefix.name}_{kind}_{count}_{image_size}"
+        folders.append(
+            make_synthetic(
+                folder, num_images=count, image_size=image_size, seed=seed, overwrite=True
+            )
+        )
+    return tuple(folders)
+
+
 def bench_cv_ensemble(
     cache_dir: str | Path,
     config: str = "configs/quickstart.yaml",
@@ -31,20 +45,7 @@ def bench_cv_ensemble(
     """Train `folds` fold models with `config` on `num_train` synthetic photographs (seed 0) and
     grade `num_test` others (seed 101) with each and with their ensemble."""
     cache_dir = Path(cache_dir)
-    train = make_synthetic(
-        cache_dir / f"cv_train_{num_train}",
-        num_images=num_train,
-        image_size=image_size,
-        seed=0,
-        overwrite=True,
-    )
-    test = make_synthetic(
-        cache_dir / f"cv_test_{num_test}",
-        num_images=num_test,
-        image_size=image_size,
-        seed=101,
-        overwrite=True,
-    )
+    train, test = synthetic_sets(cache_dir / "cv", num_train, num_test, image_size)
     output_dir = cache_dir / "cv_run"
     shutil.rmtree(output_dir, ignore_errors=True)
     values = {

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dr_hf.benchmarks.cv_ensemble import synthetic_sets
 from dr_hf.config.arguments import DataArguments
 from dr_hf.config.parsing import config_from_yaml
 from dr_hf.data.loading import load_dr_images
-from dr_hf.data.synthetic import make_synthetic
 from dr_hf.grading_rule import GradeRule
 from dr_hf.inference import grade, load_graders
 from dr_hf.metrics import compute_dr_metrics
@@ -86,20 +86,7 @@ def bench_heads(
     a busy 2-core CPU; `image_size`, `overrides` and `epochs` restore the full budget."""
     overrides = DEFAULT_OVERRIDES if overrides is None else overrides
     cache_dir = Path(cache_dir)
-    train = make_synthetic(
-        cache_dir / f"heads_train_{num_train}_{image_size}",
-        num_images=num_train,
-        image_size=image_size,
-        seed=0,
-        overwrite=True,
-    )
-    test = make_synthetic(
-        cache_dir / f"heads_test_{num_test}_{image_size}",
-        num_images=num_test,
-        image_size=image_size,
-        seed=101,
-        overwrite=True,
-    )
+    train, test = synthetic_sets(cache_dir / "heads", num_train, num_test, image_size)
     held_out = load_dr_images(DataArguments(data_dir=str(test)))
     labels = np.asarray(held_out["label"], dtype=np.int64)
     settings = {
