@@ -11,6 +11,7 @@ from transformers import TrainerCallback
 
 from dr_hf.cli import main as cli_main
 from dr_hf.config.parsing import config_from_dict
+from dr_hf.grading_rule import GradeRule
 from dr_hf.metrics import compute_dr_metrics
 from dr_hf.run_folder import read_validation_predictions
 from dr_hf.training.cv import CVArguments, fold_indices, run_cv
@@ -64,7 +65,9 @@ def test_cv_trains_each_fold_resumes_and_summarises(synthetic_dir, tmp_path, cap
             probabilities + fold_probs,
         )
     assert len(ids) == len(set(ids)) == 60  # every image graded once, out of fold
-    expected = compute_dr_metrics(np.asarray(probabilities), np.asarray(labels))
+    rule = GradeRule.from_record(summary["grade_rule"])  # cut points fitted out of fold
+    assert rule.rule == "thresholds"
+    expected = compute_dr_metrics(np.asarray(probabilities), np.asarray(labels), rule=rule)
     assert summary["num_images"] == 60 and summary["folds"] == 3
     qwk = summary["metrics"]["qwk"]
     assert qwk["out_of_fold"] == pytest.approx(expected["qwk"])

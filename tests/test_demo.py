@@ -29,6 +29,7 @@ from dr_hf.demo.app import DemoServer  # noqa: E402
 from dr_hf.demo.cli import demo_parser  # noqa: E402
 from dr_hf.demo.grading import NOTICE  # noqa: E402
 from dr_hf.demo.space import export_space, pip_url  # noqa: E402
+from dr_hf.grading_rule import cut  # noqa: E402
 from dr_hf.inference import load_grader, predict  # noqa: E402
 
 
@@ -273,6 +274,9 @@ def test_a_photograph_that_is_not_a_fundus_is_answered_retake_or_refer(
         for grade in range(5):
             assert f"id='dr-prob-{grade}'>{want[f'prob_{grade}']:.4f}<" in panel
         model_grade = int(np.argmax([want[f"prob_{g}"] for g in range(5)]))
+        if want["grade_rule"] == "thresholds":  # the saved rule: cut points on the score
+            cut_points = [float(c) for c in want["cut_points"].split(";")]
+            model_grade = int(cut([float(want["score"])], cut_points)[0])
         assert f"id='dr-model-grade'>{model_grade}<" in panel
         assert "<details id='dr-model-output' open" not in summary
         assert plot is None and heatmap is None and Path(view).is_file()

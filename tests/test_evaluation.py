@@ -17,8 +17,11 @@ from dr_hf.cli import evaluate_main
 from dr_hf.config.arguments import DataArguments
 from dr_hf.data.loading import load_dr_dataset
 from dr_hf.evaluation.evaluate import evaluate_model
-from dr_hf.metrics import expected_calibration_error
+from dr_hf.grading_rule import GradeRule, cut
+from dr_hf.metrics import compute_dr_metrics, expected_calibration_error
 from dr_hf.models.lora import BASE_WEIGHTS
+from dr_hf.predictions import outputs_of
+from dr_hf.predictions import read_predictions as read_table
 
 torch.set_num_threads(1)
 FIGURES = ("confusion_matrix", "roc", "reliability")
@@ -48,7 +51,11 @@ def test_report_holds_every_image_and_valid_figures(report, capsys):
     rows, labels, predicted, probs = read_predictions(out)
     assert metrics["num_images"] == len(rows) == 60 and len({r["image"] for r in rows}) == 60
     assert metrics["grade_counts"] == np.bincount(labels, minlength=5).tolist()
-    assert np.array_equal(predicted, probs.argmax(axis=1))
+    decided = probs.argmax(axis=1)
+    if rows[0]["grade_rule"] == "thresholds":  # each row's grade is its own cells' rule
+        cut_points = [float(c) for c in rows[0]["cut_points"].split(";")]
+        decided = cut([float(row["score"]) for row in rows], cut_points)
+    assert np.array_equal(predicted, decided)
     assert metrics["preprocessing"]["image_size"] == 32
     for name in FIGURES:
         for path in (out / f"{name}.png", out / f"{name}_tta.png"):
@@ -117,9 +124,23 @@ def test_each_model_kind_reproduces_its_training_metrics(
     run_dir = (trained_lora_run if kind == "lora" else trained_run)[0]
     saved = json.loads((run_dir / "eval_results.json").read_text())
     model = saved["best_checkpoint"] if kind == "checkpoint" else run_dir / "best"
+    # A checkpoint holds neither the temperature nor the cut points fitted after training: graded
+    # by argmax, it matches the best model's argmax grades (a temperature changes no argmax).
+    rule = {"grade_rule": "argmax"} if kind == "checkpoint" else {}
     metrics = evaluate_model(
-        model, DataArguments(data_dir=str(synthetic_dir)), tmp_path, split="validation", bootstrap=0
+        model,
+        DataArguments(data_dir=str(synthetic_dir)),
+        tmp_path,
+        split="validation",
+        bootstrap=0,
+        **rule,
     )
+    if kind == "checkpoint":
+        table = read_table(run_dir / "validation_predictions.csv", require_labels=True)
+        by_argmax = compute_dr_metrics(
+            outputs_of(table), table["true_grade"].astype(int).to_numpy(), rule=GradeRule()
+        )
+        saved |= {k: by_argmax[k] for k in ("confusion_matrix", "qwk", "accuracy")}
     assert metrics["num_images"] == sum(map(sum, saved["confusion_matrix"]))
     assert metrics["confusion_matrix"] == saved["confusion_matrix"]
     for name in ("qwk", "accuracy", "macro_auroc", "referable_auroc"):
