@@ -315,8 +315,15 @@ def rule_of(table: pd.DataFrame) -> GradeRule:
     if not pairs:
         return GradeRule()
     rule, cut_points = pairs.pop()
-    points = [float(p) for p in str(cut_points).split(";")] if cut_points != "" else None
-    return GradeRule(rule, points)
+    return row_rule({"grade_rule": rule, "cut_points": cut_points})
+
+
+def row_rule(row) -> GradeRule:
+    """The grading rule one row's `grade_rule` and `cut_points` cells state (argmax when it has
+    none: a row written before they existed)."""
+    cut_points = str(row.get("cut_points", "") or "")
+    points = [float(p) for p in cut_points.split(";")] if cut_points else None
+    return GradeRule(row.get("grade_rule") or "argmax", points)
 
 
 __all__ = [
@@ -332,6 +339,7 @@ __all__ = [
     "predictions_table",
     "probabilities_of",
     "read_predictions",
+    "row_rule",
     "rule_of",
     "table_format",
     "write_predictions",

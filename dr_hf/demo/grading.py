@@ -29,6 +29,7 @@ from dr_hf.data.synthetic import make_synthetic
 from dr_hf.grades import GRADE_NAMES, REFERABLE_MIN_GRADE
 from dr_hf.grading_rule import GradeRule, cut
 from dr_hf.inference import Grader, PredictionResult, open_image, predict
+from dr_hf.predictions import row_rule
 
 logger = logging.getLogger(__name__)
 
@@ -133,9 +134,9 @@ def is_regression_row(row: dict) -> bool:
 def row_grade(row: dict) -> int:
     """The grade the row's rule gives its own cells: the argmax of its probabilities, or the
     number of its cut points at or below its score (also for a photograph left ungraded)."""
-    if row.get("grade_rule") == "thresholds":
-        points = [float(p) for p in str(row["cut_points"]).split(";")]
-        return int(cut([float(row["score"])], points)[0])
+    rule = row_rule(row)
+    if rule.rule == "thresholds":
+        return int(cut([float(row["score"])], rule.cut_points)[0])
     return int(np.argmax([row[f"prob_{g}"] for g in range(len(GRADE_NAMES))]))
 
 
@@ -150,9 +151,7 @@ def rule_words(rule: GradeRule, regression: bool = False) -> str:
 
 def rule_text(row: dict) -> str:
     """How the row's grade was decided, in words (`rule_words` of its own cells)."""
-    points = str(row.get("cut_points", ""))
-    rule = GradeRule(row.get("grade_rule") or "argmax", points.split(";") if points else None)
-    return rule_words(rule, is_regression_row(row))
+    return rule_words(row_rule(row), is_regression_row(row))
 
 
 def probability_frame(row: dict) -> pd.DataFrame | None:

@@ -243,7 +243,6 @@ def training_loss(
     """The run's `compute_loss_func` from its arguments (`loss`, `class_weighting`,
     `label_smoothing_factor`, `focal_gamma`, `regression_loss`), the model's head and the
     training labels, and the class weights used."""
-    check_loss_settings(head, args.loss, args.label_smoothing_factor)
     weights = class_weights(labels, num_classes, args.class_weighting)
     loss_fn = make_loss_fn(
         args.loss,

@@ -81,8 +81,9 @@ def build_trainer(
     crop, ben_graham = steps_left_to_apply(data_args)  # refuses contradictions before any I/O
     dataset = dataset if dataset is not None else load_dr_dataset(data_args)
     logger.info("Data: %d training and %d validation images.", *map(len, dataset.values()))
+    train_labels = list(dataset["train"]["label"])
     loss_fn, weights = training_loss(
-        args, list(dataset["train"]["label"]), model_args.num_labels, head=model_args.head
+        args, train_labels, model_args.num_labels, head=model_args.head
     )
     sources = source_counts(dataset) if "source" in dataset["train"].column_names else None
 
@@ -92,7 +93,7 @@ def build_trainer(
         data_args.image_size,
         crop_fov=data_args.crop_fov,
         ben_graham=data_args.ben_graham,
-        mean_grade=float(np.mean(list(dataset["train"]["label"]))),
+        mean_grade=float(np.mean(train_labels)),
     )
     processor.name_in(base_model(model).config)  # so that pipeline() finds it in config.json
     name_pipeline_in(base_model(model).config)  # pipeline(model=best/) returns the decided grade
