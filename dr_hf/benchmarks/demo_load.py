@@ -78,16 +78,17 @@ def _user(
     while time.monotonic() < until or done < min_requests:
         path = order[done % len(order)]
         done += 1
-        start = time.monotonic()
+        start, name = time.monotonic(), path.name
         try:
             job = client.submit(handle_file(str(path)), api_name="/grade_photo")
             summary = job.result(timeout=ANSWER_TIMEOUT)[0]
             kind = "handled_error" if path in bad else "graded"
             if path not in bad and "dr-grade" not in summary:
-                kind = "failure"
+                kind, name = "failure", f"{path.name}: no grade in {summary[:300]!r}"
         except Exception as error:  # the client raises what the server answered
             kind = "queue_full" if "queue is full" in str(error).lower() else "failure"
-        out.append((kind, time.monotonic() - start, path.name))
+            name = f"{path.name}: {type(error).__name__}: {str(error)[:300]}"
+        out.append((kind, time.monotonic() - start, name))
 
 
 def run_demo_load(
