@@ -1,4 +1,5 @@
-"""Smoke tests of the benchmarks: every section runs on tiny settings and writes its reports.
+"""Smoke tests of the benchmarks: every section runs its smallest real case (`--smoke`) and
+writes its reports.
 
 No timing is asserted: only that each section measured something and reported it.
 """
@@ -8,15 +9,15 @@ import math
 
 import pytest
 
-from dr_hf.benchmarks import SECTIONS, run_benchmarks
-from dr_hf.benchmarks.formats import MODES as FORMAT_MODES
-from dr_hf.benchmarks.formats import SOURCES as FORMAT_SOURCES
+from benchmarks import SECTIONS, run_benchmarks
+from benchmarks.formats import MODES as FORMAT_MODES
+from benchmarks.formats import SOURCES as FORMAT_SOURCES
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    results = run_benchmarks(out / "results", out / "cache", repeats=1, tiny=True)
+    results = run_benchmarks(out / "results", out / "cache", repeats=1, smoke=True)
     return out / "results", results
 
 
@@ -33,7 +34,7 @@ def test_writes_json_and_markdown_with_every_section(tiny_run):
     folder, results = tiny_run
     saved = json.loads((folder / "benchmark.json").read_text())
     assert saved == json.loads(json.dumps(results))
-    assert set(SECTIONS) <= set(saved) and saved["tiny"] is True
+    assert set(SECTIONS) <= set(saved) and saved["smoke"] is True
     assert len(saved["machine"]["load_average"]) == 3 and len(saved["load_average_end"]) == 3
     markdown = (folder / "benchmark.md").read_text()
     for title in ("Data pipeline", "Trainer overhead", "LoRA", "Inference", "Machine:"):
@@ -106,13 +107,13 @@ def test_lora_section_compares_against_full_tuning(tiny_run):
 
 def test_unknown_section_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown section"):
-        run_benchmarks(tmp_path, tmp_path, sections=("gpu",), tiny=True)
+        run_benchmarks(tmp_path, tmp_path, sections=("gpu",), smoke=True)
 
 
 def test_trainer_section_refuses_an_unusable_device():
     import torch
 
-    from dr_hf.benchmarks.trainer import bench_trainer
+    from benchmarks.trainer import bench_trainer
 
     with pytest.raises(ValueError, match="choose one of cpu, cuda"):
         bench_trainer(device="tpu")
@@ -122,7 +123,7 @@ def test_trainer_section_refuses_an_unusable_device():
 
 
 def test_gpu_script_smoke_on_cpu(tmp_path):
-    from dr_hf.benchmarks.gpu import MODEL_CASES, main
+    from benchmarks.gpu import MODEL_CASES, main
 
     argv = ["--smoke", "--sections", "model", "inference", "--no-compile"]
     results = main([*argv, "--output", str(tmp_path)])
@@ -171,7 +172,7 @@ def test_cache_formats_section_rates_every_source_both_ways(tiny_run):
 def test_gpu_benchmark_smoke_measures_model_and_dr_hf_train(tmp_path):
     """`scripts/benchmark_gpu.sh --smoke` on one model: the model alone (eager, MFU against a
     given peak) and dr-hf train with augmentation on the CPU and on the device."""
-    from dr_hf.benchmarks.gpu import main as gpu_main
+    from benchmarks.gpu import main as gpu_main
 
     argv = ["--smoke", "--sections", "model", "train", "--models", "resnet50", "--no-compile"]
     results = gpu_main([*argv, "--peak-tflops", "1", "--output", str(tmp_path)])
@@ -201,7 +202,7 @@ def test_demo_load_section_answers_every_request(tiny_run):
 
 @pytest.mark.slow
 def test_archive_benchmark_measures_each_size(tmp_path):
-    from dr_hf.benchmarks.archive import bench_archive
+    from benchmarks.archive import bench_archive
 
     results = bench_archive(sizes=(6, 12), image_size=48, batch_size=4, workdir=tmp_path)
     assert set(results["sizes"]) == {"6", "12"}  # each run wrote one row per photograph
@@ -211,7 +212,7 @@ def test_archive_benchmark_measures_each_size(tmp_path):
 
 
 def test_heads_section_grades_every_head_and_rule(tiny_run):
-    from dr_hf.benchmarks.heads import COMBINATIONS
+    from benchmarks.heads import COMBINATIONS
 
     folder, results = tiny_run
     heads = results["heads"]
@@ -230,7 +231,7 @@ def test_heads_section_grades_every_head_and_rule(tiny_run):
 def test_label_noise_moves_the_share_asked_by_one_grade():
     import numpy as np
 
-    from dr_hf.benchmarks.heads import noisy_labels
+    from benchmarks.heads import noisy_labels
 
     labels = np.random.default_rng(0).integers(0, 5, 1000)
     moved = noisy_labels(labels, 0.15, seed=3)

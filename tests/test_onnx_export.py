@@ -253,7 +253,7 @@ def test_int8_quantises_by_architecture_family(tmp_path, name, family, int8_ops,
 
 
 def test_the_onnx_benchmark_times_every_runtime_and_size():
-    from dr_hf.benchmarks.onnx import bench_onnx, onnx_table
+    from benchmarks.onnx import bench_onnx, onnx_table
 
     report = bench_onnx(("test_resnet",), 32, (1, 2), repeats=1, min_seconds=0.01, threads=1)
     (result,) = report["results"]
