@@ -24,11 +24,8 @@ from benchmarks import SECTIONS, run_benchmarks
 STANDALONE = ("archive", "onnx", "gpu")
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in STANDALONE:
-        importlib.import_module(f"benchmarks.{argv[0]}").main(argv[1:])
-        return
+def build_parser() -> argparse.ArgumentParser:
+    """The suite's flags (the benchmarks run on their own parse theirs)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
         epilog=f"Run on their own: {', '.join(STANDALONE)} (python scripts/benchmark.py NAME -h).",
@@ -55,7 +52,15 @@ def main(argv: list[str] | None = None) -> None:
         default="outputs/quickstart/best",
         help="Trained model folder the pointing-game and demo-load sections use (the quick start's by default).",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in STANDALONE:
+        importlib.import_module(f"benchmarks.{argv[0]}").main(argv[1:])
+        return
+    args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("dr_hf.models").setLevel(logging.WARNING)
     run_benchmarks(

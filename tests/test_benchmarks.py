@@ -105,6 +105,18 @@ def test_lora_section_compares_against_full_tuning(tiny_run):
     assert vit_l["adapter_pct"] < 1
 
 
+def test_the_script_runs_every_section_smoke_sized_and_the_standalone_ones():
+    import importlib
+
+    import benchmark  # scripts/benchmark.py
+
+    for flag in ("--smoke", "--tiny"):  # --tiny: the earlier name
+        args = benchmark.build_parser().parse_args([flag])
+        assert args.smoke is True and args.sections == list(SECTIONS)
+    for name in benchmark.STANDALONE:
+        assert callable(importlib.import_module(f"benchmarks.{name}").main)
+
+
 def test_unknown_section_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown section"):
         run_benchmarks(tmp_path, tmp_path, sections=("gpu",), smoke=True)
