@@ -30,6 +30,7 @@ def _is_summary(stats: dict, runs: int = 1) -> bool:
     )
 
 
+@pytest.mark.slow
 def test_writes_json_and_markdown_with_every_section(tiny_run):
     folder, results = tiny_run
     saved = json.loads((folder / "benchmark.json").read_text())
@@ -42,6 +43,7 @@ def test_writes_json_and_markdown_with_every_section(tiny_run):
     assert markdown.count("\n| png |") == 1 and markdown.count("\n| jpeg |") == 1
 
 
+@pytest.mark.slow
 def test_data_section_times_reference_raw_and_prepared(tiny_run):
     folder, results = tiny_run
     rows = results["data"]["rows"]
@@ -57,6 +59,7 @@ def test_data_section_times_reference_raw_and_prepared(tiny_run):
     assert (cache / "prepared_png_32" / "dr_hf_prepare.json").is_file()
 
 
+@pytest.mark.slow
 def test_trainer_and_inference_sections(tiny_run):
     _, results = tiny_run
     trainer = results["trainer"]
@@ -77,6 +80,7 @@ def test_trainer_and_inference_sections(tiny_run):
     assert all(_is_summary(stats) for stats in rates.values())
 
 
+@pytest.mark.slow
 def test_pointing_section_scores_heatmaps_against_a_random_point(tiny_run):
     folder, results = tiny_run
     pointing = results["pointing"]
@@ -91,6 +95,7 @@ def test_pointing_section_scores_heatmaps_against_a_random_point(tiny_run):
     assert "pointing game" in (folder / "benchmark.md").read_text()
 
 
+@pytest.mark.slow
 def test_lora_section_compares_against_full_tuning(tiny_run):
     _, results = tiny_run
     lora, full = results["lora"]["lora"], results["lora"]["full"]
@@ -134,6 +139,7 @@ def test_trainer_section_refuses_an_unusable_device():
             bench_trainer(device="cuda")
 
 
+@pytest.mark.slow
 def test_gpu_script_smoke_on_cpu(tmp_path):
     from benchmarks.gpu import MODEL_CASES, main
 
@@ -151,6 +157,7 @@ def test_gpu_script_smoke_on_cpu(tmp_path):
     assert "| RETFound ViT-L bf16 | TTA |" in (tmp_path / "benchmark_gpu.md").read_text()
 
 
+@pytest.mark.slow
 def test_cv_ensemble_section_compares_the_ensemble_with_its_folds(tiny_run):
     folder, results = tiny_run
     cv = results["cv_ensemble"]
@@ -164,6 +171,7 @@ def test_cv_ensemble_section_compares_the_ensemble_with_its_folds(tiny_run):
     assert "ensemble" in (folder / "benchmark.md").read_text()
 
 
+@pytest.mark.slow
 def test_cache_formats_section_rates_every_source_both_ways(tiny_run):
     folder, results = tiny_run
     rows = results["cache_formats"]["rows"]
@@ -181,6 +189,7 @@ def test_cache_formats_section_rates_every_source_both_ways(tiny_run):
     )
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_smoke_measures_model_and_dr_hf_train(tmp_path):
     """`scripts/benchmark_gpu.sh --smoke` on one model: the model alone (eager, MFU against a
     given peak) and dr-hf train with augmentation on the CPU and on the device."""
@@ -204,6 +213,7 @@ def test_gpu_benchmark_smoke_measures_model_and_dr_hf_train(tmp_path):
     assert "dr-hf train end to end" in markdown and "augmentation on gpu" in markdown
 
 
+@pytest.mark.slow
 def test_demo_load_section_answers_every_request(tiny_run):
     folder, results = tiny_run
     load = results["demo_load"]
@@ -223,6 +233,7 @@ def test_archive_benchmark_measures_each_size(tmp_path):
     assert list(tmp_path.iterdir()) == []  # its scratch folder is removed
 
 
+@pytest.mark.slow
 def test_heads_section_grades_every_head_and_rule(tiny_run):
     from benchmarks.heads import COMBINATIONS
 

@@ -36,6 +36,7 @@ def test_folds_are_stratified_disjoint_and_cover_every_image():
     assert as_ids(folds, ids) == as_ids(shuffled, [ids[i] for i in order])
 
 
+@pytest.mark.slow
 def test_cv_trains_each_fold_resumes_and_summarises(synthetic_dir, tmp_path, capsys):
     output_dir = tmp_path / "cv"
     values = tiny_config(synthetic_dir, output_dir, num_train_epochs=1)
@@ -100,6 +101,7 @@ class KilledAt(TrainerCallback):
             raise KeyboardInterrupt(f"killed at step {self.step} of {self.fold}")
 
 
+@pytest.mark.slow
 def test_cv_killed_in_a_fold_and_resumed_matches_an_uninterrupted_run(synthetic_dir, tmp_path):
     def results(output_dir, fold):
         saved = json.loads((output_dir / f"fold-{fold}" / "eval_results.json").read_text())

@@ -249,6 +249,7 @@ print(json.dumps(grader(image, top_k=5)))
 """
 
 
+@pytest.mark.slow
 def test_pipeline_without_dr_hf_returns_the_ordinal_model_probabilities(ordinal_run, tmp_path):
     from dr_hf.data.fundus_processor import FundusImageProcessor
     from dr_hf.grades import GRADE_NAMES
@@ -283,6 +284,7 @@ print(json.dumps([grader(photo) for photo in sys.argv[2:]]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["ordinal", "regression"])
 def test_the_grading_pipeline_without_dr_hf_answers_as_dr_hf_predict(
     head, request, synthetic_dir, tmp_path
