@@ -11,10 +11,11 @@ from transformers import TrainerCallback
 
 from dr_hf.cli import main as cli_main
 from dr_hf.config.parsing import config_from_dict
+from dr_hf.data.splits import fold_indices
 from dr_hf.grading_rule import GradeRule
 from dr_hf.metrics import compute_dr_metrics
 from dr_hf.run_folder import read_validation_predictions
-from dr_hf.training.cv import CVArguments, fold_indices, run_cv
+from dr_hf.training.cv import CVArguments, run_cv
 
 
 def test_folds_are_stratified_disjoint_and_cover_every_image():

@@ -12,7 +12,8 @@ from PIL import Image as PILImage
 
 from dr_hf.config.arguments import DataArguments
 from dr_hf.data.checks import image_problem, parse_grade
-from dr_hf.data.loading import DataError, load_dr_dataset, stratified_split
+from dr_hf.data.loading import DataError, load_dr_dataset
+from dr_hf.data.splits import stratified_split
 from dr_hf.grades import GRADE_NAMES
 
 COLOURS = [(200, 40, 30), (40, 200, 30), (30, 40, 200), (200, 200, 30), (30, 200, 200)]
@@ -62,7 +63,7 @@ def labels_by_id(dd):
 def check_contract(dd):
     assert set(dd) == {"train", "validation"}
     for split in dd.values():
-        assert split.column_names == ["image", "label", "image_id"]
+        assert split.column_names == ["image", "label", "image_id", "patient_id", "eye"]
         assert split.features["image"] == Image(mode="RGB")
         assert split.features["label"] == ClassLabel(names=GRADE_NAMES)
         assert split.features["image_id"] == Value("string")
@@ -553,5 +554,5 @@ def test_load_dr_images_keeps_every_image_without_a_split(tmp_path):
     images = load_dr_images(DataArguments(data_dir=str(tmp_path)))
     assert images["image_id"] == [f"e{g}" for g in range(5)]
     assert images["label"] == list(range(5))
-    with pytest.raises(DataError, match="no grade has two images"):
+    with pytest.raises(DataError, match="no grade has two patients"):
         load_dr_dataset(DataArguments(data_dir=str(tmp_path)))
