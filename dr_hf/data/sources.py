@@ -178,13 +178,14 @@ def from_grade_folders(root: Path, subdirs: list[str], args: DataArguments) -> D
             f"{root}: sub-folders must be the grades {', '.join(grades)}; found "
             f"{', '.join(strays)}. Move these folders out of {root}."
         )
-    paths, labels, others = [], [], []
+    paths, labels, rows, others = [], [], [], []
     for grade in sorted(subdirs):
         for path in sorted((root / grade).rglob("*")):
             if path.name.startswith(".") or not path.is_file():
                 continue
             if path.suffix.lower() in IMAGE_EXTENSIONS:
                 paths.append(str(path.resolve()))
+                rows.append(str(path.relative_to(root)))  # a linked file resolves elsewhere
                 labels.append(int(grade))
             else:
                 others.append(str(path))
@@ -196,8 +197,7 @@ def from_grade_folders(root: Path, subdirs: list[str], args: DataArguments) -> D
         raise DataError(
             f"{root}: the grade folders hold no images ({', '.join(IMAGE_EXTENSIONS)})."
         )
-    ids = [Path(path).stem for path in paths]
-    rows = [str(Path(path).relative_to(root.resolve())) for path in paths]
+    ids = [Path(row).stem for row in rows]
     check_unique_ids(ids, rows, str(root))
     patients = find_patients(ids, rows, str(root))
     log_patients(str(root), patients)
