@@ -67,6 +67,7 @@ def check_contract(dd):
         assert split.features["image"] == Image(mode="RGB")
         assert split.features["label"] == ClassLabel(names=GRADE_NAMES)
         assert split.features["image_id"] == Value("string")
+        assert split.features["patient_id"] == split.features["eye"] == Value("string")
 
 
 def test_aptos_layout_stores_paths_and_decodes_rgb(tmp_path):
@@ -91,6 +92,9 @@ def test_eyepacs_layout(tmp_path):
     dd = load_dr_dataset(DataArguments(data_dir=str(tmp_path)))
     check_contract(dd)
     assert labels_by_id(dd) == {f"{i}_left": g for i, g in enumerate(balanced(2))}
+    for split in dd.values():  # the names say whose eye each photograph is
+        assert split["patient_id"] == [image_id.split("_")[0] for image_id in split["image_id"]]
+        assert set(split["eye"]) == {"left"}
 
 
 def test_idrid_csv_with_trailing_empty_columns_and_explicit_paths(tmp_path):

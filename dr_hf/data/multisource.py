@@ -3,8 +3,8 @@
 The joined splits gain a `source` column (the source's folder name). Image ids that two sources
 share are prefixed with `<source>/`, so every row keeps its own id; patient ids are always
 prefixed (`<source>/<patient>`: patient 10 of one clinic is not patient 10 of another); a
-photograph found in two sources (same file content) is reported. Sources must have been prepared alike (`dr-hf prepare`
-with the same steps, or all raw) for one transform to suit them all.
+photograph found in two sources (same file content) is reported. Sources must have been prepared
+alike (`dr-hf prepare` with the same steps, or all raw) for one transform to suit them all.
 """
 
 import hashlib

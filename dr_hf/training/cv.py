@@ -1,14 +1,15 @@
 """k-fold cross-validation: one model per fold, each a complete run in `output_dir/fold-K/`, and
 the summary of all folds.
 
-Folds are folds of patients (`dr_hf.data.splits.cv_folds`: a patient's photographs share one
-fold), stratified by the worse eye's grade, and by source when several are joined; a seed always
-gives the same folds. Their validation sets are disjoint and cover every image once. Each fold is `run_training` on its split, so it leaves what
-a normal run leaves (checkpoints, `best/`, `eval_results.json`, `validation_predictions.csv`)
-and works under `accelerate launch`. A fold whose `best/` and results exist is done and skipped;
-a fold with checkpoints but no results resumes from its newest complete checkpoint, so a killed
-run continues at the fold and step it reached. `fold` runs one fold alone (a SLURM array task,
-one GPU each); `summarize_cv` then collects the folds from shared storage.
+Folds are folds of patients (`dr_hf.data.splits.cv_folds`: a patient's photographs share one fold),
+stratified by the worse eye's grade, and by source when several are joined; a seed always gives the
+same folds. Their validation sets are disjoint and cover every image once. Each fold is
+`run_training` on its split, so it leaves what a normal run leaves (checkpoints, `best/`,
+`eval_results.json`, `validation_predictions.csv`) and works under `accelerate launch`. A fold whose
+`best/` and results exist is done and skipped; a fold with checkpoints but no results resumes from
+its newest complete checkpoint, so a killed run continues at the fold and step it reached. `fold`
+runs one fold alone (a SLURM array task, one GPU each); `summarize_cv` then collects the folds from
+shared storage.
 
 `cv_summary.json` and `cv_summary.md` hold each metric's per-fold value, mean and standard
 deviation, and the out-of-fold metrics: every image graded once, by the model that did not
