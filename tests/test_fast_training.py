@@ -36,7 +36,7 @@ def test_raw_cache_holds_the_png_caches_training_input(caches):
     info = json.loads((raw / PREPARE_INFO).read_text())
     assert info["format"] == "raw" and info["image_size"] == SIZE and info["size"] == 40
     png_rows, raw_rows = load_from_disk(str(png))["train"], load_from_disk(str(raw))["train"]
-    assert raw_rows.column_names == ["pixels", "label", "image_id"]
+    assert raw_rows.column_names == ["pixels", "label", "image_id", "patient_id", "eye"]
     assert raw_rows["image_id"] == png_rows["image_id"]
     resize = get_transforms(SIZE).transforms[0]  # the training pipeline's Resize
     for row in (0, 7):

@@ -55,7 +55,8 @@ class DataArguments:
     validation_split: float = field(
         default=0.2,
         metadata={
-            "help": "Stratified share of the training data held out when no validation set is given."
+            "help": "Share of the training patients held out when no validation set is given "
+            "(stratified by the worse eye's grade; a patient's photographs stay together)."
         },
     )
     split_seed: int = field(default=42, metadata={"help": "Seed of the train/validation split."})
@@ -64,6 +65,29 @@ class DataArguments:
     )
     label_column: str | None = field(
         default=None, metadata={"help": "CSV grade column (auto-detected)."}
+    )
+    patient_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "CSV (or saved dataset) patient-id column: a patient's photographs stay on "
+            "one side of every split (auto-detected: patient_id, patient, subject_id...; without "
+            "one, EyePACS names <patient>_left / _right give the patient, else each photograph "
+            "is its own patient)."
+        },
+    )
+    eye_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "CSV (or saved dataset) eye column: left / right, L / R, OS / OD, empty for "
+            "unknown (auto-detected: eye, laterality, side; else read from EyePACS names)."
+        },
+    )
+    allow_shared_patients: bool = field(
+        default=False,
+        metadata={
+            "help": "Go on, with a warning, when the validation set holds patients who also have "
+            "photographs in the training data (refused otherwise: its figures would be optimistic)."
+        },
     )
     skip_bad_images: bool = field(
         default=False,
