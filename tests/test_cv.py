@@ -53,6 +53,7 @@ def test_folds_keep_each_patient_whole_and_stratify_by_the_worse_eye():
         assert max(per_fold) - min(per_fold) <= 1, (grade, per_fold)
 
 
+@pytest.mark.slow
 def test_cv_trains_each_fold_resumes_and_summarises(synthetic_dir, tmp_path, capsys):
     output_dir = tmp_path / "cv"
     values = tiny_config(synthetic_dir, output_dir, num_train_epochs=1)
@@ -121,6 +122,7 @@ class KilledAt(TrainerCallback):
             raise KeyboardInterrupt(f"killed at step {self.step} of {self.fold}")
 
 
+@pytest.mark.slow
 def test_cv_killed_in_a_fold_and_resumed_matches_an_uninterrupted_run(synthetic_dir, tmp_path):
     def results(output_dir, fold):
         saved = json.loads((output_dir / f"fold-{fold}" / "eval_results.json").read_text())

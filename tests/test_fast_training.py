@@ -194,6 +194,7 @@ def test_dataset_dict_of_raw_rows_loads_through_load_dr_dataset(caches):
     assert isinstance(data, DatasetDict) and data["train"].column_names[0] == "pixels"
 
 
+@pytest.mark.slow
 def test_quickstart_with_augment_on_gpu_and_a_raw_cache_from_the_command_line(caches, tmp_path):
     """`dr-hf train --config configs/quickstart.yaml --augment_on gpu` on a raw cache (CPU here)."""
     _, raw = caches
