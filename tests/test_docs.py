@@ -15,7 +15,9 @@ The pages' convention for schematic lines: placeholders are values the parser ac
 checked with its brackets removed; in `a|b` the first alternative is checked.
 """
 
+import contextlib
 import importlib
+import io
 import re
 import shlex
 import sys
@@ -170,10 +172,15 @@ def parse_dr_hf(argv: list[str]) -> str | None:
 
 
 def parse_with(parser, argv: list[str]) -> str | None:
+    """Why `parser` refuses `argv` (the last line argparse printed), or None; `--help` passes."""
+    out, err = io.StringIO(), io.StringIO()
     try:
-        parser.parse_args(argv)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            parser.parse_args(argv)
     except SystemExit as exit_:
-        return None if exit_.code == 0 else f"usage error (exit {exit_.code})"
+        if exit_.code == 0:
+            return None
+        return (err.getvalue().strip().splitlines() or [f"exit {exit_.code}"])[-1]
     return None
 
 
@@ -358,6 +365,34 @@ def test_the_readme_test_command_is_the_ci_command():
     ]
     assert readme_pytest, "the README shows no `python -m pytest` command"
     assert shlex.join(readme_pytest[0]) == ci_pytest.strip()
+
+
+def test_the_configs_table_holds_each_shipped_files_keys_and_values():
+    import yaml
+
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in (ROOT / "configs" / "README.md").read_text().splitlines()
+        if line.startswith("| `")
+    ]
+    header = next(
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in (ROOT / "configs" / "README.md").read_text().splitlines()
+        if line.startswith("| Key |")
+    )
+    files = header[2:]
+    assert sorted(files) == sorted(path.stem for path in (ROOT / "configs").glob("*.yaml"))
+    table = {
+        row[0].strip("`"): dict(zip(files, row[2:])) for row in rows if len(row) == len(header)
+    }
+    for name in files:
+        values = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+        for key, value in values.items():
+            assert key in table, f"configs/README.md: no row for {key} ({name}.yaml sets it)"
+            assert yaml.safe_load(table[key][name].strip("`")) == value, f"{name}.yaml: {key}"
+        for key, cells in table.items():
+            if cells[name] != "-":
+                assert key in values, f"configs/README.md: {name}.yaml does not set {key}"
 
 
 # ---------------------------------------------------------------- the checks can fail
