@@ -11,8 +11,9 @@ once per seed:
 `--seed` sets the model's initialisation, the augmentation (drawn per image from the seed, the
 epoch and the image id) and the order of the training batches; `split_seed` stays at the
 config's value (42), so every seed is scored on the same 180 validation photographs. The table
-(best validation QWK by argmax and its epoch, the calibrating temperature, the validation ECE
-before and after calibration; each seed, then mean and range) is printed and written to
+(best validation QWK by argmax and its epoch, QWK by the saved cut points, referable-DR AUROC, the
+calibrating temperature, the validation ECE before and after calibration; each seed, then mean
+and range) is printed and written to
 outputs/quickstart_seeds.md and outputs/quickstart_seeds.json. `--table-only` reads runs already
 in outputs/ and trains nothing.
 """
@@ -29,8 +30,10 @@ from pathlib import Path
 SYNTHETIC = ["make-synthetic", "--output", "data/synthetic", "--num-images", "900"]
 SYNTHETIC += ["--image-size", "160", "--overwrite"]
 COLUMNS = {
-    "best_qwk": "best QWK",
+    "best_qwk": "best QWK (argmax)",
     "best_epoch": "epoch",
+    "qwk_cut_points": "QWK by the saved cut points",
+    "referable_auroc": "referable AUROC",
     "temperature": "temperature",
     "ece_before": "ECE before",
     "ece_after": "ECE after",
@@ -63,16 +66,20 @@ def run_seed(config: str, seed: int, output_dir: Path) -> float:
 
 
 def seed_figures(output_dir: Path) -> dict:
-    """Best argmax QWK and its epoch (training_history.json), temperature and ECE before and
+    """Best argmax QWK and its epoch (training_history.json, the metric that picks the
+    checkpoint); the best model's QWK by its saved grading rule (cut points fitted on the same
+    validation photographs, so optimistic), referable-DR AUROC, temperature and ECE before and
     after calibration (eval_results.json) of one run folder."""
     history = json.loads((output_dir / "training_history.json").read_text())
     results = json.loads((output_dir / "eval_results.json").read_text())
-    scored = [(qwk, epoch) for qwk, epoch in zip(history["val_qwk"], history["epoch"]) if qwk]
+    scored = [(q, epoch) for q, epoch in zip(history["val_qwk"], history["epoch"]) if q is not None]
     best_qwk, best_epoch = max(scored)
     calibration = results["calibration"]
     return {
         "best_qwk": best_qwk,
         "best_epoch": round(best_epoch),
+        "qwk_cut_points": results["qwk"],
+        "referable_auroc": results["referable_auroc"],
         "temperature": calibration["temperature"],
         "ece_before": calibration["ece_before"],
         "ece_after": calibration["ece_after"],

@@ -395,6 +395,29 @@ def test_the_configs_table_holds_each_shipped_files_keys_and_values():
                 assert key in values, f"configs/README.md: {name}.yaml does not set {key}"
 
 
+@pytest.mark.slow
+def test_the_readme_pipeline_snippet_grades_a_photograph(
+    trained_run, synthetic_dir, tmp_path, monkeypatch
+):
+    """The front page's Python, run as written, where its two paths are a trained model folder
+    and a synthetic photograph."""
+    blocks, _ = split_page((ROOT / "README.md").read_text())
+    snippet = next(body for _, lang, body in blocks if lang == "python" and "pipeline(" in body)
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "quickstart").symlink_to(trained_run[0])
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "synthetic").symlink_to(synthetic_dir)
+    namespace, printed = {}, io.StringIO()
+    monkeypatch.chdir(tmp_path)
+    with contextlib.redirect_stdout(printed):
+        exec(compile(snippet, "README.md", "exec"), namespace)
+    result = namespace["result"]
+    assert result["grade"] in range(5) and result["label"] in result["probabilities"]
+    assert abs(sum(result["probabilities"].values()) - 1) < 1e-4
+    assert isinstance(result["referable"], bool)
+    assert printed.getvalue().startswith(f"{result['grade']} {result['label']}")
+
+
 # ---------------------------------------------------------------- the checks can fail
 
 
