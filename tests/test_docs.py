@@ -15,6 +15,7 @@ The pages' convention for schematic lines: placeholders are values the parser ac
 checked with its brackets removed; in `a|b` the first alternative is checked.
 """
 
+import argparse
 import contextlib
 import importlib
 import io
@@ -147,9 +148,16 @@ def shown_commands() -> list[tuple[str, list[str]]]:
 
 @cache
 def dr_hf_parser():
+    """`build_parser()` with each command's parser built and taking whole flag names only
+    (a page's `--num_proc` must not pass as an abbreviation of a renamed flag)."""
     from dr_hf.cli import build_parser
 
-    return build_parser()
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.real().allow_abbrev = False
+    return parser
 
 
 def script_module(script: str):
@@ -172,7 +180,9 @@ def parse_dr_hf(argv: list[str]) -> str | None:
 
 
 def parse_with(parser, argv: list[str]) -> str | None:
-    """Why `parser` refuses `argv` (the last line argparse printed), or None; `--help` passes."""
+    """Why `parser` refuses `argv` (the last line argparse printed), or None; `--help` passes.
+    Abbreviated flags are refused."""
+    parser.allow_abbrev = False
     out, err = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -428,6 +438,7 @@ def test_the_readme_pipeline_snippet_grades_a_photograph(
         "dr-hf predict --model outputs/run/best --grade-rule sideways photos/",
         "dr-hf nonsense --model x",
         "dr-hf train --config configs/missing.yaml",
+        "dr-hf prepare --data_dir d --output o --num_pro 4",  # an abbreviation of --num_proc
         "accelerate launch -m dr_hf.cli cv --folds five",
         "python scripts/benchmark.py --sections no_such_section",
         "python scripts/benchmark.py onnx --no-such-flag",
