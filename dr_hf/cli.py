@@ -2,7 +2,6 @@
 
 dr-hf make-synthetic --output data/synthetic --num-images 400
 dr-hf prepare --data_dir data/aptos --output data/aptos_prepared --size 280
-dr-hf prepare --data_dir data/aptos --output data/aptos_raw --size 280 --format raw --image_size 224
 dr-hf train --config configs/quickstart.yaml [--flags that override it]
 dr-hf cv --config configs/quickstart.yaml --folds 5 [--fold K]   |   dr-hf cv --summarize DIR
 dr-hf evaluate --model outputs/run/best --data_dir data/test
@@ -11,30 +10,30 @@ dr-hf compare reports/a reports/b [--output DIR] [--bootstrap 2000]
 dr-hf demo --model outputs/run/best [--port 7860] [--export-space space/]
 dr-hf export outputs/run/best --format onnx --output exported/   (graded by onnxruntime, no torch)
 
-Each `*_main` parses its flags, calls the library (`dr_hf.data`, `dr_hf.training`,
-`dr_hf.evaluation`, `dr_hf.inference`), prints the outcome and returns the exit code; the heavy imports happen only
-inside the subcommand that needs them, so `dr-hf --help` answers at once.
+`build_parser()` is the whole command line (argparse subparsers, one per command); each
+command's parser is built from dataclasses by `HfArgumentParser` when it is first used, so
+listing the commands imports nothing heavy, and a command's `--help` imports only what its flags
+need (train and cv: transformers' `TrainingArguments`, and with it torch). Each `*_main(argv)`
+parses its flags, calls the library (`dr_hf.data`, `dr_hf.training`, `dr_hf.evaluation`,
+`dr_hf.inference`), prints the outcome and returns the exit code: 0 done, 2 usage errors and
+input that cannot be used.
+
+Where each command's flags are defined:
+  make-synthetic, predict, evaluate, compare, demo, export: `dr_hf.config.command_arguments`
+  prepare: `dr_hf.config.prepare_arguments` and `DataArguments`
+  train, cv: `DataArguments`, `ModelArguments` (`dr_hf.config.arguments`), `DRTrainingArguments`
+  (`dr_hf.config.training_arguments`), with `--config` (`dr_hf.config.parsing`); cv adds
+  `dr_hf.training.cv.CVArguments`.
 """
 
 import argparse
+import functools
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-
-import yaml
-
-COMMANDS = (
-    "make-synthetic",
-    "prepare",
-    "train",
-    "cv",
-    "evaluate",
-    "predict",
-    "compare",
-    "demo",
-    "export",
-)
+from typing import NamedTuple
 
 
 def _setup_logging() -> None:
@@ -45,45 +44,63 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def make_synthetic_main(argv: list[str]) -> int:
-    from dr_hf.data.synthetic import make_synthetic
+def _exit_code(main: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
+    """`main`, returning the exit code argparse chose (help: 0, a usage error: 2) rather than
+    raising SystemExit, so that callers in Python get it as a number too."""
 
-    parser = argparse.ArgumentParser(
+    @functools.wraps(main)
+    def run(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except SystemExit as exit_:
+            return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+
+    return run
+
+
+# ---------------------------------------------------------------- make-synthetic, prepare
+
+
+def make_synthetic_parser() -> argparse.ArgumentParser:
+    from dr_hf.config.command_arguments import MakeSyntheticArguments
+    from dr_hf.config.command_parser import CommandParser
+
+    return CommandParser(
+        MakeSyntheticArguments,
         prog="dr-hf make-synthetic",
         description="Write a synthetic fundus data set in APTOS layout.",
     )
-    parser.add_argument(
-        "--output", required=True, help="Folder to create (train.csv + train_images/)."
-    )
-    parser.add_argument("--num-images", type=int, default=200)
-    parser.add_argument("--image-size", type=int, default=256, help="Width in pixels.")
-    parser.add_argument("--height", type=int, default=None, help="Height (default: square).")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--overwrite", action="store_true", help="Replace an existing synthetic set."
-    )
-    args = parser.parse_args(argv)
-    out = make_synthetic(
-        args.output,
-        num_images=args.num_images,
-        image_size=args.image_size,
-        seed=args.seed,
-        overwrite=args.overwrite,
-    )
+
+
+@_exit_code
+def make_synthetic_main(argv: list[str]) -> int:
+    (args,) = make_synthetic_parser().parse(argv)
+    from dr_hf.data.synthetic import make_synthetic
+
+    options = asdict(args)
+    out = make_synthetic(options.pop("output"), **options)
     print(f"Wrote {args.num_images} synthetic fundus photographs to {out}")
     return 0
 
 
-def prepare_main(argv: list[str]) -> int:
-    from transformers import HfArgumentParser
-
+def prepare_parser() -> argparse.ArgumentParser:
     from dr_hf.config.arguments import DataArguments
+    from dr_hf.config.command_parser import CommandParser
     from dr_hf.config.prepare_arguments import PrepareArguments
+
+    return CommandParser(
+        (DataArguments, PrepareArguments),
+        prog="dr-hf prepare",
+        description="Decode, crop and resize a data set once into a cache `dr-hf train` reads.",
+    )
+
+
+@_exit_code
+def prepare_main(argv: list[str]) -> int:
+    data_args, prepare_args = prepare_parser().parse(argv)
     from dr_hf.data.loading import load_dr_dataset
     from dr_hf.data.prepare import prepare_dataset
 
-    parser = HfArgumentParser((DataArguments, PrepareArguments), prog="dr-hf prepare")
-    data_args, prepare_args = parser.parse_args_into_dataclasses(argv)
     dataset = load_dr_dataset(data_args)
     out = prepare_dataset(
         dataset,
@@ -100,12 +117,25 @@ def prepare_main(argv: list[str]) -> int:
     return 0
 
 
-def train_main(argv: list[str]) -> int:
-    from dr_hf.config.parsing import DRArgumentParser, resolved_config
+# ---------------------------------------------------------------- train, cv
 
-    parser = DRArgumentParser(prog="dr-hf train")
-    data_args, model_args, training_args, debug = parser.parse(argv)
+
+def train_parser() -> argparse.ArgumentParser:
+    from dr_hf.config.parsing import DRArgumentParser
+
+    return DRArgumentParser(
+        prog="dr-hf train", description="Fine-tune a grader (a YAML --config, flags override it)."
+    )
+
+
+@_exit_code
+def train_main(argv: list[str]) -> int:
+    data_args, model_args, training_args, debug = train_parser().parse(argv)
     if debug:
+        import yaml
+
+        from dr_hf.config.parsing import resolved_config
+
         print(
             yaml.safe_dump(resolved_config(data_args, model_args, training_args), sort_keys=False)
         )
@@ -119,43 +149,86 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
+def cv_parser() -> argparse.ArgumentParser:
+    from dr_hf.config.parsing import DRArgumentParser
+    from dr_hf.training.cv import CVArguments
+
+    parser = DRArgumentParser(
+        extra_dataclasses=(CVArguments,),
+        prog="dr-hf cv",
+        description="k-fold cross-validation: train each fold, then summarise the folds.",
+    )
+    parser.add_argument(
+        "--summarize", metavar="DIR", help="Only collect the fold-K/ results of DIR."
+    )
+    return parser
+
+
+@_exit_code
+def cv_main(argv: list[str]) -> int:
+    """`dr-hf cv --config X --folds 5 [--fold_seed S] [--fold K]`, or `dr-hf cv --summarize DIR`."""
+    parser = cv_parser()
+    from dr_hf.training.cv import run_cv, summarize_cv, summary_markdown
+
+    try:
+        known, _ = parser.parse_known_args(argv)
+        if known.summarize:
+            summary = summarize_cv(known.summarize)
+        else:
+            data_args, model_args, training_args, cv_args, _ = parser.parse_all(argv)
+            summary = run_cv(data_args, model_args, training_args, cv_args)
+    except (OSError, ValueError) as error:
+        print(f"dr-hf cv: {error}", file=sys.stderr)
+        return 2
+    if summary is not None:
+        print(summary_markdown(summary))
+    return 0
+
+
+# ---------------------------------------------------------------- evaluate, predict, compare
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    from dr_hf.config.arguments import DataArguments
+    from dr_hf.config.command_arguments import (
+        EvaluateArguments,
+        GradeRuleArguments,
+        ModelsArguments,
+    )
+    from dr_hf.config.command_parser import CommandParser
+
+    parser = CommandParser(
+        (ModelsArguments, EvaluateArguments, GradeRuleArguments, DataArguments),
+        prog="dr-hf evaluate",
+        description="Evaluate models on a labelled set: metrics with bootstrap CIs, figures, the "
+        "predictions table.",
+    )
+    parser.add_argument(
+        "--data", dest="data_dir", nargs="+", metavar="DIR", help="The same as --data_dir."
+    )
+    return parser
+
+
+@_exit_code
 def evaluate_main(argv: list[str]) -> int:
     """`dr-hf evaluate --model PATH --data DIR [--output DIR] [--tta] [--bootstrap N]`: 0 once the
     report is written, 2 on usage errors and on data or files that cannot be used."""
-    from transformers import HfArgumentParser
-
-    from dr_hf.config.arguments import DataArguments
-    from dr_hf.evaluation.evaluate import (
-        EvaluateArguments,
-        evaluate_model,
-        report_dir,
-        run_data_fields,
-    )
-    from dr_hf.evaluation.report import format_table
-    from dr_hf.inference import add_model_flags, named_models
-
-    argv = ["--data_dir" if arg == "--data" else arg for arg in argv]
-    argv = [f"--data_dir={arg[7:]}" if arg.startswith("--data=") else arg for arg in argv]
-    models = argparse.ArgumentParser(prog="dr-hf evaluate", add_help=False)
-    add_model_flags(models)
-    parser = HfArgumentParser((EvaluateArguments, DataArguments), prog="dr-hf evaluate")
-    if {"-h", "--help"} & set(argv):  # the model flags, then the evaluation and data flags
-        print(models.format_help() + parser.format_help())
-        return 0
+    parser = evaluate_parser()
     try:
-        named, argv = models.parse_known_args(argv)
-        paths = named_models(named.model, named.models_file)
-        eval_args, data_args = parser.parse_args_into_dataclasses(argv)
+        models, eval_args, rule, data_args = parser.parse(argv)
+        from dr_hf.evaluation.evaluate import evaluate_model, report_dir, run_data_fields
+        from dr_hf.evaluation.report import format_table
+        from dr_hf.inference import named_models
+
+        paths = named_models(models.model, models.models_file)
         run_fields = run_data_fields(paths[0]) if eval_args.split != "all" else {}
         if run_fields:  # the run's data as defaults: flags given here still win
             parser.set_defaults(**run_fields)
-            eval_args, data_args = parser.parse_args_into_dataclasses(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+            models, eval_args, rule, data_args = parser.parse(argv)
     except (OSError, ValueError) as error:
         print(f"dr-hf evaluate: {error}", file=sys.stderr)
         return 2
-    options = asdict(eval_args)
+    options = {**asdict(eval_args), **asdict(rule)}
     try:
         results = evaluate_model(paths, data_args, options.pop("output"), **options)
     except (OSError, ValueError) as error:  # missing files, an earlier report, DataError...
@@ -172,108 +245,53 @@ def evaluate_main(argv: list[str]) -> int:
 
 
 def predict_parser() -> argparse.ArgumentParser:
-    """The flags of `dr-hf predict`; the output format's choices are `PredictionResult.save`'s."""
-    from dr_hf.inference import OPERATING_POINTS, add_grade_rule_flags, add_model_flags
-    from dr_hf.inference.results import SAVE_FORMATS
+    from dr_hf.config.command_arguments import (
+        GradeRuleArguments,
+        ModelsArguments,
+        PredictArguments,
+    )
+    from dr_hf.config.command_parser import CommandParser
 
-    parser = argparse.ArgumentParser(
+    return CommandParser(
+        (PredictArguments, ModelsArguments, GradeRuleArguments),
+        intermixed=True,  # images may come before, between and after the flags
         prog="dr-hf predict",
         description="Grade fundus photographs with a model trained by dr-hf.",
     )
-    parser.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER")
-    parser.add_argument(
-        "--images",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="IMAGE_OR_FOLDER",
-        help="Images or folders to grade, as the positional names are (both may be given).",
-    )
-    add_model_flags(parser)
-    add_grade_rule_flags(parser)
-    parser.add_argument(
-        "--output",
-        help="preds.csv, preds.jsonl (JSON Lines) or preds.json (one JSON array); default: CSV on "
-        "standard output. CSV and JSON Lines are written batch by batch, in input order, as "
-        "the photographs are graded; a JSON array is written whole at the end.",
-    )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="Continue a killed run: keep the rows already in --output (CSV or JSON Lines) and "
-        "grade only the photographs not named there; with the same --batch-size, the file ends "
-        "as an uninterrupted run's.",
-    )
-    parser.add_argument("--format", choices=SAVE_FORMATS, help="Overrides the file suffix.")
-    parser.add_argument("--tta", action="store_true", help="Average over flips and rot90.")
-    parser.add_argument("--batch-size", "--batch_size", type=int, default=32)
-    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: CUDA when available).")
-    parser.add_argument("--num-workers", "--num_workers", type=int, help="Decoding workers.")
-    parser.add_argument(
-        "--retfound-weights",
-        "--retfound_weights",
-        help="Base weights of a RETFound adapter, when the recorded path is not found here.",
-    )
-    parser.add_argument(
-        "--referable-threshold",
-        "--referable_threshold",
-        type=float,
-        help="Refer when P(grade >= 2), or a regression model's score, reaches this threshold "
-        "(overrides --operating-point).",
-    )
-    parser.add_argument(
-        "--heatmaps",
-        metavar="DIR",
-        help="Also write each graded photograph with a Grad-CAM overlay for its predicted grade, "
-        "beside the grade and probabilities, as DIR/<name>.png.",
-    )
-    ungradable = parser.add_mutually_exclusive_group()
-    ungradable.add_argument(
-        "--grade-ungradable",
-        "--grade_ungradable",
-        action="store_true",
-        help="Research runs: give a grade and referable decision to photographs judged "
-        "ungradable too. By default they get none: grade_name 'ungradable', decision 'retake or "
-        "refer' (their probabilities and quality_issues are kept).",
-    )
-    ungradable.add_argument(
-        "--only-gradable",
-        "--only_gradable",
-        action="store_true",
-        help="The default (ungradable photographs get no grade); accepted for earlier scripts.",
-    )
-    parser.add_argument(
-        "--operating-point",
-        "--operating_point",
-        choices=OPERATING_POINTS,
-        help="Referable decision: the threshold saved with the model for 90%% or 95%% "
-        "specificity on its validation split, or the decided grade >= 2 (argmax); default: "
-        "spec90 where the model has it, else argmax.",
-    )
-    return parser
 
 
+def _predict_refusal(args, graders) -> str | None:
+    """Why `dr-hf predict` cannot run these flags with these graders, or None."""
+    if args.heatmaps and len(graders) > 1:
+        return "--heatmaps needs one --model, not an ensemble."
+    if args.heatmaps and graders[0].head == "regression":
+        return (
+            "--heatmaps figures show grade probabilities, which a regression model does not "
+            "have: grade it without --heatmaps."
+        )
+    if args.heatmaps and hasattr(graders[0].model, "session"):  # an exported ONNX folder
+        return (
+            "--heatmaps needs the model's gradients, which an exported ONNX folder does not "
+            "have: give the PyTorch model folder it was exported from."
+        )
+    return None
+
+
+@_exit_code
 def predict_main(argv: list[str]) -> int:
     """`dr-hf predict`: 0 when every image was graded, 1 when some failed, 2 on usage errors
     (and on a file `--resume` cannot continue)."""
-    from dr_hf.inference import grade_rule_for, is_model_folder, load_graders, named_models
-
     parser = predict_parser()
     try:
-        args = parser.parse_intermixed_args(argv)
-        images = args.inputs + args.images
-        if not images:
-            parser.error("the following arguments are required: IMAGE_OR_FOLDER")
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    if args.batch_size < 1:
-        print(f"--batch-size must be at least 1, got {args.batch_size}.", file=sys.stderr)
+        args, models, rule = parser.parse(argv)
+    except ValueError as error:
+        print(f"dr-hf predict: {error}", file=sys.stderr)
         return 2
-    if args.resume and not args.output:
-        print(
-            "dr-hf predict: --resume needs the --output file of the run to resume.", file=sys.stderr
-        )
-        return 2
+    from dr_hf.inference import grade_rule_for, is_model_folder, load_graders, named_models
+
+    images = args.inputs + args.images
+    if not images:
+        parser.error("the following arguments are required: IMAGE_OR_FOLDER")
     mistaken = [name for name in images if is_model_folder(name)]
     if mistaken:  # a model given without --model would otherwise be searched for images
         print(
@@ -283,32 +301,19 @@ def predict_main(argv: list[str]) -> int:
         )
         return 2
     try:
-        paths = named_models(args.model, args.models_file)
+        paths = named_models(models.model, models.models_file)
         graders = load_graders(paths, args.retfound_weights, args.device)
     except (FileNotFoundError, ValueError) as error:
         print(f"dr-hf predict: cannot load the model: {error}", file=sys.stderr)
         return 2
     try:  # a rule the models cannot follow is refused before any photograph is read
-        grade_rule_for(graders, args.grade_rule, args.cut_points)
+        grade_rule_for(graders, rule.grade_rule, rule.cut_points)
     except ValueError as error:
         print(f"dr-hf predict: {error}", file=sys.stderr)
         return 2
-    if args.heatmaps and len(graders) > 1:
-        print("dr-hf predict: --heatmaps needs one --model, not an ensemble.", file=sys.stderr)
-        return 2
-    if args.heatmaps and graders[0].head == "regression":
-        print(
-            "dr-hf predict: --heatmaps figures show grade probabilities, which a regression model "
-            "does not have: grade it without --heatmaps.",
-            file=sys.stderr,
-        )
-        return 2
-    if args.heatmaps and hasattr(graders[0].model, "session"):  # an exported ONNX folder
-        print(
-            "dr-hf predict: --heatmaps needs the model's gradients, which an exported ONNX folder "
-            "does not have: give the PyTorch model folder it was exported from.",
-            file=sys.stderr,
-        )
+    refusal = _predict_refusal(args, graders)
+    if refusal:
+        print(f"dr-hf predict: {refusal}", file=sys.stderr)
         return 2
     from dr_hf.inference.archive import stream_predictions
 
@@ -319,8 +324,7 @@ def predict_main(argv: list[str]) -> int:
         "referable_threshold": args.referable_threshold,
         "operating_point": args.operating_point,
         "grade_ungradable": args.grade_ungradable,
-        "grade_rule": args.grade_rule,
-        "cut_points": args.cut_points,
+        **asdict(rule),
     }
     graded = failed = heatmaps = 0
     try:
@@ -350,16 +354,28 @@ def predict_main(argv: list[str]) -> int:
     return 0
 
 
+def compare_parser() -> argparse.ArgumentParser:
+    from dr_hf.config.command_arguments import CompareArguments
+    from dr_hf.config.command_parser import CommandParser
+
+    return CommandParser(
+        CompareArguments,
+        intermixed=True,
+        prog="dr-hf compare",
+        description="Compare dr-hf evaluate reports of the same images: metrics with bootstrap "
+        "CIs, paired-bootstrap tests of QWK and referable-DR AUROC, overlaid ROC curves.",
+    )
+
+
+@_exit_code
 def compare_main(argv: list[str]) -> int:
     """`dr-hf compare REPORT REPORT [...]`: 0 once the comparison is written, 2 on reports that
     cannot be read or compared (other images, other true grades)."""
-    from dr_hf.evaluation.compare import compare_parser, compare_reports, comparison_markdown
+    (args,) = compare_parser().parse(argv)
+    from dr_hf.evaluation.compare import compare_reports, comparison_markdown
 
     try:
-        args = compare_parser().parse_args(argv)
-        result = compare_reports(**vars(args))
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+        result = compare_reports(**asdict(args))
     except (OSError, ValueError) as error:
         print(f"dr-hf compare: {error}", file=sys.stderr)
         return 2
@@ -368,70 +384,41 @@ def compare_main(argv: list[str]) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- demo, export
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    from dr_hf.demo.cli import demo_parser
+
+    return demo_parser()
+
+
 def demo_main(argv: list[str]) -> int:
-    """`dr-hf demo`: a Gradio page grading photographs with one model (the `demo` extra); its
-    flags live in `dr_hf.demo.cli`. 0 after serving or exporting a Space, 2 on errors."""
+    """`dr-hf demo`: a Gradio page grading photographs with one model (the `demo` extra); what
+    it does lives in `dr_hf.demo.cli`. 0 after serving or exporting a Space, 2 on errors."""
     from dr_hf.demo.cli import main as run_demo
 
     return run_demo(argv)
 
 
 def export_parser() -> argparse.ArgumentParser:
-    from dr_hf.export import OPSET, PARITY_TOLERANCE, QWK_TOLERANCE
+    from dr_hf.config.command_arguments import ExportArguments
+    from dr_hf.config.command_parser import CommandParser
 
-    parser = argparse.ArgumentParser(
+    return CommandParser(
+        ExportArguments,
+        intermixed=True,
         prog="dr-hf export",
         description="Export a trained model (a LoRA adapter merged first) for onnxruntime, with "
         "its processor, grades and operating points; refused when the exported model's "
         "probabilities differ from PyTorch's on synthetic photographs.",
     )
-    parser.add_argument(
-        "model", metavar="MODEL", help="best/, a checkpoint-N or an adapter folder."
-    )
-    parser.add_argument("--format", choices=["onnx"], default="onnx", help="Only ONNX for now.")
-    parser.add_argument("--output", required=True, metavar="DIR", help="A new (or empty) folder.")
-    parser.add_argument(
-        "--opset", type=int, default=OPSET, help="ONNX opset (default %(default)s)."
-    )
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=PARITY_TOLERANCE,
-        help="Largest probability difference to PyTorch accepted (default %(default)g).",
-    )
-    parser.add_argument(
-        "--retfound-weights",
-        "--retfound_weights",
-        metavar="FILE",
-        help="The base weights an adapter was trained on, when its recorded path is not here.",
-    )
-    parser.add_argument(
-        "--quantize",
-        choices=["int8"],
-        help="Quantise to int8 (CNNs statically, calibrated on --data or synthetic photographs; "
-        "ViTs' matrix products dynamically); the change is printed and written to "
-        "quantization.json.",
-    )
-    parser.add_argument(
-        "--data",
-        metavar="DIR",
-        help="A labelled set (a data_dir) on which --quantize measures QWK and referable AUROC.",
-    )
-    parser.add_argument(
-        "--qwk-tolerance",
-        type=float,
-        default=QWK_TOLERANCE,
-        help="Largest QWK drop on --data that int8 may cause (default %(default)g).",
-    )
-    return parser
 
 
+@_exit_code
 def export_main(argv: list[str]) -> int:
     """`dr-hf export MODEL --format onnx --output DIR`: 0 when written, 2 when refused."""
-    try:
-        args = export_parser().parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    (args,) = export_parser().parse(argv)
     from dr_hf.export import export_onnx
 
     try:
@@ -469,61 +456,102 @@ def export_main(argv: list[str]) -> int:
     return 0
 
 
-def cv_main(argv: list[str]) -> int:
-    """`dr-hf cv --config X --folds 5 [--fold_seed S] [--fold K]`, or `dr-hf cv --summarize DIR`."""
-    from transformers import HfArgumentParser
-
-    from dr_hf.config.parsing import DRArgumentParser
-    from dr_hf.training.cv import CVArguments, run_cv, summarize_cv, summary_markdown
-
-    pre = argparse.ArgumentParser(prog="dr-hf cv", add_help=False)
-    pre.add_argument("--summarize", metavar="DIR", help="Collect the fold-K/ results of DIR.")
-    if {"-h", "--help"} & set(argv):  # the cv flags, then every training flag
-        cv_help = HfArgumentParser(CVArguments, prog="dr-hf cv", add_help=False).format_help()
-        print(pre.format_help() + cv_help + DRArgumentParser(prog="dr-hf cv").format_help())
-        return 0
-    known, rest = pre.parse_known_args(argv)
-    try:
-        if known.summarize:
-            summary = summarize_cv(known.summarize)
-        else:
-            cv_args, rest = HfArgumentParser(CVArguments).parse_args_into_dataclasses(
-                rest, return_remaining_strings=True
-            )
-            data_args, model_args, training_args, _ = DRArgumentParser(prog="dr-hf cv").parse(rest)
-            summary = run_cv(data_args, model_args, training_args, cv_args)
-    except (OSError, ValueError) as error:
-        print(f"dr-hf cv: {error}", file=sys.stderr)
-        return 2
-    if summary is not None:
-        print(summary_markdown(summary))
-    return 0
+# ---------------------------------------------------------------- the whole command line
 
 
+class Command(NamedTuple):
+    summary: str
+    parser: Callable[[], argparse.ArgumentParser]
+    main: Callable[[list[str]], int]
+
+
+COMMANDS = {
+    "make-synthetic": Command(
+        "Write a synthetic data set in APTOS layout.", make_synthetic_parser, make_synthetic_main
+    ),
+    "prepare": Command(
+        "Decode, crop and resize a data set once into a cache.", prepare_parser, prepare_main
+    ),
+    "train": Command("Fine-tune a grader.", train_parser, train_main),
+    "cv": Command("k-fold cross-validation, or --summarize its folds.", cv_parser, cv_main),
+    "evaluate": Command(
+        "Metrics, figures and predictions on a labelled set.", evaluate_parser, evaluate_main
+    ),
+    "predict": Command(
+        "Grade photographs (one model, or an ensemble).", predict_parser, predict_main
+    ),
+    "compare": Command(
+        "Compare evaluate reports of the same images.", compare_parser, compare_main
+    ),
+    "demo": Command("Serve a grading web page, or export it as a Space.", demo_parser, demo_main),
+    "export": Command("Export a model to ONNX, optionally int8.", export_parser, export_main),
+}
+
+
+CACHED_HELP = ("train", "cv")
+"""Commands whose flags import torch: their `--help` page is kept on disk after it is first built
+(`dr_hf.config.help_cache`), so it answers at once from the second time on."""
+
+
+class _Deferred(argparse.ArgumentParser):
+    """A command's place among `build_parser()`'s subparsers: its real parser (`make()`) is
+    built when it first parses or prints help, so that listing the commands imports nothing."""
+
+    def __init__(self, make: Callable[[], argparse.ArgumentParser], **kwargs):
+        super().__init__(**kwargs)
+        self._make, self._real = make, None
+
+    def real(self) -> argparse.ArgumentParser:
+        if self._real is None:
+            self._real = self._make()
+        return self._real
+
+    def parse_known_args(self, args=None, namespace=None):
+        real = self.real()
+        if getattr(real, "intermixed", False):
+            return real.parse_known_intermixed_args(args, namespace)
+        return real.parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        return self.real().format_usage()
+
+    def format_help(self) -> str:
+        return self.real().format_help()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole `dr-hf` command line, every subcommand with every flag; parsing runs nothing.
+    `build_parser().parse_args(["predict", "--model", "m", "x.png"])` checks a command line."""
+    parser = argparse.ArgumentParser(
+        prog="dr-hf",
+        description="Diabetic retinopathy graders on the Hugging Face stack.",
+        epilog="`dr-hf COMMAND --help` lists a command's flags.",
+    )
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Deferred
+    )
+    for name, command in COMMANDS.items():
+        commands.add_parser(name, help=command.summary, make=command.parser)
+    return parser
+
+
+@_exit_code
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print(__doc__)
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return 0
+    if argv[0] not in COMMANDS:  # exits: --help (0), or a usage error naming the commands (2)
+        parser.parse_args(argv)
+        parser.error("the command comes first: dr-hf COMMAND [flags]")
+    if argv[0] in CACHED_HELP and argv[1:] in (["-h"], ["--help"]):
+        from dr_hf.config.help_cache import cached_help
+
+        print(cached_help(argv[0], lambda: COMMANDS[argv[0]].parser().format_help()), end="")
+        return 0
     _setup_logging()
-    command, rest = argv[0], argv[1:]
-    if command == "make-synthetic":
-        return make_synthetic_main(rest)
-    if command == "prepare":
-        return prepare_main(rest)
-    if command == "train":
-        return train_main(rest)
-    if command == "evaluate":
-        return evaluate_main(rest)
-    if command == "demo":
-        return demo_main(rest)
-    if command == "compare":
-        return compare_main(rest)
-    if command == "cv":
-        return cv_main(rest)
-    if command == "export":
-        return export_main(rest)
-    return predict_main(rest)
+    return COMMANDS[argv[0]].main(argv[1:])
 
 
 if __name__ == "__main__":

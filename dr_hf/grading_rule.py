@@ -86,7 +86,7 @@ def check_cut_points(cut_points: Sequence[float]) -> tuple[float, ...]:
     return points
 
 
-def _qwk(labels: np.ndarray, grades: np.ndarray) -> float:
+def fast_qwk(labels: np.ndarray, grades: np.ndarray) -> float:
     """Quadratic weighted kappa over the 0-4 scale, `cohen_kappa_score(weights="quadratic",
     labels=0..4)` without its input checks: the cut-point search calls it thousands of times
     (600 images: about 25 us a call here against 900 us for scikit-learn's); 0.0 where undefined.
@@ -117,7 +117,7 @@ def fit_cut_points(scores, labels) -> tuple[tuple[float, ...], dict]:
     if not np.all(np.isfinite(s)):
         raise ValueError("scores contain NaN or infinity; check the model's outputs.")
     points = np.array(DEFAULT_CUT_POINTS)
-    start = best = _qwk(y, cut(s, points))
+    start = best = fast_qwk(y, cut(s, points))
     quantiles = np.unique(np.quantile(s, np.linspace(0, 1, _CANDIDATES)))
     values = np.unique(np.concatenate([quantiles[:-1] + np.diff(quantiles) / 2, quantiles]))
     for _ in range(_ROUNDS):
@@ -129,7 +129,7 @@ def fit_cut_points(scores, labels) -> tuple[tuple[float, ...], dict]:
             for value in tried[np.argsort(np.abs(tried - points[k]), kind="stable")]:
                 candidate = points.copy()
                 candidate[k] = value
-                qwk = _qwk(y, cut(s, candidate))
+                qwk = fast_qwk(y, cut(s, candidate))
                 if qwk > best + 1e-12:
                     best, points, moved = qwk, candidate, True
         if not moved:
@@ -215,6 +215,7 @@ __all__ = [
     "continuous_scores",
     "cut",
     "expected_grade",
+    "fast_qwk",
     "fit_cut_points",
     "head_of",
     "is_regression",

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dr_hf.config.command_arguments import SAVE_FORMATS
 from dr_hf.grades import GRADE_NAMES, NUM_GRADES
 from dr_hf.grading_rule import GradeRule, check_outputs, continuous_scores, is_regression
 from dr_hf.metrics.functional import referable_scores
@@ -77,7 +78,6 @@ COLUMNS = [
 ]
 LEGACY_NAMES = {"image_id": "image", "predicted_grade": "grade"}
 """Column names of tables written before this schema, renamed on reading."""
-SAVE_FORMATS = ("csv", "jsonl", "json")
 DECIMALS = 6
 UNGRADABLE = "ungradable"
 """The grade_name of a photograph judged ungradable and therefore not graded."""

@@ -11,8 +11,9 @@
       training_history.json     per-epoch history (HISTORY)
       validation_predictions.csv  the best model's predictions on the validation split
                                 (VALIDATION_PREDICTIONS, a `dr_hf.predictions` table)
-      source_counts.json        images per grade per source and split, and photographs found
-                                in several sources (SOURCE_COUNTS; runs on several sources)
+      source_counts.json        images per grade and patients per source and split, and
+                                photographs found in several sources (SOURCE_COUNTS; runs on
+                                several sources)
       best/                     the exported model or adapter, with its model card (BEST)
 
 A model folder (`best/`, `checkpoint-N/`) finds the run's files in itself or in its parent.

@@ -17,4 +17,4 @@ PYTHON="${PYTHON:-.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON=python
 export NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-exec "$PYTHON" -m dr_hf.benchmarks.gpu "$@"
+exec "$PYTHON" scripts/benchmark.py gpu "$@"

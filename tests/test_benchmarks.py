@@ -1,4 +1,5 @@
-"""Smoke tests of the benchmarks: every section runs on tiny settings and writes its reports.
+"""Smoke tests of the benchmarks: every section runs its smallest real case (`--smoke`) and
+writes its reports.
 
 No timing is asserted: only that each section measured something and reported it.
 """
@@ -8,15 +9,15 @@ import math
 
 import pytest
 
-from dr_hf.benchmarks import SECTIONS, run_benchmarks
-from dr_hf.benchmarks.formats import MODES as FORMAT_MODES
-from dr_hf.benchmarks.formats import SOURCES as FORMAT_SOURCES
+from benchmarks import SECTIONS, run_benchmarks
+from benchmarks.formats import MODES as FORMAT_MODES
+from benchmarks.formats import SOURCES as FORMAT_SOURCES
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    results = run_benchmarks(out / "results", out / "cache", repeats=1, tiny=True)
+    results = run_benchmarks(out / "results", out / "cache", repeats=1, smoke=True)
     return out / "results", results
 
 
@@ -29,11 +30,12 @@ def _is_summary(stats: dict, runs: int = 1) -> bool:
     )
 
 
+@pytest.mark.slow
 def test_writes_json_and_markdown_with_every_section(tiny_run):
     folder, results = tiny_run
     saved = json.loads((folder / "benchmark.json").read_text())
     assert saved == json.loads(json.dumps(results))
-    assert set(SECTIONS) <= set(saved) and saved["tiny"] is True
+    assert set(SECTIONS) <= set(saved) and saved["smoke"] is True
     assert len(saved["machine"]["load_average"]) == 3 and len(saved["load_average_end"]) == 3
     markdown = (folder / "benchmark.md").read_text()
     for title in ("Data pipeline", "Trainer overhead", "LoRA", "Inference", "Machine:"):
@@ -41,6 +43,7 @@ def test_writes_json_and_markdown_with_every_section(tiny_run):
     assert markdown.count("\n| png |") == 1 and markdown.count("\n| jpeg |") == 1
 
 
+@pytest.mark.slow
 def test_data_section_times_reference_raw_and_prepared(tiny_run):
     folder, results = tiny_run
     rows = results["data"]["rows"]
@@ -56,6 +59,7 @@ def test_data_section_times_reference_raw_and_prepared(tiny_run):
     assert (cache / "prepared_png_32" / "dr_hf_prepare.json").is_file()
 
 
+@pytest.mark.slow
 def test_trainer_and_inference_sections(tiny_run):
     _, results = tiny_run
     trainer = results["trainer"]
@@ -76,6 +80,7 @@ def test_trainer_and_inference_sections(tiny_run):
     assert all(_is_summary(stats) for stats in rates.values())
 
 
+@pytest.mark.slow
 def test_pointing_section_scores_heatmaps_against_a_random_point(tiny_run):
     folder, results = tiny_run
     pointing = results["pointing"]
@@ -90,6 +95,7 @@ def test_pointing_section_scores_heatmaps_against_a_random_point(tiny_run):
     assert "pointing game" in (folder / "benchmark.md").read_text()
 
 
+@pytest.mark.slow
 def test_lora_section_compares_against_full_tuning(tiny_run):
     _, results = tiny_run
     lora, full = results["lora"]["lora"], results["lora"]["full"]
@@ -104,15 +110,27 @@ def test_lora_section_compares_against_full_tuning(tiny_run):
     assert vit_l["adapter_pct"] < 1
 
 
+def test_the_script_runs_every_section_smoke_sized_and_the_standalone_ones():
+    import importlib
+
+    import benchmark  # scripts/benchmark.py
+
+    for flag in ("--smoke", "--tiny"):  # --tiny: the earlier name
+        args = benchmark.build_parser().parse_args([flag])
+        assert args.smoke is True and args.sections == list(SECTIONS)
+    for name in benchmark.STANDALONE:
+        assert callable(importlib.import_module(f"benchmarks.{name}").main)
+
+
 def test_unknown_section_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown section"):
-        run_benchmarks(tmp_path, tmp_path, sections=("gpu",), tiny=True)
+        run_benchmarks(tmp_path, tmp_path, sections=("gpu",), smoke=True)
 
 
 def test_trainer_section_refuses_an_unusable_device():
     import torch
 
-    from dr_hf.benchmarks.trainer import bench_trainer
+    from benchmarks.trainer import bench_trainer
 
     with pytest.raises(ValueError, match="choose one of cpu, cuda"):
         bench_trainer(device="tpu")
@@ -121,8 +139,9 @@ def test_trainer_section_refuses_an_unusable_device():
             bench_trainer(device="cuda")
 
 
+@pytest.mark.slow
 def test_gpu_script_smoke_on_cpu(tmp_path):
-    from dr_hf.benchmarks.gpu import MODEL_CASES, main
+    from benchmarks.gpu import MODEL_CASES, main
 
     argv = ["--smoke", "--sections", "model", "inference", "--no-compile"]
     results = main([*argv, "--output", str(tmp_path)])
@@ -138,6 +157,7 @@ def test_gpu_script_smoke_on_cpu(tmp_path):
     assert "| RETFound ViT-L bf16 | TTA |" in (tmp_path / "benchmark_gpu.md").read_text()
 
 
+@pytest.mark.slow
 def test_cv_ensemble_section_compares_the_ensemble_with_its_folds(tiny_run):
     folder, results = tiny_run
     cv = results["cv_ensemble"]
@@ -151,6 +171,7 @@ def test_cv_ensemble_section_compares_the_ensemble_with_its_folds(tiny_run):
     assert "ensemble" in (folder / "benchmark.md").read_text()
 
 
+@pytest.mark.slow
 def test_cache_formats_section_rates_every_source_both_ways(tiny_run):
     folder, results = tiny_run
     rows = results["cache_formats"]["rows"]
@@ -168,10 +189,11 @@ def test_cache_formats_section_rates_every_source_both_ways(tiny_run):
     )
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_smoke_measures_model_and_dr_hf_train(tmp_path):
     """`scripts/benchmark_gpu.sh --smoke` on one model: the model alone (eager, MFU against a
     given peak) and dr-hf train with augmentation on the CPU and on the device."""
-    from dr_hf.benchmarks.gpu import main as gpu_main
+    from benchmarks.gpu import main as gpu_main
 
     argv = ["--smoke", "--sections", "model", "train", "--models", "resnet50", "--no-compile"]
     results = gpu_main([*argv, "--peak-tflops", "1", "--output", str(tmp_path)])
@@ -191,6 +213,7 @@ def test_gpu_benchmark_smoke_measures_model_and_dr_hf_train(tmp_path):
     assert "dr-hf train end to end" in markdown and "augmentation on gpu" in markdown
 
 
+@pytest.mark.slow
 def test_demo_load_section_answers_every_request(tiny_run):
     folder, results = tiny_run
     load = results["demo_load"]
@@ -201,7 +224,7 @@ def test_demo_load_section_answers_every_request(tiny_run):
 
 @pytest.mark.slow
 def test_archive_benchmark_measures_each_size(tmp_path):
-    from dr_hf.benchmarks.archive import bench_archive
+    from benchmarks.archive import bench_archive
 
     results = bench_archive(sizes=(6, 12), image_size=48, batch_size=4, workdir=tmp_path)
     assert set(results["sizes"]) == {"6", "12"}  # each run wrote one row per photograph
@@ -210,8 +233,9 @@ def test_archive_benchmark_measures_each_size(tmp_path):
     assert list(tmp_path.iterdir()) == []  # its scratch folder is removed
 
 
+@pytest.mark.slow
 def test_heads_section_grades_every_head_and_rule(tiny_run):
-    from dr_hf.benchmarks.heads import COMBINATIONS
+    from benchmarks.heads import COMBINATIONS
 
     folder, results = tiny_run
     heads = results["heads"]
@@ -230,7 +254,7 @@ def test_heads_section_grades_every_head_and_rule(tiny_run):
 def test_label_noise_moves_the_share_asked_by_one_grade():
     import numpy as np
 
-    from dr_hf.benchmarks.heads import noisy_labels
+    from benchmarks.heads import noisy_labels
 
     labels = np.random.default_rng(0).integers(0, 5, 1000)
     moved = noisy_labels(labels, 0.15, seed=3)

@@ -135,6 +135,7 @@ def test_paired_bootstrap_tells_a_better_grader_from_itself(tmp_path):
     assert paired_p_value(np.array([0.1, 0.2]), -0.1) == 1.0  # capped
 
 
+@pytest.mark.slow
 def test_p_values_are_those_of_a_direct_paired_bootstrap(tmp_path):
     """Two noisy graders of the same images: the p-values compare reports equal those of a
     paired bootstrap written out here with scikit-learn's metrics."""

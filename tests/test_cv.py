@@ -11,10 +11,12 @@ from transformers import TrainerCallback
 
 from dr_hf.cli import main as cli_main
 from dr_hf.config.parsing import config_from_dict
+from dr_hf.data.loading import load_dr_images
+from dr_hf.data.splits import cv_folds, fold_indices
 from dr_hf.grading_rule import GradeRule
 from dr_hf.metrics import compute_dr_metrics
 from dr_hf.run_folder import read_validation_predictions
-from dr_hf.training.cv import CVArguments, fold_indices, run_cv
+from dr_hf.training.cv import CVArguments, run_cv
 
 
 def test_folds_are_stratified_disjoint_and_cover_every_image():
@@ -36,6 +38,22 @@ def test_folds_are_stratified_disjoint_and_cover_every_image():
     assert as_ids(folds, ids) == as_ids(shuffled, [ids[i] for i in order])
 
 
+def test_folds_keep_each_patient_whole_and_stratify_by_the_worse_eye():
+    rng = np.random.default_rng(1)
+    grade = np.repeat(rng.choice(5, size=60, p=[0.5, 0.1, 0.2, 0.1, 0.1]), 2)
+    labels = grade - (rng.random(120) < 0.3) * (grade > 0)  # the eyes of a patient may differ
+    patients = np.repeat(np.arange(60), 2)
+    ids = [f"{p}_{eye}" for p, eye in zip(patients, ["left", "right"] * 60)]
+    worse = labels.reshape(60, 2).max(axis=1)
+    folds = fold_indices(labels, ids, 3, seed=0, groups=patients)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(120))
+    assert all(len(set(patients[f])) * 2 == len(f) for f in folds)  # both eyes, one fold
+    for grade in range(5):
+        per_fold = [int((worse[sorted(set(patients[f]))] == grade).sum()) for f in folds]
+        assert max(per_fold) - min(per_fold) <= 1, (grade, per_fold)
+
+
+@pytest.mark.slow
 def test_cv_trains_each_fold_resumes_and_summarises(synthetic_dir, tmp_path, capsys):
     output_dir = tmp_path / "cv"
     values = tiny_config(synthetic_dir, output_dir, num_train_epochs=1)
@@ -65,6 +83,10 @@ def test_cv_trains_each_fold_resumes_and_summarises(synthetic_dir, tmp_path, cap
             probabilities + fold_probs,
         )
     assert len(ids) == len(set(ids)) == 60  # every image graded once, out of fold
+    images = load_dr_images(data_args)  # the folds are those the splits module cuts
+    expected_folds = [sorted(images.select(f)["image_id"]) for f in cv_folds(images, 3, 42)]
+    fold_ids = [sorted(read_validation_predictions(output_dir / f"fold-{k}")[0]) for k in range(3)]
+    assert fold_ids == expected_folds
     rule = GradeRule.from_record(summary["grade_rule"])  # cut points fitted out of fold
     assert rule.rule == "thresholds"
     expected = compute_dr_metrics(np.asarray(probabilities), np.asarray(labels), rule=rule)
@@ -100,6 +122,7 @@ class KilledAt(TrainerCallback):
             raise KeyboardInterrupt(f"killed at step {self.step} of {self.fold}")
 
 
+@pytest.mark.slow
 def test_cv_killed_in_a_fold_and_resumed_matches_an_uninterrupted_run(synthetic_dir, tmp_path):
     def results(output_dir, fold):
         saved = json.loads((output_dir / f"fold-{fold}" / "eval_results.json").read_text())

@@ -12,7 +12,8 @@ from PIL import Image as PILImage
 
 from dr_hf.config.arguments import DataArguments
 from dr_hf.data.checks import image_problem, parse_grade
-from dr_hf.data.loading import DataError, load_dr_dataset, stratified_split
+from dr_hf.data.loading import DataError, load_dr_dataset
+from dr_hf.data.splits import stratified_split
 from dr_hf.grades import GRADE_NAMES
 
 COLOURS = [(200, 40, 30), (40, 200, 30), (30, 40, 200), (200, 200, 30), (30, 200, 200)]
@@ -62,10 +63,11 @@ def labels_by_id(dd):
 def check_contract(dd):
     assert set(dd) == {"train", "validation"}
     for split in dd.values():
-        assert split.column_names == ["image", "label", "image_id"]
+        assert split.column_names == ["image", "label", "image_id", "patient_id", "eye"]
         assert split.features["image"] == Image(mode="RGB")
         assert split.features["label"] == ClassLabel(names=GRADE_NAMES)
         assert split.features["image_id"] == Value("string")
+        assert split.features["patient_id"] == split.features["eye"] == Value("string")
 
 
 def test_aptos_layout_stores_paths_and_decodes_rgb(tmp_path):
@@ -90,6 +92,9 @@ def test_eyepacs_layout(tmp_path):
     dd = load_dr_dataset(DataArguments(data_dir=str(tmp_path)))
     check_contract(dd)
     assert labels_by_id(dd) == {f"{i}_left": g for i, g in enumerate(balanced(2))}
+    for split in dd.values():  # the names say whose eye each photograph is
+        assert split["patient_id"] == [image_id.split("_")[0] for image_id in split["image_id"]]
+        assert set(split["eye"]) == {"left"}
 
 
 def test_idrid_csv_with_trailing_empty_columns_and_explicit_paths(tmp_path):
@@ -553,5 +558,5 @@ def test_load_dr_images_keeps_every_image_without_a_split(tmp_path):
     images = load_dr_images(DataArguments(data_dir=str(tmp_path)))
     assert images["image_id"] == [f"e{g}" for g in range(5)]
     assert images["label"] == list(range(5))
-    with pytest.raises(DataError, match="no grade has two images"):
+    with pytest.raises(DataError, match="no grade has two patients"):
         load_dr_dataset(DataArguments(data_dir=str(tmp_path)))

@@ -266,6 +266,32 @@ def test_cli_exports_and_refuses_a_used_folder(model_dir, tmp_path, capsys):
     assert cli_main(["demo", "--model", str(tmp_path / "missing"), "--port", "0"]) == 2
 
 
+def test_an_exported_space_grades_by_the_rule_the_demo_was_given(
+    model_dir, photos, tmp_path, monkeypatch, capsys
+):
+    plain, chosen, refused = tmp_path / "plain", tmp_path / "chosen", tmp_path / "refused"
+    demo = ["demo", "--model", str(model_dir), "--export-space"]
+    assert cli_main([*demo, str(plain)]) == 0
+    assert cli_main([*demo, str(chosen), "--cut-points", "0.6,1.7,2.8,3.9"]) == 0
+    assert cli_main([*demo, str(refused), "--cut-points", "1,2"]) == 2  # four are needed
+    assert "--cut-points '1,2'" in capsys.readouterr().err and not refused.exists()
+    assert "GRADE_RULE = None" in (plain / "app.py").read_text()
+    assert "CUT_POINTS = None" in (plain / "app.py").read_text()
+    spec = importlib.util.spec_from_file_location("chosen_app", chosen / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    assert (app.GRADE_RULE, app.CUT_POINTS) == (None, "0.6,1.7,2.8,3.9")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", str(free_port()))
+    running = app.main(block=False)
+    try:
+        summary, *_ = Client(running.url, verbose=False).predict(
+            handle_file(str(photos[0])), api_name="/grade_photo"
+        )
+    finally:
+        running.close()
+    assert "cut points 0.6/1.7/2.8/3.9 on the expected grade" in summary
+
+
 @pytest.fixture(scope="module")
 def not_fundus(tmp_path_factory) -> list[Path]:
     """A person and a cat (scikit-image's photographs): nothing a grader may grade."""

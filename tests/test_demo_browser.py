@@ -32,6 +32,7 @@ from dr_hf.demo.app import DemoServer  # noqa: E402
 from dr_hf.demo.grading import NOTICE, PRECISION  # noqa: E402
 from dr_hf.inference import load_grader  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a browser and a served page: several seconds
 TIMEOUT_MS = 30_000
 
 

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("gradio")
 
-from dr_hf.benchmarks.demo_load import run_demo_load  # noqa: E402
+from benchmarks.demo_load import run_demo_load  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -79,6 +79,7 @@ def test_predict_command_takes_several_models(members, photos, tmp_path, capsys)
     assert "IMAGE_OR_FOLDER" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_reports_each_member_beside_the_ensemble(members, synthetic_dir, tmp_path):
     data = DataArguments(data_dir=str(synthetic_dir))
     alone = [
@@ -104,6 +105,7 @@ def test_evaluate_reports_each_member_beside_the_ensemble(members, synthetic_dir
     assert "Ensemble members" in table and all(model in table for model in members)
 
 
+@pytest.mark.slow
 def test_one_model_gives_exactly_the_report_of_one_model(members, synthetic_dir, tmp_path):
     data = DataArguments(data_dir=str(synthetic_dir))
     plain = evaluate_model(members[0], data, tmp_path / "plain", bootstrap=20)
@@ -115,6 +117,7 @@ def test_one_model_gives_exactly_the_report_of_one_model(members, synthetic_dir,
     assert "Ensemble members" not in format_table(listed)
 
 
+@pytest.mark.slow
 def test_evaluate_command_with_two_models(members, synthetic_dir, tmp_path, capsys):
     copies = [tmp_path / "run" / "best", tmp_path / "run" / "checkpoint"]
     for source, copy in zip(members, copies):

@@ -190,6 +190,7 @@ def test_validation_split_is_the_runs_own_from_its_config(trained_run, synthetic
         evaluate_model(best, bootstrap=0, output_dir=tmp_path / "nothing")  # split "all"
 
 
+@pytest.mark.slow
 def test_default_report_folders_are_per_data_and_never_overwritten(
     trained_run, synthetic_dir, tmp_path, capsys
 ):

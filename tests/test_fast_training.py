@@ -36,7 +36,7 @@ def test_raw_cache_holds_the_png_caches_training_input(caches):
     info = json.loads((raw / PREPARE_INFO).read_text())
     assert info["format"] == "raw" and info["image_size"] == SIZE and info["size"] == 40
     png_rows, raw_rows = load_from_disk(str(png))["train"], load_from_disk(str(raw))["train"]
-    assert raw_rows.column_names == ["pixels", "label", "image_id"]
+    assert raw_rows.column_names == ["pixels", "label", "image_id", "patient_id", "eye"]
     assert raw_rows["image_id"] == png_rows["image_id"]
     resize = get_transforms(SIZE).transforms[0]  # the training pipeline's Resize
     for row in (0, 7):
@@ -194,6 +194,7 @@ def test_dataset_dict_of_raw_rows_loads_through_load_dr_dataset(caches):
     assert isinstance(data, DatasetDict) and data["train"].column_names[0] == "pixels"
 
 
+@pytest.mark.slow
 def test_quickstart_with_augment_on_gpu_and_a_raw_cache_from_the_command_line(caches, tmp_path):
     """`dr-hf train --config configs/quickstart.yaml --augment_on gpu` on a raw cache (CPU here)."""
     _, raw = caches

@@ -11,10 +11,10 @@ from dr_hf.grading_rule import (
     GRADE_RULE_KEY,
     HEAD_KEY,
     GradeRule,
-    _qwk,
     continuous_scores,
     cut,
     expected_grade,
+    fast_qwk,
     fit_cut_points,
 )
 from dr_hf.metrics import compute_dr_metrics, model_outputs, resampled_metrics
@@ -63,7 +63,7 @@ def test_fast_qwk_equals_scikit_learn():
     for _ in range(20):
         labels, grades = rng.integers(0, 5, 50), rng.integers(0, 5, 50)
         expected = cohen_kappa_score(labels, grades, weights="quadratic", labels=range(5))
-        assert _qwk(labels, grades) == pytest.approx(expected)
+        assert fast_qwk(labels, grades) == pytest.approx(expected)
 
 
 def test_rule_applies_argmax_or_cut_points_to_probabilities_and_scores():

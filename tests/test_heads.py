@@ -27,7 +27,7 @@ from dr_hf.models.ordered_heads import (
     corn_logits,
 )
 from dr_hf.predictions import read_predictions, rule_of
-from dr_hf.training.calibration import _corn_log_probs, calibrate, fit_temperature
+from dr_hf.training.calibration import calibrate, corn_array_log_probs, fit_temperature
 from dr_hf.training.cv import CVArguments, run_cv
 from dr_hf.training.losses import RegressionLoss, make_loss_fn
 from dr_hf.training.run import run_training
@@ -97,9 +97,11 @@ def test_cross_entropy_on_corn_log_probabilities_is_the_corn_loss(weighted):
 def test_ordinal_temperature_is_recovered_and_folded():
     rng = np.random.default_rng(0)
     z = rng.normal(scale=3.0, size=(4000, 4))
-    probabilities = np.exp(_corn_log_probs(z / 2.0))
+    probabilities = np.exp(corn_array_log_probs(z / 2.0))
     labels = np.array([rng.choice(5, p=p / p.sum()) for p in probabilities])
-    assert fit_temperature(z, labels, log_probs=_corn_log_probs) == pytest.approx(2.0, rel=0.08)
+    assert fit_temperature(z, labels, log_probs=corn_array_log_probs) == pytest.approx(
+        2.0, rel=0.08
+    )
 
     model = grader("ordinal")[0].eval()
     pixels = torch.randn(8, 3, 32, 32)
@@ -247,6 +249,7 @@ print(json.dumps(grader(image, top_k=5)))
 """
 
 
+@pytest.mark.slow
 def test_pipeline_without_dr_hf_returns_the_ordinal_model_probabilities(ordinal_run, tmp_path):
     from dr_hf.data.fundus_processor import FundusImageProcessor
     from dr_hf.grades import GRADE_NAMES
@@ -281,6 +284,7 @@ print(json.dumps([grader(photo) for photo in sys.argv[2:]]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["ordinal", "regression"])
 def test_the_grading_pipeline_without_dr_hf_answers_as_dr_hf_predict(
     head, request, synthetic_dir, tmp_path

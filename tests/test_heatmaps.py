@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dr_hf.benchmarks.pointing import pointing_game, random_point_baseline
+from benchmarks.pointing import pointing_game, random_point_baseline
 from dr_hf.config.arguments import ModelArguments
 from dr_hf.evaluation.heatmaps import (
     DPI,

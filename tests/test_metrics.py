@@ -347,6 +347,7 @@ def test_resampled_metrics_equal_the_headline_function_on_every_draw(n, grades):
         resampled_metrics(probs, labels, indices, ("kappa",))
 
 
+@pytest.mark.slow
 def test_headline_intervals_are_those_of_a_direct_bootstrap(monkeypatch):
     """compute_dr_metrics' CIs equal percentiles of scikit-learn's metrics on the documented
     draws, default_rng(seed).integers(0, N, (n, N)), also when drawn in several batches."""

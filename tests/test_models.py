@@ -229,6 +229,7 @@ FRESH_PROCESS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_saved_models_load_in_plain_transformers_in_a_fresh_process(tmp_path):
     models = {
         "baseline": create_model(ModelArguments(model_name="test_resnet"), image_size=48)[0],

@@ -62,6 +62,7 @@ def test_a_full_model_round_trips(tmp_path, name):
         export_onnx(tmp_path / "onnx", tmp_path / "again")
 
 
+@pytest.mark.slow
 def test_a_lora_adapter_is_merged_and_round_trips(trained_lora_run, tmp_path):
     source = trained_lora_run[0] / "best"
     assert (source / "adapter_config.json").is_file()
@@ -199,6 +200,7 @@ def test_the_saved_processor_loads_with_transformers_but_without_torch(tmp_path)
     assert float(ran.stdout.strip().splitlines()[-1]) == 0.0
 
 
+@pytest.mark.slow
 def test_int8_reports_its_change_and_is_refused_past_the_tolerance(
     trained_run, synthetic_dir, tmp_path, capsys
 ):
@@ -252,8 +254,9 @@ def test_int8_quantises_by_architecture_family(tmp_path, name, family, int8_ops,
     assert family in (tmp_path / "int8" / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_the_onnx_benchmark_times_every_runtime_and_size():
-    from dr_hf.benchmarks.onnx import bench_onnx, onnx_table
+    from benchmarks.onnx import bench_onnx, onnx_table
 
     report = bench_onnx(("test_resnet",), 32, (1, 2), repeats=1, min_seconds=0.01, threads=1)
     (result,) = report["results"]
@@ -275,6 +278,7 @@ def test_the_onnx_benchmark_times_every_runtime_and_size():
     assert "peak RSS" in onnx_table(report)
 
 
+@pytest.mark.slow
 def test_the_demo_grades_an_exported_folder_and_its_space_needs_onnxruntime(tmp_path):
     pytest.importorskip("gradio")
     from PIL import Image
@@ -298,6 +302,7 @@ def test_the_demo_grades_an_exported_folder_and_its_space_needs_onnxruntime(tmp_
     assert (space / "model" / "model.onnx").is_file()
 
 
+@pytest.mark.slow
 def test_evaluate_reports_the_same_metrics_for_the_exported_folder(
     trained_run, synthetic_dir, tmp_path
 ):

@@ -86,6 +86,7 @@ def test_a_killed_run_resumed_equals_an_uninterrupted_one(
     assert partial.read_bytes() == whole
 
 
+@pytest.mark.slow
 def test_a_run_killed_by_a_signal_resumes_to_the_same_file(
     trained_run, archive, uninterrupted, tmp_path
 ):

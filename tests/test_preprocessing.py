@@ -3,10 +3,10 @@ import pytest
 from PIL import Image
 
 from dr_hf.data.preprocessing import (
-    _inscribed_disc,
     ben_graham_normalise,
     crop_fov,
     find_fov,
+    inscribed_disc,
     preprocess_fundus,
 )
 from dr_hf.data.synthetic import FundusGeometry, render_fundus
@@ -102,7 +102,7 @@ def test_bad_inputs_are_refused():
 
 def disc_mask(image: np.ndarray) -> np.ndarray:
     """The disc Ben Graham normalises within: the one inscribed in the field-of-view box."""
-    return _inscribed_disc(image.shape, find_fov(image))
+    return inscribed_disc(image.shape, find_fov(image))
 
 
 def test_fov_mask_matches_drawn_disc(small_photo):

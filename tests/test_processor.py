@@ -238,6 +238,7 @@ def test_auto_image_processor_finds_it_with_dr_hf(trained_run):
     assert processor.input_side == 32 and processor.crop_fov and not processor.ben_graham
 
 
+@pytest.mark.slow
 def test_without_trust_remote_code_transformers_refuses(trained_run, tmp_path):
     code = WITHOUT_DR_HF + textwrap.dedent(
         """
@@ -251,6 +252,7 @@ def test_without_trust_remote_code_transformers_refuses(trained_run, tmp_path):
     assert "trust_remote_code=True" in done.stderr
 
 
+@pytest.mark.slow
 def test_model_card_snippet_runs_as_written(trained_run, synthetic_dir, tmp_path):
     card = (trained_run[0] / "best" / "README.md").read_text()
     snippet = re.search(r"## How to use.*?```python\n(.*?)```", card, re.S).group(1)

@@ -229,7 +229,7 @@ def test_other_modes_and_bad_input(retina):
 def test_each_threshold_of_the_table_decides_its_issue(retina, measure, value, issue):
     measures = dict(assess_quality(retina).measures)
     measures[measure] = value
-    assert quality._verdict(measures).issues == (issue,)
+    assert quality.verdict_from_measures(measures).issues == (issue,)
 
 
 def test_predict_and_evaluate_report_gradeability(trained_run, synthetic_dir, skdata, tmp_path):

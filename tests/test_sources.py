@@ -10,9 +10,10 @@ import yaml
 
 from dr_hf.config.arguments import DataArguments
 from dr_hf.config.parsing import DRArgumentParser, resolved_config
-from dr_hf.data.loading import DataError, load_dr_dataset, source_counts, stratified_split
+from dr_hf.data.loading import DataError, load_dr_dataset, source_counts
 from dr_hf.data.prepare import prepare_dataset
 from dr_hf.data.prepared import steps_left_to_apply
+from dr_hf.data.splits import stratified_split
 from dr_hf.data.synthetic import make_synthetic
 from dr_hf.grades import NUM_GRADES
 
@@ -33,7 +34,7 @@ def copy_source(source, tmp_path):
 def test_two_sources_load_as_one_dataset_with_a_source_column(two_sources):
     first, second = two_sources
     dd = load_dr_dataset(DataArguments(data_dir=[str(first), str(second)]))
-    assert dd["train"].column_names == ["image", "label", "image_id", "source"]
+    assert dd["train"].column_names == ["image", "label", "image_id", "patient_id", "eye", "source"]
     assert len(dd["train"]) + len(dd["validation"]) == 48
     for split in dd.values():
         assert set(split["source"]) == {"clinic_a", "clinic_b"}
@@ -109,7 +110,7 @@ def test_one_source_behaves_as_before(two_sources):
     args = DataArguments(data_dir=str(first), split_seed=5)
     assert args.data_dir == [str(first)]
     dd = load_dr_dataset(args)
-    assert dd["train"].column_names == ["image", "label", "image_id"]
+    assert dd["train"].column_names == ["image", "label", "image_id", "patient_id", "eye"]
     everything = [
         (i, g) for split in dd.values() for i, g in zip(split["image_id"], split["label"])
     ]

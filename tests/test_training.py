@@ -225,6 +225,7 @@ def test_push_to_hub_uploads_exactly_the_export_without_token(synthetic_dir, tmp
                 assert secret.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_quickstart_config_shortened_lowers_the_loss(synthetic_dir, tmp_path):
     """The README's main job, configs/quickstart.yaml, on the small synthetic set and fewer pixels."""
     quickstart = Path(__file__).parent.parent / "configs" / "quickstart.yaml"

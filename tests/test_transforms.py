@@ -162,6 +162,7 @@ def test_a_flip_alone_mirrors_the_validation_pixels(flip, axis):
     assert not torch.equal(out, plain)
 
 
+@pytest.mark.slow
 def test_sample_seed_is_the_same_in_another_interpreter():
     """Python's hash() is salted per process: a seed built on it would change between the
     workers and ranks of one run. An interpreter with another PYTHONHASHSEED gives the same

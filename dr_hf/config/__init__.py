@@ -1,28 +1,26 @@
-"""Run configuration: the argument dataclasses (`arguments`) and how YAML files and command-line
-flags fill them (`parsing`). Every field is both a YAML key and a flag of the same name."""
+"""Run configuration: the argument dataclasses (`arguments`, `training_arguments`), how YAML files
+and command-line flags fill them (`parsing`), and the flags of the other commands
+(`command_arguments`, `prepare_arguments`). Every field is both a YAML key and a flag of the same
+name. Names load on first use, so that importing a light one imports no torch."""
 
-from dr_hf.config.arguments import (
-    DataArguments,
-    DRTrainingArguments,
-    ModelArguments,
-)
-from dr_hf.config.parsing import (
-    ConfigError,
-    DRArgumentParser,
-    config_from_dict,
-    config_from_yaml,
-    resolved_config,
-)
-from dr_hf.config.prepare_arguments import PrepareArguments
+import importlib
 
-__all__ = [
-    "ConfigError",
-    "DRArgumentParser",
-    "DRTrainingArguments",
-    "DataArguments",
-    "ModelArguments",
-    "PrepareArguments",
-    "config_from_dict",
-    "config_from_yaml",
-    "resolved_config",
-]
+_HOMES = {
+    "ConfigError": "dr_hf.config.parsing",
+    "DRArgumentParser": "dr_hf.config.parsing",
+    "DRTrainingArguments": "dr_hf.config.training_arguments",
+    "DataArguments": "dr_hf.config.arguments",
+    "ModelArguments": "dr_hf.config.arguments",
+    "PrepareArguments": "dr_hf.config.prepare_arguments",
+    "config_from_dict": "dr_hf.config.parsing",
+    "config_from_yaml": "dr_hf.config.parsing",
+    "resolved_config": "dr_hf.config.parsing",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

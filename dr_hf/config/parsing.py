@@ -4,7 +4,8 @@
 is no field of any dataclass is an error naming it. Dashed spellings (`--wandb-project`) are the
 parser's own; single-field aliases (`--epochs`, `--resume`, `--checkpoint_path`, `--wandb-run-name`)
 are `aliases` in the fields' metadata. Only `--wandb` and `--batch_size`, which set other fields'
-values, and `--debug` are rewritten before parsing.
+values, are rewritten before parsing (they are flags of the parser too, for its help and for
+checking a command line); `--debug` prints the resolved configuration instead of training.
 """
 
 import dataclasses
@@ -28,16 +29,13 @@ EXPANSIONS = {
 FLAG_EXPANSIONS = {"--wandb": ["--report_to", "wandb"]}
 
 
-def _expand(argv: list[str]) -> tuple[list[str], bool]:
-    """Expand `--wandb` and `--batch_size`; return the new argv and whether `--debug` was given."""
+def _expand(argv: list[str]) -> list[str]:
+    """`argv` with `--wandb` and `--batch_size` expanded into the flags they stand for."""
     out: list[str] = []
-    debug = False
     args = iter(argv)
     for arg in args:
         name, eq, inline = arg.partition("=")
-        if arg == "--debug":
-            debug = True
-        elif arg in FLAG_EXPANSIONS:
+        if arg in FLAG_EXPANSIONS:
             out.extend(FLAG_EXPANSIONS[arg])
         elif name in EXPANSIONS:
             value = inline if eq else next(args, None)
@@ -47,7 +45,7 @@ def _expand(argv: list[str]) -> tuple[list[str], bool]:
                 out.extend([target, value])
         else:
             out.append(arg)
-    return out, debug
+    return out
 
 
 def _field_names() -> set[str]:
@@ -75,29 +73,51 @@ def load_yaml_config(path: str | Path) -> dict:
 
 
 class DRArgumentParser(HfArgumentParser):
-    """HfArgumentParser over (DataArguments, ModelArguments, DRTrainingArguments) with `--config`."""
+    """HfArgumentParser over (DataArguments, ModelArguments, DRTrainingArguments), then any
+    `extra_dataclasses` (cv's `CVArguments`), with `--config`, `--debug`, `--wandb` and
+    `--batch_size`."""
 
-    def __init__(self, **kwargs):
-        super().__init__(DATACLASSES, **kwargs)
+    def __init__(self, extra_dataclasses: tuple = (), **kwargs):
+        # "resolve": dr_hf's --debug replaces the flag of TrainingArguments.debug (which stays "")
+        super().__init__((*DATACLASSES, *extra_dataclasses), conflict_handler="resolve", **kwargs)
         self.add_argument(
             "--config", default=None, help="YAML file of field values (flags override it)."
+        )
+        self.add_argument(
+            "--debug",
+            dest="print_config",
+            action="store_true",
+            help="Print the resolved configuration (YAML) and exit without training.",
+        )
+        self.set_defaults(debug="")  # TrainingArguments.debug, which lost its flag to ours
+        self.add_argument(
+            "--wandb", action="store_true", help="Report to Weights & Biases (--report_to wandb)."
+        )
+        self.add_argument(
+            "--batch_size",
+            "--batch-size",
+            type=int,
+            help="Both --per_device_train_batch_size and --per_device_eval_batch_size.",
         )
 
     def parse(
         self, argv: list[str] | None = None
     ) -> tuple[DataArguments, ModelArguments, DRTrainingArguments, bool]:
         """Parse argv (sys.argv[1:] by default); the last item says whether `--debug` was given."""
-        argv, debug = _expand(list(sys.argv[1:] if argv is None else argv))
+        data_args, model_args, training_args, *_, options = self.parse_all(argv)
+        return data_args, model_args, training_args, options.print_config
+
+    def parse_all(self, argv: list[str] | None = None) -> tuple:
+        """The three run dataclasses, the extra ones, then the namespace of `--config`,
+        `--debug`... An unknown flag is a ConfigError naming it."""
+        argv = _expand(list(sys.argv[1:] if argv is None else argv))
         pre, _ = self.parse_known_args(argv)
         if pre.config is not None:
             self.set_defaults(**load_yaml_config(pre.config))
-        *dataclass_args, rest = self.parse_args_into_dataclasses(
-            argv, return_remaining_strings=True
-        )
+        *parsed, rest = self.parse_args_into_dataclasses(argv, return_remaining_strings=True)
         if rest:
             raise ConfigError(f"Unknown argument(s): {' '.join(rest)}. See `dr-hf train --help`.")
-        data_args, model_args, training_args = dataclass_args[:3]  # then the --config namespace
-        return data_args, model_args, training_args, debug
+        return tuple(parsed)
 
 
 def resolved_config(

@@ -4,8 +4,6 @@ outside bf16 autocast on Ampere and newer GPUs."""
 
 import os
 
-import torch
-
 
 def default_num_workers() -> int:
     """DataLoader workers per process: the cores this process may use, shared among the ranks
@@ -33,4 +31,6 @@ def apply_speed_defaults(args) -> None:
 
 
 def _tf32_capable() -> bool:
+    import torch
+
     return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8

@@ -1,4 +1,5 @@
-"""Checks on training data that must fail before training starts: grades, files, decodability.
+"""Checks on training data that must fail before training starts: grades, files, decodability,
+and validation sets that share photographs or patients with training.
 
 Every failure is a `DataError` that names the file and the row and says what to do.
 """
@@ -13,6 +14,7 @@ from datasets import Dataset, Image
 from PIL import Image as PILImage
 
 from dr_hf.data.files import DECODE_ERRORS
+from dr_hf.data.patients import own_patients
 from dr_hf.errors import DataError, listing
 from dr_hf.grades import NUM_GRADES
 
@@ -82,6 +84,47 @@ def check_no_shared_images(train: Dataset, validation: Dataset, where: str, val_
             "Remove these images from one of the two sets, or pass no validation_dir / "
             "validation_csv to hold out validation_split of the training data."
         )
+
+
+def check_no_shared_patients(
+    train: Dataset, validation: Dataset, where: str, val_where: str, allow: bool = False
+) -> None:
+    """Raise (or, with `allow`, warn) when a validation patient also has photographs in
+    training: the fellow eye of a training photograph is no independent test of the model.
+
+    Patients are compared by `patient_id` (`<source>/<patient>` among several sources). Rows
+    without patient information (the patient is the photograph's own id) are not compared: the
+    same id may name different photographs (IDRiD_001 of IDRiD's training and test sets), and the
+    same photograph is `check_no_shared_images`'s concern.
+    """
+    if "patient_id" not in train.column_names or "patient_id" not in validation.column_names:
+        return
+
+    def known(ds: Dataset) -> set[str]:
+        patients, ids = ds["patient_id"], ds["image_id"]
+        return {p for p, own in zip(patients, own_patients(patients, ids)) if not own}
+
+    shared = sorted(known(train) & known(validation))
+    if not shared:
+        return
+    if allow:
+        logger.warning(
+            "%s: %d patient(s) of the validation set also have photographs in the training set "
+            "%s; going on because allow_shared_patients=True: validation figures will be "
+            "optimistic.",
+            val_where,
+            len(shared),
+            where,
+        )
+        return
+    raise DataError(
+        f"{val_where}: {len(shared)} patient(s) of the validation set also have photographs in "
+        f"the training set {where}:\n{listing(shared)}\nA patient's eyes share camera, "
+        "pigmentation and usually grade, so validating on one eye of a patient trained on the "
+        "other is optimistic. Move these patients' photographs to one of the two sets, or pass no "
+        "validation_dir / validation_csv to hold out validation_split of the training patients, "
+        "or pass allow_shared_patients=True to go on anyway."
+    )
 
 
 def _same_pixels(train: Dataset, validation: Dataset, pairs: list) -> list[str]:

@@ -2,13 +2,15 @@
 
 Sources: a label CSV with an image folder (APTOS 2019, EyePACS, IDRiD), a folder of grade
 sub-folders `0/`..`4/`, a dataset saved with `save_to_disk`, or a Hub dataset name. Every split has
-the columns `image` (file paths, decoded lazily as RGB), `label` (ClassLabel of the grades) and
-`image_id`. Bad input stops here with a `DataError`, before any training starts. Several
-`data_dir` (or `validation_dir`) folders are read one by one and joined (`dr_hf.data.multisource`):
-their rows gain a `source` column, and the split is stratified by grade and source.
+the columns `image` (file paths, decoded lazily as RGB), `label` (ClassLabel of the grades),
+`image_id`, `patient_id` and `eye` (left / right / unknown; `dr_hf.data.patients`). Bad input
+stops here with a `DataError`, before any training starts; so does a validation set that shares
+photographs or patients with training. Without one, `dr_hf.data.splits` holds out patients.
+Several `data_dir` (or `validation_dir`) folders are read one by one and joined
+(`dr_hf.data.multisource`): their rows gain a `source` column, their patient ids the source's
+name, and the split is stratified by grade and source.
 """
 
-import hashlib
 import logging
 import re
 from pathlib import Path
@@ -18,9 +20,14 @@ import numpy as np
 from datasets import Dataset, DatasetDict
 
 from dr_hf.config.arguments import DataArguments
-from dr_hf.data.checks import check_no_shared_images, drop_or_raise_unreadable
+from dr_hf.data.checks import (
+    check_no_shared_images,
+    check_no_shared_patients,
+    drop_or_raise_unreadable,
+)
 from dr_hf.data.multisource import load_sources, shared_photographs
 from dr_hf.data.sources import FEATURES, find_image_dir, from_csv, from_grade_folders, from_saved
+from dr_hf.data.splits import patient_count, stratified_split
 from dr_hf.errors import DataError, listing
 from dr_hf.grades import NUM_GRADES
 
@@ -30,7 +37,6 @@ __all__ = [
     "load_dr_dataset",
     "load_dr_images",
     "source_counts",
-    "stratified_split",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,7 +77,9 @@ def load_dr_dataset(args: DataArguments) -> DatasetDict:
         check_no_shared_images(train, validation, where, val_where)
     else:
         val_where = where
-    if validation is None:
+    if validation is not None:
+        check_no_shared_patients(train, validation, where, val_where, args.allow_shared_patients)
+    else:
         train, validation = stratified_split(train, args.validation_split, args.split_seed, where)
     train = _subset(train, args.max_train_samples, args.split_seed)
     validation = _subset(validation, args.max_eval_samples, args.split_seed)
@@ -79,7 +87,13 @@ def load_dr_dataset(args: DataArguments) -> DatasetDict:
     validation = drop_or_raise_unreadable(validation, val_where, args.skip_bad_images)
     for name, split in (("train", train), ("validation", validation)):
         counts = np.bincount(np.asarray(split["label"], dtype=int), minlength=NUM_GRADES)
-        logger.info("%s: %d images, per grade %s", name, len(split), counts.tolist())
+        logger.info(
+            "%s: %d images of %d patients, per grade %s",
+            name,
+            len(split),
+            patient_count(split),
+            counts.tolist(),
+        )
         for source, per_grade in (
             _per_source(split).items() if "source" in split.column_names else ()
         ):
@@ -89,9 +103,11 @@ def load_dr_dataset(args: DataArguments) -> DatasetDict:
 
 def source_counts(dataset: DatasetDict) -> dict:
     """Images per grade per source of each split ({split: {source: [count of grade 0, ...]}}; a
-    single source is "all"), and under "shared_photographs" the photographs found in several
-    sources (see `dr_hf.data.multisource.shared_photographs`)."""
+    single source is "all"), patients per source of each split under "patients" ({split:
+    {source: count}}), and under "shared_photographs" the photographs found in several sources
+    (see `dr_hf.data.multisource.shared_photographs`)."""
     counts: dict = {name: _per_source(split) for name, split in dataset.items()}
+    counts["patients"] = {name: _patients_per_source(split) for name, split in dataset.items()}
     splits = [split for split in dataset.values() if "source" in split.column_names]
     joined = datasets.concatenate_datasets(splits) if splits else None
     counts["shared_photographs"] = shared_photographs(joined) if joined is not None else []
@@ -109,6 +125,16 @@ def _per_source(split: Dataset) -> dict[str, list[int]]:
     }
 
 
+def _patients_per_source(split: Dataset) -> dict[str, int]:
+    columns = split.column_names
+    patients = split["patient_id"] if "patient_id" in columns else split["image_id"]
+    sources = split["source"] if "source" in columns else ["all"] * len(split)
+    per_source: dict[str, set] = {}
+    for source, patient in zip(sources, patients):
+        per_source.setdefault(str(source), set()).add(patient)
+    return {source: len(per_source[source]) for source in sorted(per_source)}
+
+
 def load_dr_images(args: DataArguments) -> Dataset:
     """Every image of the source `args` names, checked, without a train/validation split: a
     held-out evaluation set. A saved DatasetDict's splits are joined; rows sorted by image id."""
@@ -116,44 +142,6 @@ def load_dr_images(args: DataArguments) -> Dataset:
     images = train if validation is None else datasets.concatenate_datasets([train, validation])
     images = images.select(np.argsort(np.asarray(images["image_id"]), kind="stable"))
     return drop_or_raise_unreadable(images, where, args.skip_bad_images)
-
-
-def stratified_split(
-    ds: Dataset, share: float, seed: int, where: str = "dataset"
-) -> tuple[Dataset, Dataset]:
-    """Hold out `share` of each grade (of each grade and source, when `ds` has a `source`
-    column), at least one image of every such group that has two or more.
-
-    `train_test_split(stratify_by_column=...)` rounds small grades to zero held-out images and
-    rejects grades of one image; this split keeps them. Each group is shuffled from its sorted
-    ids with its own generator, so a seed always holds out the same ids whatever the row order
-    (and, for a source, whatever the other sources).
-    """
-    labels = np.asarray(ds["label"])
-    ids = np.asarray(ds["image_id"])
-    sources = np.asarray(ds["source"] if "source" in ds.column_names else [""] * len(ds))
-    held_out: list[int] = []
-    for source in sorted(set(sources.tolist())):
-        for grade in range(NUM_GRADES):
-            rows = np.flatnonzero((labels == grade) & (sources == source))
-            if len(rows) < 2:
-                continue
-            rows = rows[np.argsort(ids[rows], kind="stable")]
-            n_held_out = min(max(round(len(rows) * share), 1), len(rows) - 1)
-            key = [seed, grade, *([_source_key(source)] if source else [])]
-            held_out.extend(np.random.default_rng(key).permutation(rows)[:n_held_out].tolist())
-    if not held_out:
-        raise DataError(
-            f"{where}: no grade has two images, so no validation set can be held out; "
-            "add images or pass validation_dir / validation_csv."
-        )
-    held = set(held_out)
-    train_rows = [row for row in range(len(ds)) if row not in held]
-    return ds.select(train_rows), ds.select(sorted(held))
-
-
-def _source_key(source: str) -> int:
-    return int.from_bytes(hashlib.sha256(source.encode()).digest()[:4], "big")
 
 
 def _subset(ds: Dataset, size: int | None, seed: int) -> Dataset:
@@ -251,7 +239,7 @@ def _folder_layout(
         )
     subdirs = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     if any(re.fullmatch(r"\d+", name) for name in subdirs):
-        return from_grade_folders(root, subdirs), None, str(root)
+        return from_grade_folders(root, subdirs, args), None, str(root)
     raise DataError(
         f"{root}: no data layout recognised (found {', '.join(sorted(subdirs)) or 'no sub-folders'}). "
         "Expected a label CSV with an image folder, grade sub-folders 0/ to 4/, or a dataset "

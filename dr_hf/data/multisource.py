@@ -1,9 +1,10 @@
 """Several sources in one run: each is read and checked alone, then they are joined.
 
 The joined splits gain a `source` column (the source's folder name). Image ids that two sources
-share are prefixed with `<source>/`, so every row keeps its own id; a photograph found in two
-sources (same file content) is reported. Sources must have been prepared alike (`dr-hf prepare`
-with the same steps, or all raw) for one transform to suit them all.
+share are prefixed with `<source>/`, so every row keeps its own id; patient ids are always
+prefixed (`<source>/<patient>`: patient 10 of one clinic is not patient 10 of another); a
+photograph found in two sources (same file content) is reported. Sources must have been prepared
+alike (`dr-hf prepare` with the same steps, or all raw) for one transform to suit them all.
 """
 
 import hashlib
@@ -15,6 +16,7 @@ from pathlib import Path
 import datasets
 from datasets import Dataset, Image, Value
 
+from dr_hf.data.patients import namespaced
 from dr_hf.data.prepare import read_prepare_info
 from dr_hf.errors import DataError, listing
 
@@ -81,7 +83,8 @@ def load_sources(folders: list[str], role: str, load_one: Callable[[str], Loaded
 
 
 def _distinct_ids(parts: list) -> list:
-    """Add the `source` column; prefix `<source>/` to the ids found in two sources or more."""
+    """Add the `source` column; prefix `<source>/` to the image ids found in two sources or
+    more, and to every patient id."""
     owners: dict[str, set[str]] = {}
     for name, train, validation in parts:
         for split in (train, validation):
@@ -97,9 +100,14 @@ def _distinct_ids(parts: list) -> list:
     def tag(split: Dataset | None, name: str) -> Dataset | None:
         if split is None:
             return None
+        columns = split.column_names
         ids = [f"{name}/{i}" if i in shared else i for i in split["image_id"]]
-        feature = split.features["image_id"]
-        split = split.remove_columns(["image_id"]).add_column("image_id", ids, feature=feature)
+        patients = namespaced(split["patient_id"], name)
+        features = split.features
+        split = split.remove_columns(["image_id", "patient_id"])
+        split = split.add_column("image_id", ids, feature=features["image_id"])
+        split = split.add_column("patient_id", patients, feature=features["patient_id"])
+        split = split.select_columns(columns)  # the columns' order, as one source has them
         return split.add_column("source", [name] * len(split), feature=SOURCE_FEATURE)
 
     return [(name, tag(train, name), tag(validation, name)) for name, train, validation in parts]

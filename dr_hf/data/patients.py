@@ -3,7 +3,8 @@
 EyePACS names its photographs `<patient>_left` and `<patient>_right` (also `-`-separated, in any
 case); a clinic's CSV may name the patient and the eye in columns (`patient_column`,
 `eye_column`, found under the names of `PATIENT_COLUMNS` and `EYE_COLUMNS` when not given). A
-source with neither (APTOS, IDRiD) makes each photograph its own patient, eye unknown. Names are
+source with neither (APTOS, IDRiD) makes each photograph its own patient, eye unknown (so does
+a patient column that only repeats the image ids, as a saved APTOS set holds). Names are
 read as EyePACS names only when every name of the source is one, so a source never mixes
 parsed and unparsed patients.
 
@@ -104,6 +105,8 @@ def find_patients(
                 "(the same id for the photographs of one person)."
             )
         ids, how = [str(value).strip() for value in patient_values], COLUMNS
+        if all(own_patients(ids, image_ids)):
+            how = NONE  # a column that repeats the image ids says nothing more
     elif all_named:
         ids, how = [p[0] for p in parsed], NAMES
     else:
@@ -114,6 +117,17 @@ def find_patients(
         eyes = [p[1] if p is not None and how != NONE else UNKNOWN for p in parsed]
     check_patients(ids, eyes, rows, where)
     return Patients(ids, eyes, how)
+
+
+def own_patients(patient_ids: Sequence[str], image_ids: Sequence[str]) -> list[bool]:
+    """Whether each row's patient id is only its photograph's own id (the image id, or
+    `<source>/<image id>` among several sources): what a source without patient information
+    gives, and no evidence that two photographs of that id are of one person (IDRiD names its
+    training and test photographs alike)."""
+    return [
+        patient == image or patient.endswith(f"/{image}")
+        for patient, image in zip(map(str, patient_ids), map(str, image_ids))
+    ]
 
 
 def check_patients(
@@ -167,6 +181,7 @@ __all__ = [
     "eye_from_name",
     "find_patients",
     "namespaced",
+    "own_patients",
     "parse_eyes",
     "worse_eye_grades",
 ]

@@ -154,7 +154,7 @@ def crop_fov(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[y0:y1, x0:x1])
 
 
-def _inscribed_disc(
+def inscribed_disc(
     shape: tuple[int, ...], box: tuple[int, int, int, int] | None, fraction: float = 1.0
 ) -> np.ndarray:
     """The ellipse inscribed in the box, shrunk by `fraction`; all True without a box.
@@ -204,7 +204,7 @@ def ben_graham_normalise(
     if sigma is None:
         diameter = box[2] - box[0] if box else min(image.shape[:2])
         sigma = max(1.0, diameter / 60)
-    inside = _inscribed_disc(image.shape, box, 0.98)
+    inside = inscribed_disc(image.shape, box, 0.98)
     pixels = image.astype(np.float32)
     if box is None:
         average = _blur(pixels, sigma)

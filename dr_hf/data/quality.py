@@ -56,7 +56,13 @@ from dr_hf.data.preprocessing import (
     resize_shorter_side,
 )
 
-__all__ = ["QUALITY_ISSUES", "QualityVerdict", "assess_quality", "quality_issues_text"]
+__all__ = [
+    "QUALITY_ISSUES",
+    "QualityVerdict",
+    "assess_quality",
+    "quality_issues_text",
+    "verdict_from_measures",
+]
 
 QUALITY_ISSUES = ("no_field_of_view", "too_dark", "over_exposed", "out_of_focus", "not_fundus")
 
@@ -106,7 +112,7 @@ def assess_quality(image: Any, size: int = 224) -> QualityVerdict:
     # pick an arbitrary patch of the picture.
     view, inside = _model_view(frame, circle if _is_disc(measures) else None, side)
     measures.update(_photometry(view, inside))
-    return _verdict(measures)
+    return verdict_from_measures(measures)
 
 
 def _reduce(array: np.ndarray, size: int) -> np.ndarray:
@@ -263,8 +269,9 @@ def _is_disc(m: dict[str, float]) -> bool:
     )
 
 
-def _verdict(m: dict[str, float]) -> QualityVerdict:
-    """The issues the measures fail, in `QUALITY_ISSUES` order."""
+def verdict_from_measures(m: dict[str, float]) -> QualityVerdict:
+    """The verdict on measures such as `assess_quality(...).measures`: the issues they fail, in
+    `QUALITY_ISSUES` order (the thresholds are the module docstring's table)."""
     failed = {
         "no_field_of_view": not _is_disc(m),
         "too_dark": m["brightness"] < MIN_BRIGHTNESS,

@@ -1,7 +1,10 @@
 """Readers of the local layouts: label CSV + image folder, grade sub-folders, saved datasets.
 
 Each returns datasets with the columns of `FEATURES`, in that order; images stay file paths (or
-the bytes a saved dataset holds) and are decoded only when a row is read.
+the bytes a saved dataset holds) and are decoded only when a row is read. Every row says whose
+photograph it is (`patient_id`, `eye`: `dr_hf.data.patients.find_patients`, from a CSV's or a
+saved dataset's patient and eye columns, else from EyePACS-style names, else each photograph its
+own patient); each source says once in the log how its patients were found.
 """
 
 import csv
@@ -19,6 +22,14 @@ from dr_hf.data.files import (
     resolve_images,
     strip_image_extension,
 )
+from dr_hf.data.patients import (
+    COLUMNS,
+    EYE_COLUMNS,
+    PATIENT_COLUMNS,
+    Patients,
+    find_patients,
+    parse_eyes,
+)
 from dr_hf.data.prepare import RAW_COLUMN
 from dr_hf.errors import DataError
 from dr_hf.grades import GRADE_NAMES, NUM_GRADES
@@ -30,6 +41,8 @@ FEATURES = Features(
         "image": Image(mode="RGB"),
         "label": ClassLabel(names=GRADE_NAMES),
         "image_id": Value("string"),
+        "patient_id": Value("string"),
+        "eye": Value("string"),
     }
 )
 ID_COLUMNS = ("id_code", "image", "image name", "image_id", "id", "filename", "file_name", "file")
@@ -57,31 +70,39 @@ def find_image_dir(
     )
 
 
-def _read_csv(
-    path: Path, id_column: str | None, label_column: str | None
-) -> tuple[list[str], list[str], list[str], str, str]:
-    """Line numbers, ids and raw grades of a label CSV; names of the columns used."""
+def _read_csv(path: Path, args: DataArguments) -> tuple[list[str], dict[str, list[str]], dict]:
+    """Line numbers of a label CSV's rows, and the cells and header names of the columns used:
+    "id" and "label", and "patient" and "eye" where the CSV has them."""
+    wanted = {
+        "id": (args.id_column, ID_COLUMNS, "image-id", "id_column", True),
+        "label": (args.label_column, LABEL_COLUMNS, "grade", "label_column", True),
+        "patient": (args.patient_column, PATIENT_COLUMNS, "patient", "patient_column", False),
+        "eye": (args.eye_column, EYE_COLUMNS, "eye", "eye_column", False),
+    }
     try:
         with open(path, newline="", encoding="utf-8-sig") as file:
             reader = csv.reader(file)
             header = [name.strip() for name in next(reader, [])]
             if not any(header):
                 raise DataError(f"{path} is empty: it needs a header and one row per image.")
-            id_at = _column(header, id_column, ID_COLUMNS, path, "image-id", "id_column")
-            label_at = _column(header, label_column, LABEL_COLUMNS, path, "grade", "label_column")
-            rows = [
-                (f"line {reader.line_num}", _cell(row, id_at), _cell(row, label_at))
-                for row in reader
-                if any(cell.strip() for cell in row)
-            ]
+            found = {
+                role: _column(header, *spec[:2], path, *spec[2:]) for role, spec in wanted.items()
+            }
+            found = {role: at for role, at in found.items() if at is not None}
+            lines, cells = [], {role: [] for role in found}
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue
+                lines.append(f"line {reader.line_num}")
+                for role, at in found.items():
+                    cells[role].append(_cell(row, at))
     except UnicodeDecodeError as err:
         raise DataError(f"{path} is not UTF-8 text ({err}): save it as a UTF-8 CSV.") from err
     except csv.Error as err:
         raise DataError(f"{path}: not a readable CSV ({err}).") from err
-    if not rows:
+    if not lines:
         raise DataError(f"{path} has a header but no rows: add one row per image.")
-    lines, ids, labels = map(list, zip(*rows))
-    return lines, ids, labels, header[id_at], header[label_at]
+    return lines, cells, {role: header[at] for role, at in found.items()}
 
 
 def _cell(row: list[str], at: int) -> str:
@@ -89,13 +110,23 @@ def _cell(row: list[str], at: int) -> str:
 
 
 def _column(
-    header: list[str], wanted: str | None, known: tuple, path: Path, what: str, flag: str
-) -> int:
+    header: list[str],
+    wanted: str | None,
+    known: tuple,
+    path: Path | str,
+    what: str,
+    flag: str,
+    required: bool = True,
+) -> int | None:
+    """Where the column `wanted` (else the first of `known`) is in `header`; None for an
+    optional column that was not asked for by name and is absent."""
     lowered = [name.lower() for name in header]
     looked_for = (wanted,) if wanted else known
     for name in looked_for:
         if name.lower() in lowered:
             return lowered.index(name.lower())
+    if not (wanted or required):
+        return None
     raise DataError(
         f"{path}: no {what} column. Looked for {', '.join(map(repr, looked_for))}; columns found: "
         f"{', '.join(repr(name) for name in header if name)}. Pass {flag}=<one of the columns found>."
@@ -103,22 +134,43 @@ def _column(
 
 
 def from_csv(csv_path: Path, image_dir: Path, args: DataArguments) -> Dataset:
-    lines, raw_ids, raw_labels, id_name, label_name = _read_csv(
-        csv_path, args.id_column, args.label_column
-    )
-    where = str(csv_path)
+    lines, cells, names = _read_csv(csv_path, args)
+    where, raw_ids = str(csv_path), cells["id"]
     empty = [line for line, image_id in zip(lines, raw_ids) if not image_id]
     if empty:
-        raise DataError(f"{where}: empty image id in column {id_name!r} on {', '.join(empty)}.")
-    labels = parse_grades(raw_labels, lines, where, label_name)
+        raise DataError(f"{where}: empty image id in column {names['id']!r} on {', '.join(empty)}.")
+    labels = parse_grades(cells["label"], lines, where, names["label"])
     ids = [strip_image_extension(image_id) for image_id in raw_ids]
     check_unique_ids(ids, lines, where)
+    eyes = parse_eyes(cells["eye"], lines, where, names["eye"]) if "eye" in cells else None
+    patients = find_patients(ids, lines, where, cells.get("patient"), eyes)
+    log_patients(where, patients, names.get("patient"))
     paths = resolve_images(raw_ids, lines, image_dir, where)
-    return build_dataset(paths, labels, ids)
+    return build_dataset(paths, labels, ids, patients)
 
 
-def from_grade_folders(root: Path, subdirs: list[str]) -> Dataset:
-    """One sub-folder per grade, named 0 to 4; every image below it has that grade."""
+def log_patients(where: str, patients: Patients, column: str | None = None) -> None:
+    """Say once per source how its patients were found, and how many there are."""
+    how = patients.described + (f" ({column!r})" if column and patients.how == COLUMNS else "")
+    logger.info(
+        "%s: %s: %d photographs of %d patients",
+        where,
+        how,
+        len(patients.ids),
+        len(set(patients.ids)),
+    )
+
+
+def from_grade_folders(root: Path, subdirs: list[str], args: DataArguments) -> Dataset:
+    """One sub-folder per grade, named 0 to 4; every image below it has that grade. Patients come
+    from the file names (EyePACS-style), else each photograph is its own patient."""
+    flags = ("patient_column", "eye_column")
+    given = [f"{flag}={getattr(args, flag)!r}" for flag in flags if getattr(args, flag)]
+    if given:
+        raise DataError(
+            f"{root}: {' and '.join(given)} given, but grade folders have no columns. Name the "
+            "files <patient>_left / <patient>_right, or use a label CSV with those columns."
+        )
     grades = [str(grade) for grade in range(NUM_GRADES)]
     strays = sorted(name for name in subdirs if name not in grades)
     if strays:
@@ -126,13 +178,14 @@ def from_grade_folders(root: Path, subdirs: list[str]) -> Dataset:
             f"{root}: sub-folders must be the grades {', '.join(grades)}; found "
             f"{', '.join(strays)}. Move these folders out of {root}."
         )
-    paths, labels, others = [], [], []
+    paths, labels, rows, others = [], [], [], []
     for grade in sorted(subdirs):
         for path in sorted((root / grade).rglob("*")):
             if path.name.startswith(".") or not path.is_file():
                 continue
             if path.suffix.lower() in IMAGE_EXTENSIONS:
                 paths.append(str(path.resolve()))
+                rows.append(str(path.relative_to(root)))  # a linked file resolves elsewhere
                 labels.append(int(grade))
             else:
                 others.append(str(path))
@@ -144,16 +197,29 @@ def from_grade_folders(root: Path, subdirs: list[str]) -> Dataset:
         raise DataError(
             f"{root}: the grade folders hold no images ({', '.join(IMAGE_EXTENSIONS)})."
         )
-    ids = [Path(path).stem for path in paths]
-    check_unique_ids(
-        ids, [str(Path(path).relative_to(root.resolve())) for path in paths], str(root)
+    ids = [Path(row).stem for row in rows]
+    check_unique_ids(ids, rows, str(root))
+    patients = find_patients(ids, rows, str(root))
+    log_patients(str(root), patients)
+    return build_dataset(paths, labels, ids, patients)
+
+
+def build_dataset(
+    images: list, labels: list[int], ids: list[str], patients: Patients | None = None
+) -> Dataset:
+    """A dataset of `FEATURES` from image paths (or arrays), grades, ids and their patients
+    (found from the ids when not given)."""
+    patients = patients or find_patients(ids, ids, "dataset")
+    return Dataset.from_dict(
+        {
+            "image": images,
+            "label": labels,
+            "image_id": ids,
+            "patient_id": patients.ids,
+            "eye": patients.eyes,
+        },
+        features=FEATURES,
     )
-    return build_dataset(paths, labels, ids)
-
-
-def build_dataset(images: list, labels: list[int], ids: list[str]) -> Dataset:
-    """A dataset of `FEATURES` from image paths (or arrays), grades and ids."""
-    return Dataset.from_dict({"image": images, "label": labels, "image_id": ids}, features=FEATURES)
 
 
 def from_saved(
@@ -177,7 +243,8 @@ def from_saved(
 
 
 def normalise(ds: Dataset, where: str, args: DataArguments) -> Dataset:
-    """Rename, check and cast a dataset's columns to `FEATURES` (image_id derived if absent).
+    """Rename, check and cast a dataset's columns to `FEATURES` (image_id derived if absent;
+    patient_id and eye kept, or found as for a CSV: patient and eye columns, else the names).
 
     A `dr-hf prepare --format raw` cache keeps its `pixels` column (raw uint8 bytes) in place
     of `image`."""
@@ -204,13 +271,40 @@ def normalise(ds: Dataset, where: str, args: DataArguments) -> Dataset:
     rows = [f"row {index} (image_id {image_id!r})" for index, image_id in enumerate(ids)]
     check_unique_ids(ids, rows, where)
     grades = parse_grades(_label_values(ds, label, where), rows, where, label)
+    patients = _saved_patients(ds, ids, rows, where, args)
     ds = ds.select_columns([image or pixels])
     ds = ds.rename_column(image, "image") if image and image != "image" else ds
     ds = ds.add_column("label", grades, feature=FEATURES["label"])
     ds = ds.add_column("image_id", ids, feature=FEATURES["image_id"])
+    ds = ds.add_column("patient_id", patients.ids, feature=FEATURES["patient_id"])
+    ds = ds.add_column("eye", patients.eyes, feature=FEATURES["eye"])
     if pixels:
         return ds
     return ds.cast_column("image", FEATURES["image"])  # changes the decoding only, writes nothing
+
+
+def _saved_patients(
+    ds: Dataset, ids: list[str], rows: list[str], where: str, args: DataArguments
+) -> Patients:
+    """The patients of a saved or Hub dataset's rows: its patient and eye columns (`patient_id`
+    and `eye` as dr_hf saves them, or as named or auto-detected), else found from the ids."""
+    columns = ds.column_names
+    found = {}
+    for role, wanted, known, flag in (
+        ("patient", args.patient_column, PATIENT_COLUMNS, "patient_column"),
+        ("eye", args.eye_column, EYE_COLUMNS, "eye_column"),
+    ):
+        at = _column(columns, wanted, known, where, role, flag, required=False)
+        if at is not None:
+            found[role] = columns[at]
+    values = {
+        role: ["" if value is None else str(value) for value in ds[column]]
+        for role, column in found.items()
+    }
+    eyes = parse_eyes(values["eye"], rows, where, found["eye"]) if "eye" in values else None
+    patients = find_patients(ids, rows, where, values.get("patient"), eyes)
+    log_patients(where, patients, found.get("patient"))
+    return patients
 
 
 def _label_values(ds: Dataset, label: str, where: str) -> list:

@@ -13,3 +13,5 @@
 
 Needs the `demo` extra: `pip install 'dr-hf[demo]'`. Research software, not a medical device.
 """
+
+NOTICE = "Research software, not a medical device."  # shown on the page and in `dr-hf demo -h`

@@ -1,60 +1,34 @@
-"""The flags of `dr-hf demo` and what it does with them (`dr_hf.cli.demo_main` calls `main`).
+"""What `dr-hf demo` does with its flags (`DemoArguments` and `GradeRuleArguments` of
+`dr_hf.config.command_arguments`); `dr_hf.cli.demo_main` calls `main`.
 
 dr-hf demo --model outputs/run/best [--host 127.0.0.1] [--port 7860] [--share]
-dr-hf demo --model outputs/run/best --export-space space/
+dr-hf demo --model outputs/run/best --export-space space/ [--grade-rule argmax | --cut-points ...]
 """
 
-import argparse
 import sys
 
-from dr_hf.demo.grading import NOTICE
-from dr_hf.inference.models import add_grade_rule_flags
+from dr_hf.demo import NOTICE
 
 MISSING = "dr-hf demo needs Gradio: pip install 'dr-hf[demo]' (gradio, gradio_client)."
 
 
-def demo_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def demo_parser():
+    """The `CommandParser` of `dr-hf demo`."""
+    from dr_hf.config.command_arguments import DemoArguments, GradeRuleArguments
+    from dr_hf.config.command_parser import CommandParser
+
+    return CommandParser(
+        (DemoArguments, GradeRuleArguments),
         prog="dr-hf demo",
         description=f"A web page grading fundus photographs with one model. {NOTICE}",
     )
-    parser.add_argument(
-        "--model", required=True, help="best/, a checkpoint-N or a LoRA adapter folder."
-    )
-    parser.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="Address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the "
-        "network).",
-    )
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument(
-        "--retfound-weights",
-        "--retfound_weights",
-        help="Base weights of a RETFound adapter, when the recorded path is not found here.",
-    )
-    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: CUDA when available).")
-    add_grade_rule_flags(parser)
-    parser.add_argument(
-        "--share", action="store_true", help="Also make a public gradio.live link (off by default)."
-    )
-    parser.add_argument(
-        "--max-file-size", "--max_file_size", default="20mb", help="Upload limit (default 20mb)."
-    )
-    parser.add_argument(
-        "--export-space",
-        "--export_space",
-        metavar="DIR",
-        help="Write a Hugging Face Space folder serving this model to DIR, then exit.",
-    )
-    return parser
 
 
 def main(argv: list[str]) -> int:
     """0 after serving or exporting, 2 on usage errors, a model that cannot load or a missing
     Gradio."""
     try:
-        args = demo_parser().parse_args(argv)
+        args, rule = demo_parser().parse(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
     try:
@@ -64,7 +38,7 @@ def main(argv: list[str]) -> int:
         print(f"{MISSING} ({error})", file=sys.stderr)
         return 2
     try:
-        from dr_hf.inference import named_models
+        from dr_hf.inference import grade_rule_for, load_grader, named_models
         from dr_hf.inference.onnx_model import is_onnx_folder
 
         if len(named_models(args.model)) != 1:
@@ -72,8 +46,10 @@ def main(argv: list[str]) -> int:
                 f"{args.model} is a dr-hf cv folder of several models; the demo grades with one: "
                 "give one fold's best/ folder."
             )
-        if args.export_space:
-            out = export_space(args.model, args.export_space, args.retfound_weights)
+        if args.export_space:  # a rule the model cannot follow is refused before writing
+            grader = load_grader(args.model, args.retfound_weights, "cpu")
+            grade_rule_for(grader, rule.grade_rule, rule.cut_points)
+            out = export_space(args.model, args.export_space, args.retfound_weights, **vars(rule))
             runtime = "ONNX Runtime" if is_onnx_folder(out / "model") else "PyTorch"
             print(
                 f"Space written to {out} (its model runs with {runtime}): run `python app.py` "
@@ -84,8 +60,8 @@ def main(argv: list[str]) -> int:
             args.model,
             args.retfound_weights,
             args.device,
-            args.grade_rule,
-            args.cut_points,
+            rule.grade_rule,
+            rule.cut_points,
             host=args.host,
             port=args.port,
             share=args.share,

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from dr_hf.data.synthetic import make_synthetic
+from dr_hf.demo import NOTICE  # noqa: F401  (re-exported: the page reads it from here)
 from dr_hf.grades import GRADE_NAMES, REFERABLE_MIN_GRADE
 from dr_hf.grading_rule import GradeRule, cut
 from dr_hf.inference import Grader, PredictionResult, open_image, predict
@@ -33,7 +34,6 @@ from dr_hf.predictions import row_rule
 
 logger = logging.getLogger(__name__)
 
-NOTICE = "Research software, not a medical device."
 PRECISION = 4  # decimals of the probabilities shown on the page
 HEATMAP_MODULE = "dr_hf.evaluation.heatmaps"
 CSV_NAME = "dr_hf_predictions.csv"

@@ -1,6 +1,7 @@
 """`export_space`: a folder that runs the `dr-hf demo` page as a Hugging Face Space.
 
-The folder holds `app.py` (serves `model/` with `dr_hf.demo.app.serve`), `requirements.txt`
+The folder holds `app.py` (serves `model/` with `dr_hf.demo.app.serve`, by the grading rule
+`dr-hf demo --export-space` was given), `requirements.txt`
 (dr_hf pinned to the commit it was exported from, when it runs from a git checkout with a
 remote, else its wheel built into the folder; Gradio at the installed version), a copy of the model folder without its training
 state, and `README.md` with the Space's front matter. `python app.py` there serves the same page
@@ -51,13 +52,15 @@ from dr_hf.demo.app import serve
 HERE = Path(__file__).resolve().parent
 MODEL = HERE / "model"
 RETFOUND_WEIGHTS = {weights!r}  # base weights of a RETFound adapter, relative to this folder
+GRADE_RULE = {grade_rule!r}  # argmax, thresholds, or None: the rule saved with the model
+CUT_POINTS = {cut_points!r}  # "A,B,C,D" instead of the saved cut points, or None
 
 
 def main(block: bool = True):
     """Serve the page on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (a Space sets them), by default
     127.0.0.1:7860; `block=False` returns the running server (`.url`, `.close()`)."""
     weights = str(HERE / RETFOUND_WEIGHTS) if RETFOUND_WEIGHTS else None
-    return serve(MODEL, weights, host=None, port=None, block=block)
+    return serve(MODEL, weights, None, GRADE_RULE, CUT_POINTS, host=None, port=None, block=block)
 
 
 if __name__ == "__main__":
@@ -186,8 +189,12 @@ def export_space(
     output: str | Path,
     retfound_weights: str | Path | None = None,
     title: str = "DR grader demo",
+    grade_rule: str | None = None,
+    cut_points: str | None = None,
 ) -> Path:
-    """Write the Space folder `output` (which must not exist or be empty) and return it."""
+    """Write the Space folder `output` (which must not exist or be empty) and return it; its page
+    grades by `grade_rule` / `cut_points` as `dr-hf demo` does (default: the model's saved rule).
+    """
     model, output = Path(model), Path(output)
     if not model.is_dir():
         raise FileNotFoundError(f"{model} is not a model folder.")
@@ -200,7 +207,11 @@ def export_space(
         weights = f"retfound/{Path(retfound_weights).name}"
         (output / "retfound").mkdir()
         shutil.copy2(retfound_weights, output / weights)
-    (output / "app.py").write_text(APP_TEMPLATE.format(notice=NOTICE, weights=weights))
+    (output / "app.py").write_text(
+        APP_TEMPLATE.format(
+            notice=NOTICE, weights=weights, grade_rule=grade_rule, cut_points=cut_points
+        )
+    )
     onnx = is_onnx_folder(model)  # served by onnxruntime, without heatmaps
     (output / "requirements.txt").write_text(requirements(output=output, onnx=onnx))
     (output / "README.md").write_text(

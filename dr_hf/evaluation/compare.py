@@ -15,7 +15,6 @@ DeLong's test is not computed: no maintained implementation is installed with dr
 AUROC comparison is the paired bootstrap only, as the outputs say.
 """
 
-import argparse
 import itertools
 import json
 from dataclasses import dataclass, replace
@@ -270,26 +269,10 @@ def plot_referable_rocs(reports: list[Report], names: list[str], path: Path) -> 
     return path
 
 
-def compare_parser() -> argparse.ArgumentParser:
-    """The flags of `dr-hf compare` (`dr_hf.cli.compare_main` runs it)."""
-    parser = argparse.ArgumentParser(
-        prog="dr-hf compare",
-        description="Compare dr-hf evaluate reports of the same images: metrics with bootstrap "
-        "CIs, paired-bootstrap tests of QWK and referable-DR AUROC, overlaid ROC curves.",
-    )
-    parser.add_argument("reports", nargs="+", metavar="REPORT", help="Report folders (2 or more).")
-    parser.add_argument("--output", help="Folder to write (default: comparison/ beside the first).")
-    parser.add_argument("--bootstrap", type=int, default=2000, help="Bootstrap draws.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the bootstrap.")
-    parser.add_argument("--overwrite", action="store_true", help="Replace an earlier comparison.")
-    return parser
-
-
 __all__ = [
     "HEADLINE",
     "Report",
     "align",
-    "compare_parser",
     "compare_reports",
     "comparison_markdown",
     "paired_p_value",

@@ -16,13 +16,14 @@ command line's data flags override only what they name.
 """
 
 import logging
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
 
 from dr_hf.config.arguments import DataArguments
+from dr_hf.config.command_arguments import EvaluateArguments
 from dr_hf.data.loading import load_dr_dataset, load_dr_images
 from dr_hf.data.multisource import common_prepare_info, source_label
 from dr_hf.evaluation.ensemble import member_metrics
@@ -41,64 +42,6 @@ from dr_hf.predictions import PROB_COLUMNS, predictions_table, write_predictions
 from dr_hf.run_folder import RUN_CONFIG, read_run_config
 
 logger = logging.getLogger(__name__)
-
-SPLITS = ("all", "train", "validation")
-
-
-@dataclass
-class EvaluateArguments:
-    """How to evaluate and where the report goes; the models come from `--model` /
-    `--models-file` (`dr_hf.inference.add_model_flags`), the data from DataArguments' flags."""
-
-    output: str | None = field(
-        default=None,
-        metadata={
-            "help": "Report folder (default: eval_<model>_<data>[_<split>] beside the model)."
-        },
-    )
-    overwrite: bool = field(
-        default=False, metadata={"help": "Replace the report already in the output folder."}
-    )
-    tta: bool = field(default=False, metadata={"help": "Also report flip/rot90-averaged figures."})
-    bootstrap: int = field(
-        default=1000, metadata={"help": "Bootstrap resamples of the 95%% CIs (0: none)."}
-    )
-    split: str = field(
-        default="all",
-        metadata={"help": "all (a held-out set), or the validation / train split of a run's data."},
-    )
-    batch_size: int = field(default=32, metadata={"help": "Images per forward pass."})
-    num_workers: int | None = field(default=None, metadata={"help": "Decoding workers."})
-    device: str | None = field(default=None, metadata={"help": "Default: CUDA when available."})
-    retfound_weights: str | None = field(
-        default=None, metadata={"help": "Base weights of a RETFound adapter, if not found."}
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
-    heatmaps: int = field(
-        default=0,
-        metadata={
-            "help": "Write Grad-CAM figures of the N most confident errors and the N most "
-            "confident correct referrals into <output>/heatmaps/."
-        },
-    )
-    grade_rule: str | None = field(
-        default=None,
-        metadata={
-            "help": "argmax or thresholds (default: the rule saved with the model; an "
-            "ensemble: argmax, or the cut points of the dr-hf cv folder it comes from).",
-            "choices": ["argmax", "thresholds"],
-        },
-    )
-    cut_points: str | None = field(
-        default=None,
-        metadata={"help": "Grade by these four cut points A,B,C,D on the expected grade/score."},
-    )
-
-    def __post_init__(self):
-        if self.split not in SPLITS:
-            raise ValueError(f"split={self.split!r} is not known: choose one of {SPLITS}.")
-        if self.bootstrap < 0 or self.batch_size < 1:
-            raise ValueError("bootstrap must be >= 0 and batch_size >= 1.")
 
 
 def load_eval_split(data_args: DataArguments, split: str = "all") -> Dataset:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dr_hf.config.command_arguments import OPSET, PARITY_TOLERANCE
 from dr_hf.data.fundus_render import render_fundus
 from dr_hf.export.quantize import (
     QUANTIZATIONS,
@@ -38,8 +39,6 @@ from dr_hf.run_folder import partial_folder, replace_with_partial
 
 logger = logging.getLogger(__name__)
 
-OPSET = 18
-PARITY_TOLERANCE = 1e-4
 PARITY_IMAGES = 6
 GRADING_SCRIPT = "dr_hf_onnx_grade.py"
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dr_hf.config.arguments import DataArguments
+from dr_hf.config.command_arguments import QUANTIZATIONS, QWK_TOLERANCE
 from dr_hf.data.fundus_render import render_fundus
 from dr_hf.data.multisource import common_prepare_info
 from dr_hf.evaluation.evaluate import check_graded, load_eval_split
@@ -29,8 +30,6 @@ from dr_hf.inference import grade
 from dr_hf.inference.grader import Grader, grade_rule_for
 from dr_hf.metrics.functional import quadratic_weighted_kappa, referable_auroc
 
-QWK_TOLERANCE = 0.005
-QUANTIZATIONS = ("int8",)
 # onnxruntime's calibrator holds every activation of every calibration photograph at once (its
 # CalibMaxIntermediateOutputs option discards data in 1.32): 32 keeps resnet50 at 224 px within a
 # few GB; 128 halved the probability change on the quick start's model.

@@ -25,12 +25,7 @@ from dr_hf.inference.grader import (
     load_graders,
     load_processor,
 )
-from dr_hf.inference.models import (
-    add_grade_rule_flags,
-    add_model_flags,
-    is_model_folder,
-    named_models,
-)
+from dr_hf.inference.models import is_model_folder, named_models
 from dr_hf.inference.predict import as_graders, predict, predict_stream
 from dr_hf.inference.results import PROB_COLUMNS, Missing, PredictionResult, collect_inputs
 
@@ -42,8 +37,6 @@ __all__ = [
     "Grading",
     "Missing",
     "PredictionResult",
-    "add_grade_rule_flags",
-    "add_model_flags",
     "as_graders",
     "collect_inputs",
     "decision_rule",

@@ -9,6 +9,7 @@ preprocessed becomes a named failure, never a silent drop. `grade_stream` yields
 `Grading` as it is done (an archive is never held in memory); `grade` joins them.
 """
 
+import inspect
 import logging
 import os
 import sys
@@ -252,20 +253,34 @@ def grade_stream(
         )
 
 
-def grade(
-    graders: Grader | list[Grader],
-    images,
-    tta: bool = False,
-    batch_size: int = 32,
-    num_workers: int | None = None,
-    progress: bool | None = None,
-    quality: bool = True,
-) -> Grading:
-    """`grade_stream`'s batches as one `Grading`: every image in memory, for a list or a data
-    set that fits there (an archive goes through `grade_stream`)."""
+def grade(graders: Grader | list[Grader], images, *args, **options) -> Grading:
+    """`grade_stream`'s batches as one `Grading` (its parameters, `grade_stream(graders, images,
+    tta, batch_size, num_workers, progress, quality, skip)`): every image in memory, for a list
+    or a data set that fits there (an archive goes through `grade_stream`)."""
+    call = bind_arguments(grade_stream, graders, images, *args, **options)
     graders = [graders] if isinstance(graders, Grader) else list(graders)
-    parts = list(grade_stream(graders, images, tta, batch_size, num_workers, progress, quality))
-    return Grading.join(parts, graders, tta, quality)
+    parts = list(grade_stream(**{**call, "graders": graders}))
+    return Grading.join(parts, graders, call["tta"], call["quality"])
 
 
-__all__ = ["TTA_VIEWS", "Grading", "grade", "grade_batch", "grade_stream", "open_image"]
+def bind_arguments(function, *args, **kwargs) -> dict:
+    """Every parameter of `function` as this call gives it or by its default: how a function
+    that takes another's parameters (`grade` those of `grade_stream`) reads them; a wrong
+    argument is the TypeError `function` would raise."""
+    call = inspect.signature(function).bind(*args, **kwargs)
+    call.apply_defaults()
+    return dict(call.arguments)
+
+
+grade.__signature__ = inspect.signature(grade_stream).replace(return_annotation=Grading)
+
+
+__all__ = [
+    "TTA_VIEWS",
+    "Grading",
+    "bind_arguments",
+    "grade",
+    "grade_batch",
+    "grade_stream",
+    "open_image",
+]

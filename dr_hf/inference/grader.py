@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from transformers.utils import IMAGE_PROCESSOR_NAME
 
+from dr_hf.config.command_arguments import OPERATING_POINTS
 from dr_hf.data.fundus_processor import FundusImageProcessor, normalize
 from dr_hf.data.prepare import steps_to_apply
 from dr_hf.grades import NUM_GRADES
@@ -28,8 +29,6 @@ from dr_hf.models.parts import base_model, operating_points
 from dr_hf.run_folder import cv_grade_rule, read_preprocessing
 
 logger = logging.getLogger(__name__)
-
-OPERATING_POINTS = ("spec90", "spec95", "argmax")
 
 
 def model_view(processor: FundusImageProcessor, image) -> tuple[np.ndarray, torch.Tensor]:

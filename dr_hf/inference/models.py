@@ -1,15 +1,14 @@
 """Which models to grade with, named on the command line without guessing.
 
-`--model DIR` may be repeated, `--models-file FILE` lists more (one per line), and a `dr-hf cv`
-output folder stands for its folds' `best/` models. Every name must be a saved model or adapter
-folder (`MODEL_FILES`) or a cv output folder: anything else is an error that names it. Images are
-never taken for models, nor models for images.
+`--model DIR` may be repeated, `--models-file FILE` lists more (one per line; the flags are
+`dr_hf.config.command_arguments.ModelsArguments`), and a `dr-hf cv` output folder stands for its
+folds' `best/` models. Every name must be a saved model or adapter folder (`MODEL_FILES`) or a
+cv output folder: anything else is an error that names it. Images are never taken for models,
+nor models for images.
 """
 
-import argparse
 from pathlib import Path
 
-from dr_hf.grading_rule import GRADE_RULES
 from dr_hf.run_folder import CV_SUMMARY, cv_fold_models
 
 MODEL_FILES = ("config.json", "adapter_config.json")
@@ -18,49 +17,6 @@ MODEL_FILES = ("config.json", "adapter_config.json")
 def is_model_folder(path: str | Path) -> bool:
     """A folder that holds a saved model or adapter (`MODEL_FILES`), or a `dr-hf cv` output."""
     return any((Path(path) / name).is_file() for name in (*MODEL_FILES, CV_SUMMARY))
-
-
-def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    """`--model` (repeatable) and `--models-file`, as `dr-hf predict` and `dr-hf evaluate` take
-    them; `named_models(args.model, args.models_file)` turns them into model folders."""
-    parser.add_argument(
-        "--model",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="best/, a checkpoint-N or a LoRA adapter folder, or a dr-hf cv output folder (its "
-        "folds' best/ models). Repeat it for an ensemble (probabilities averaged): "
-        "--model A --model B.",
-    )
-    parser.add_argument(
-        "--models-file",
-        "--models_file",
-        metavar="FILE",
-        help="A text file naming one model folder per line (blank lines and # comments skipped; "
-        "relative paths start from the file's folder), graded after the --model ones.",
-    )
-
-
-def add_grade_rule_flags(parser: argparse.ArgumentParser) -> None:
-    """`--grade-rule` and `--cut-points`, as `dr-hf predict`, `evaluate` and `demo` take them
-    (see `dr_hf.inference.grade_rule_for`)."""
-    parser.add_argument(
-        "--grade-rule",
-        "--grade_rule",
-        choices=GRADE_RULES,
-        help="How outputs become grades: argmax (the most probable grade) or thresholds (the "
-        "model's QWK-fitted cut points on the expected grade, or on a regression score). "
-        "Default: the rule saved with the model; an ensemble: argmax, or the cut points its "
-        "dr-hf cv folder fitted on out-of-fold predictions (members' own cut points do not "
-        "apply to the average).",
-    )
-    parser.add_argument(
-        "--cut-points",
-        "--cut_points",
-        metavar="A,B,C,D",
-        help="Grade by these four increasing cut points on the expected grade (or the "
-        "regression score) instead of the saved ones.",
-    )
 
 
 def read_models_file(path: str | Path) -> list[Path]:
@@ -97,8 +53,6 @@ def named_models(models, models_file: str | Path | None = None) -> list[Path]:
 
 __all__ = [
     "MODEL_FILES",
-    "add_grade_rule_flags",
-    "add_model_flags",
     "is_model_folder",
     "named_models",
     "read_models_file",

@@ -3,14 +3,15 @@
 grades by the grading rule), through the one loop `grade_stream`; `predict_stream` yields each
 batch's result as it is done, for an archive, and `predict` returns them all as one."""
 
+import inspect
 import logging
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
 import torch
 
 from dr_hf.grading_rule import GradeRule
-from dr_hf.inference.grade import Grading, grade_stream
+from dr_hf.inference.grade import Grading, bind_arguments, grade_stream
 from dr_hf.inference.grader import Grader, decision_rule, grade_rule_for, load_grader
 from dr_hf.inference.results import PredictionResult
 
@@ -27,43 +28,6 @@ def as_graders(
         model if isinstance(model, Grader) else load_grader(model, retfound_weights, device)
         for model in models
     ]
-
-
-def predict(
-    model,
-    inputs,
-    tta: bool = False,
-    batch_size: int = 32,
-    device: str | None = None,
-    retfound_weights: str | None = None,
-    num_workers: int | None = None,
-    progress: bool | None = None,
-    referable_threshold: float | None = None,
-    operating_point: str | None = None,
-    quality: bool = True,
-    grade_ungradable: bool = False,
-    grade_rule: str | GradeRule | None = None,
-    cut_points: Sequence[float] | str | None = None,
-) -> PredictionResult:
-    """Grade image files, folders of images, PIL images or RGB arrays in batches.
-
-    `model` is a `Grader`, a model folder or a loaded model, or a list of them: several are an
-    ensemble whose outputs are averaged, each member with its own preprocessing. The grades
-    follow `grade_rule_for(graders, grade_rule, cut_points)`: by default the rule the model
-    saved (an ensemble: argmax, or the cut points of the dr-hf cv folder it comes from).
-    Unreadable files are collected in `failures` (logged one by one); every other image is
-    graded, and with `quality` (the default) gets its gradeability verdict (the first model's):
-    a photograph judged ungradable keeps its probabilities but gets no grade and no referable
-    decision ("retake or refer"), unless `grade_ungradable` (research runs). The referable
-    decision follows
-    `decision_rule(graders, operating_point, referable_threshold)`.
-    """
-    graders = as_graders(model, retfound_weights, device)
-    rule, threshold = decision_rule(graders, operating_point, referable_threshold)
-    grading = grade_rule_for(graders, grade_rule, cut_points)
-    batches = grade_stream(graders, inputs, tta, batch_size, num_workers, progress, quality)
-    graded = Grading.join(list(_logged(batches)), graders, tta, quality)
-    return _result(graded, tta, rule, threshold, grade_ungradable, grading)
 
 
 def predict_stream(
@@ -84,14 +48,58 @@ def predict_stream(
     cut_points: Sequence[float] | str | None = None,
 ) -> Iterator[PredictionResult]:
     """`predict`, one `PredictionResult` per batch as it is graded, its rows in input order
-    (failures in their place); images named in `skip` are left out. Memory stays that of a
-    batch however many images there are."""
-    graders = as_graders(model, retfound_weights, device)
-    rule, threshold = decision_rule(graders, operating_point, referable_threshold)
-    grading = grade_rule_for(graders, grade_rule, cut_points)
-    batches = grade_stream(graders, inputs, tta, batch_size, num_workers, progress, quality, skip)
-    for graded in _logged(batches):
-        yield _result(graded, tta, rule, threshold, grade_ungradable, grading)
+    (failures in their place). Memory stays that of a batch however many images there are. The
+    models load and the rules are checked when it is called, before the first batch."""
+    _, batches, decide = _plan(locals())
+    return (decide(graded) for graded in batches)
+
+
+def predict(model, inputs, *args, **options) -> PredictionResult:
+    """Grade image files, folders of images, PIL images or RGB arrays in batches; the
+    parameters are `predict_stream`'s.
+
+    `model` is a `Grader`, a model folder or a loaded model, or a list of them: several are an
+    ensemble whose outputs are averaged, each member with its own preprocessing. The grades
+    follow `grade_rule_for(graders, grade_rule, cut_points)`: by default the rule the model
+    saved (an ensemble: argmax, or the cut points of the dr-hf cv folder it comes from).
+    Unreadable files are collected in `failures` (logged one by one); every other image is
+    graded, and with `quality` (the default) gets its gradeability verdict (the first model's):
+    a photograph judged ungradable keeps its probabilities but gets no grade and no referable
+    decision ("retake or refer"), unless `grade_ungradable` (research runs). The referable
+    decision follows `decision_rule(graders, operating_point, referable_threshold)`. Images
+    named in `skip` are left out.
+    """
+    call = bind_arguments(predict_stream, model, inputs, *args, **options)
+    graders, batches, decide = _plan(call)
+    return decide(Grading.join(list(batches), graders, call["tta"], call["quality"]))
+
+
+predict.__signature__ = inspect.signature(predict_stream).replace(
+    return_annotation=PredictionResult
+)
+
+
+def _plan(call: dict) -> tuple[list[Grader], Iterator[Grading], Callable]:
+    """From `predict_stream`'s arguments: the graders, their batches (failures logged), and
+    what turns a `Grading` into a `PredictionResult` by the grading and referable rules."""
+    graders = as_graders(call["model"], call["retfound_weights"], call["device"])
+    rule, threshold = decision_rule(graders, call["operating_point"], call["referable_threshold"])
+    grading = grade_rule_for(graders, call["grade_rule"], call["cut_points"])
+    batches = grade_stream(
+        graders,
+        call["inputs"],
+        call["tta"],
+        call["batch_size"],
+        call["num_workers"],
+        call["progress"],
+        call["quality"],
+        call["skip"],
+    )
+
+    def decide(graded: Grading) -> PredictionResult:
+        return _result(graded, call["tta"], rule, threshold, call["grade_ungradable"], grading)
+
+    return graders, _logged(batches), decide
 
 
 def _logged(batches: Iterator[Grading]) -> Iterator[Grading]:

@@ -48,7 +48,9 @@ def _softmax_log_probs(logits: np.ndarray) -> np.ndarray:
     return log_softmax(logits, axis=1)
 
 
-def _corn_log_probs(z: np.ndarray) -> np.ndarray:
+def corn_array_log_probs(z: np.ndarray) -> np.ndarray:
+    """A CORN head's grade log-probabilities from its K-1 logits as a NumPy array: the
+    `log_probs` that `fit_temperature` takes for such a head."""
     return corn_log_probs(torch.from_numpy(z)).numpy()
 
 
@@ -120,8 +122,8 @@ def calibrate(
         return logits, {"temperature": None, "reason": NO_TEMPERATURE}
     if head == "ordinal":
         z = corn_logits(torch.from_numpy(logits)).numpy()
-        temperature = fit_temperature(z, labels, log_probs=_corn_log_probs)
-        calibrated = _corn_log_probs(z / temperature)
+        temperature = fit_temperature(z, labels, log_probs=corn_array_log_probs)
+        calibrated = corn_array_log_probs(z / temperature)
     else:
         temperature = fit_temperature(logits, labels)
         calibrated = logits / temperature

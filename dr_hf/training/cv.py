@@ -1,14 +1,15 @@
 """k-fold cross-validation: one model per fold, each a complete run in `output_dir/fold-K/`, and
 the summary of all folds.
 
-Folds are stratified by grade, and by source when several are joined (scikit-learn's `StratifiedKFold`, shuffled with `fold_seed` over
-the images sorted by id, so a seed always gives the same folds): their validation sets are
-disjoint and cover every image once. Each fold is `run_training` on its split, so it leaves what
-a normal run leaves (checkpoints, `best/`, `eval_results.json`, `validation_predictions.csv`)
-and works under `accelerate launch`. A fold whose `best/` and results exist is done and skipped;
-a fold with checkpoints but no results resumes from its newest complete checkpoint, so a killed
-run continues at the fold and step it reached. `fold` runs one fold alone (a SLURM array task,
-one GPU each); `summarize_cv` then collects the folds from shared storage.
+Folds are folds of patients (`dr_hf.data.splits.cv_folds`: a patient's photographs share one fold),
+stratified by the worse eye's grade, and by source when several are joined; a seed always gives the
+same folds. Their validation sets are disjoint and cover every image once. Each fold is
+`run_training` on its split, so it leaves what a normal run leaves (checkpoints, `best/`,
+`eval_results.json`, `validation_predictions.csv`) and works under `accelerate launch`. A fold whose
+`best/` and results exist is done and skipped; a fold with checkpoints but no results resumes from
+its newest complete checkpoint, so a killed run continues at the fold and step it reached. `fold`
+runs one fold alone (a SLURM array task, one GPU each); `summarize_cv` then collects the folds from
+shared storage.
 
 `cv_summary.json` and `cv_summary.md` hold each metric's per-fold value, mean and standard
 deviation, and the out-of-fold metrics: every image graded once, by the model that did not
@@ -28,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 from datasets import DatasetDict
-from sklearn.model_selection import StratifiedKFold
 
 from dr_hf.config.arguments import DataArguments, DRTrainingArguments, ModelArguments
 from dr_hf.data.loading import load_dr_images
+from dr_hf.data.splits import cv_folds, patient_count
 from dr_hf.grading_rule import GradeRule, continuous_scores, fit_cut_points
 from dr_hf.metrics import HEADLINE, compute_dr_metrics
 from dr_hf.run_folder import BEST, EVAL_RESULTS, fold_folder, read_validation_predictions
@@ -58,17 +59,6 @@ class CVArguments:
             raise ValueError(f"fold={self.fold} must lie in 0..{self.folds - 1}.")
 
 
-def fold_indices(labels, ids, folds: int, seed: int) -> list[np.ndarray]:
-    """Validation row indices of each fold: stratified by grade, disjoint, covering every row."""
-    order = np.argsort(np.asarray(ids), kind="stable")
-    labels = np.asarray(labels)[order]
-    counts = np.bincount(labels)
-    if counts[counts > 0].min() < folds:
-        logger.warning("A grade has fewer images (%s) than folds: some folds lack it.", counts)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return [np.sort(order[val]) for _, val in splitter.split(np.zeros(len(labels)), labels)]
-
-
 def run_cv(
     data_args: DataArguments,
     model_args: ModelArguments,
@@ -85,11 +75,7 @@ def run_cv(
             "validation_dir / validation_csv unset (add those images to the training data)."
         )
     images = load_dr_images(data_args)
-    strata = np.asarray(images["label"])
-    if "source" in images.column_names:  # several sources: stratified by grade and source
-        _, source_index = np.unique(np.asarray(images["source"]), return_inverse=True)
-        strata = strata + 10 * source_index
-    folds = fold_indices(strata, images["image_id"], cv_args.folds, cv_args.fold_seed)
+    folds = cv_folds(images, cv_args.folds, cv_args.fold_seed)
     output_dir = Path(training_args.output_dir)
     todo = range(cv_args.folds) if cv_args.fold is None else [cv_args.fold]
     for fold in todo:
@@ -104,11 +90,13 @@ def run_cv(
         args = copy.copy(training_args)  # the caller's arguments stay as they are
         args.output_dir, args.resume_from_checkpoint = str(folder), resume
         logger.info(
-            "Fold %d of %d: %d training, %d validation images.",
+            "Fold %d of %d: %d training images of %d patients, %d validation images of %d.",
             fold,
             cv_args.folds,
             len(train_rows),
+            patient_count(split["train"]),
             len(held_out),
+            patient_count(split["validation"]),
         )
         run_training(data_args, model_args, args, callbacks, dataset=split)
     if not training_args.should_save or not all(

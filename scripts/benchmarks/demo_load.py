@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dr_hf.benchmarks.archive import memory_kib, untrained_model
+from benchmarks.archive import memory_kib, untrained_model
 
 ANSWER_TIMEOUT = 120  # seconds a single request may take before it counts as a failure
 

@@ -18,7 +18,7 @@ import torch
 from datasets import DatasetDict, concatenate_datasets, load_from_disk
 from transformers import PrinterCallback, TrainerCallback
 
-from dr_hf.benchmarks.report import summarize
+from benchmarks.report import summarize
 from dr_hf.config.arguments import DataArguments, DRTrainingArguments, ModelArguments
 from dr_hf.data.loading import load_dr_dataset
 from dr_hf.data.prepare import PREPARE_INFO, prepare_dataset, read_prepare_info

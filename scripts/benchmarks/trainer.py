@@ -25,7 +25,7 @@ from datasets import DatasetDict
 from torch.utils.data import DataLoader, Dataset
 from transformers import PrinterCallback, TrainerCallback, default_data_collator
 
-from dr_hf.benchmarks.report import summarize
+from benchmarks.report import summarize
 from dr_hf.config.arguments import DataArguments, DRTrainingArguments, ModelArguments
 from dr_hf.data.sources import build_dataset
 from dr_hf.grades import NUM_GRADES

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from dr_hf.benchmarks.report import summarize
+from benchmarks.report import summarize
 from dr_hf.config.arguments import ModelArguments
 from dr_hf.grades import NUM_GRADES
 from dr_hf.models.graders import create_model, parameter_summary

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dr_hf.benchmarks.cv_ensemble import synthetic_sets
+from benchmarks.cv_ensemble import synthetic_sets
 from dr_hf.config.arguments import DataArguments
 from dr_hf.config.parsing import config_from_yaml
 from dr_hf.data.loading import load_dr_images

@@ -8,7 +8,7 @@ batch are written as it is graded, so a run over 5,000 photographs holds no more
 1,000. The model is an untrained `test_resnet` saved with its processor: memory depends on the
 pipeline, not on the weights.
 
-    python -m dr_hf.benchmarks.archive            # 1,000 and 5,000 photographs of 64 px
+    python scripts/benchmark.py archive     # 1,000 and 5,000 photographs of 64 px
 """
 
 import argparse

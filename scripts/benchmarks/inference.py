@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from dr_hf.benchmarks.report import summarize
+from benchmarks.report import summarize
 from dr_hf.config.arguments import ModelArguments
 from dr_hf.data.quality import assess_quality
 from dr_hf.evaluation.explain import file_heatmaps

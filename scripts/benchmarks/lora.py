@@ -1,6 +1,6 @@
 """LoRA against full fine-tuning of the same ViT: parameters, optimizer state, memory, time, disk.
 
-Each variant trains in a fresh Python process (`python -m dr_hf.benchmarks.lora SPEC`), so the
+Each variant trains in a fresh Python process (`python -m benchmarks.lora SPEC`), so the
 peak memory of one is not hidden under the other's, nor under the allocator's leftovers. Peak
 memory is the process's resident set (VmHWM), reset through /proc/self/clear_refs after the model
 and the batch are built, minus the resident set at that moment: it counts gradients, optimizer
@@ -21,7 +21,8 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
-from dr_hf.benchmarks.report import summarize
+from benchmarks import subprocess_env
+from benchmarks.report import summarize
 from dr_hf.config.arguments import ModelArguments
 from dr_hf.grades import NUM_GRADES
 from dr_hf.models.graders import create_model, parameter_summary
@@ -94,7 +95,8 @@ def measure_variant(spec: dict) -> dict:
 
 def _run_variant(spec: dict) -> dict:
     done = subprocess.run(
-        [sys.executable, "-m", "dr_hf.benchmarks.lora", json.dumps(spec)],
+        [sys.executable, "-m", "benchmarks.lora", json.dumps(spec)],
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         check=False,

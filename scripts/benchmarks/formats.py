@@ -17,8 +17,8 @@ from datasets import DatasetDict
 from torch.utils.data import DataLoader
 from transformers import default_data_collator
 
-from dr_hf.benchmarks.data import _all_rows, ensure_photos
-from dr_hf.benchmarks.report import summarize, timed_rate
+from benchmarks.data import all_rows, ensure_photos
+from benchmarks.report import summarize, timed_rate
 from dr_hf.data.prepare import PREPARE_INFO, prepare_dataset, read_prepare_info
 from dr_hf.data.transforms import with_transforms
 
@@ -62,13 +62,13 @@ def bench_cache_formats(
     """Images/s of one core per source and mode, `repeats` interleaved runs each."""
     cache_dir = Path(cache_dir)
     folders = ensure_photos(cache_dir, num_images, width, height)
-    photos = _all_rows(folders["jpeg"])
-    png_rows = _all_rows(folders["png"])
+    photos = all_rows(folders["jpeg"])
+    png_rows = all_rows(folders["png"])
     sources = {
         SOURCES[0]: (photos, True),
-        SOURCES[1]: (_all_rows(_cache(png_rows, cache_dir, "png", image_size)), False),
-        SOURCES[2]: (_all_rows(_cache(png_rows, cache_dir, "jpeg", image_size)), False),
-        SOURCES[3]: (_all_rows(_cache(png_rows, cache_dir, "raw", image_size)), False),
+        SOURCES[1]: (all_rows(_cache(png_rows, cache_dir, "png", image_size)), False),
+        SOURCES[2]: (all_rows(_cache(png_rows, cache_dir, "jpeg", image_size)), False),
+        SOURCES[3]: (all_rows(_cache(png_rows, cache_dir, "raw", image_size)), False),
     }
     loaders = {}
     for source, (rows, crop) in sources.items():

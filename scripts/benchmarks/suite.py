@@ -1,4 +1,5 @@
-"""The benchmark run: each section with its settings, full-size or tiny, into JSON and Markdown."""
+"""The benchmark run: each section with its settings (full-size, or its smallest real case for
+`--smoke`), into JSON and Markdown."""
 
 import json
 import logging
@@ -6,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from dr_hf.benchmarks.report import machine_info, to_markdown
+from benchmarks.report import machine_info, to_markdown
 
 SECTIONS = (
     "data",
@@ -22,8 +23,8 @@ SECTIONS = (
 logger = logging.getLogger(__name__)
 
 
-def _tiny_settings(repeats: int, device: str) -> dict[str, dict]:
-    """Seconds-long settings of every section, for the tests."""
+def _smoke_settings(repeats: int, device: str) -> dict[str, dict]:
+    """Each section's smallest real case, seconds long (`--smoke`, and the tests)."""
     return {
         "demo_load": {"model": None, "users": 2, "seconds": 3.0, "num_photos": 2, "image_size": 64},
         "data": {
@@ -87,15 +88,15 @@ def _tiny_settings(repeats: int, device: str) -> dict[str, dict]:
 
 
 def section_settings(
-    tiny: bool,
+    smoke: bool,
     repeats: int,
     num_images: int,
     device: str = "cpu",
     pointing_model: str = "outputs/quickstart/best",
 ) -> dict[str, dict]:
-    """Keyword arguments of each section: the real settings, or seconds-long ones for tests."""
-    if tiny:
-        return _tiny_settings(repeats, device)
+    """Keyword arguments of each section: the real settings, or the seconds-long smoke ones."""
+    if smoke:
+        return _smoke_settings(repeats, device)
     return {
         "data": {"num_images": num_images, "repeats": repeats},
         "cache_formats": {"num_images": num_images, "repeats": repeats},
@@ -115,7 +116,7 @@ def run_benchmarks(
     sections: tuple[str, ...] = SECTIONS,
     repeats: int = 3,
     num_images: int = 24,
-    tiny: bool = False,
+    smoke: bool = False,
     device: str = "cpu",
     pointing_model: str = "outputs/quickstart/best",
 ) -> dict:
@@ -128,14 +129,14 @@ def run_benchmarks(
     if repeats < 1:
         raise ValueError(f"repeats={repeats}: run each measurement at least once.")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    settings = section_settings(tiny, repeats, num_images, device, pointing_model)
+    settings = section_settings(smoke, repeats, num_images, device, pointing_model)
     photo_spec = {
         k: v for k, v in settings["data"].items() if k in ("num_images", "width", "height")
     }
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     settings["heads"]["progress"] = str(output_dir / "heads_progress.json")  # written as it goes
-    results: dict = {"machine": machine_info(), "tiny": tiny, "seconds": {}}
+    results: dict = {"machine": machine_info(), "smoke": smoke, "seconds": {}}
     for name in sections:
         start = time.perf_counter()
         logger.info("Benchmark section %s ...", name)
@@ -149,39 +150,39 @@ def run_benchmarks(
 
 def _run_section(name: str, kwargs: dict, cache_dir: Path, photo_spec: dict) -> dict:
     if name == "data":
-        from dr_hf.benchmarks.data import bench_data
+        from benchmarks.data import bench_data
 
         return bench_data(cache_dir, **kwargs)
     if name == "cache_formats":
-        from dr_hf.benchmarks.formats import bench_cache_formats
+        from benchmarks.formats import bench_cache_formats
 
         return bench_cache_formats(cache_dir, **photo_spec, **kwargs)
     if name == "trainer":
-        from dr_hf.benchmarks.trainer import bench_trainer
+        from benchmarks.trainer import bench_trainer
 
         return bench_trainer(**kwargs)
     if name == "lora":
-        from dr_hf.benchmarks.lora import bench_lora
+        from benchmarks.lora import bench_lora
 
         return bench_lora(**kwargs)
     if name == "cv_ensemble":
-        from dr_hf.benchmarks.cv_ensemble import bench_cv_ensemble
+        from benchmarks.cv_ensemble import bench_cv_ensemble
 
         return bench_cv_ensemble(cache_dir, **kwargs)
     if name == "heads":
-        from dr_hf.benchmarks.heads import bench_heads
+        from benchmarks.heads import bench_heads
 
         return bench_heads(cache_dir, **kwargs)
     if name == "demo_load":
-        from dr_hf.benchmarks.demo_load import bench_demo_load
+        from benchmarks.demo_load import bench_demo_load
 
         return bench_demo_load(cache_dir, **kwargs)
     if name == "pointing":
-        from dr_hf.benchmarks.pointing import bench_pointing
+        from benchmarks.pointing import bench_pointing
 
         return bench_pointing(cache_dir, **kwargs)
-    from dr_hf.benchmarks.data import ensure_photos
-    from dr_hf.benchmarks.inference import bench_inference
+    from benchmarks.data import ensure_photos
+    from benchmarks.inference import bench_inference
 
     kwargs = dict(kwargs)
     folder = ensure_photos(cache_dir, **photo_spec)["jpeg"] / "train_images"

@@ -17,7 +17,7 @@ from datasets import DatasetDict, concatenate_datasets
 from torch.utils.data import DataLoader, Dataset
 from transformers import default_data_collator
 
-from dr_hf.benchmarks.report import summarize, timed_rate
+from benchmarks.report import summarize, timed_rate
 from dr_hf.config.arguments import DataArguments
 from dr_hf.data.loading import load_dr_dataset
 from dr_hf.data.prepare import PREPARE_INFO, prepare_dataset, read_prepare_info
@@ -80,7 +80,7 @@ def ensure_photos(
     return folders
 
 
-def _all_rows(data_dir: Path):
+def all_rows(data_dir: Path):
     """Every image of a folder through `load_dr_dataset` (its split put back together)."""
     dataset = load_dr_dataset(DataArguments(data_dir=str(data_dir)))
     return concatenate_datasets([dataset["train"], dataset["validation"]])
@@ -138,14 +138,14 @@ def bench_data(
     folders = ensure_photos(cache_dir, num_images, width, height)
     rows = []
     for fmt in formats:
-        raw = _all_rows(folders[fmt])
+        raw = all_rows(folders[fmt])
         with open(folders[fmt] / "train.csv") as file:
             grades = {row["id_code"]: int(row["diagnosis"]) for row in csv.DictReader(file)}
         paths = sorted(str(p) for p in (folders[fmt] / "train_images").iterdir())
         labels = [grades[Path(p).stem] for p in paths]
         for size in sizes:
             train_compose = get_transforms(size)
-            prepared = _all_rows(_prepared(raw, cache_dir, fmt, size))
+            prepared = all_rows(_prepared(raw, cache_dir, fmt, size))
             datasets = {
                 "a": ReferenceDataset(paths, labels, train_compose),
                 "b": with_transforms(DatasetDict(train=raw), size)[0]["train"],

@@ -13,8 +13,8 @@ the share of step time spent waiting for data. The JSON and Markdown are rewritt
 case, so a run cut short keeps what it measured. `--smoke` runs every case on the CPU with tiny
 models, a few steps each (compilation with the aot_eager backend), to check the script.
 
-    python -m dr_hf.benchmarks.gpu --output outputs/benchmark_gpu
-    python -m dr_hf.benchmarks.gpu --smoke --output /tmp/bench_gpu
+    python scripts/benchmark.py gpu --output outputs/benchmark_gpu
+    python scripts/benchmark.py gpu --smoke --output /tmp/bench_gpu
 """
 
 import argparse
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from dr_hf.benchmarks.gpu_model import fresh, model_case, peak_mib, peak_tflops, sync
-from dr_hf.benchmarks.gpu_report import to_markdown
-from dr_hf.benchmarks.gpu_train import raw_cache, train_case
-from dr_hf.benchmarks.report import machine_info, summarize
+from benchmarks.gpu_model import fresh, model_case, peak_mib, peak_tflops, sync
+from benchmarks.gpu_report import to_markdown
+from benchmarks.gpu_train import raw_cache, train_case
+from benchmarks.report import machine_info, summarize
 from dr_hf.config.arguments import ModelArguments
 from dr_hf.inference import grade_batch, load_grader
 from dr_hf.models.graders import create_model

@@ -11,7 +11,7 @@ fresh process of its own that reports its high-water resident memory (VmHWM), so
 runtime's peak never mixes into another's. An exported folder is measured twice: through dr_hf
 (which imports torch) and through its own torch-free grading script, the minimal runtime.
 
-    python -m dr_hf.benchmarks.onnx --models resnet50 retfound_tiny --batch-sizes 1 16
+    python scripts/benchmark.py onnx --models resnet50 retfound_tiny --batch-sizes 1 16
 """
 
 import argparse
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from dr_hf.benchmarks.report import summarize
+from benchmarks.report import summarize
 from dr_hf.config.arguments import ModelArguments
 from dr_hf.export import export_onnx
 from dr_hf.inference import grade_batch, load_grader

@@ -1,4 +1,4 @@
-"""The Markdown tables of `dr_hf.benchmarks.gpu`'s results."""
+"""The Markdown tables of `benchmarks.gpu`'s results."""
 
 
 def _rate(stats: dict) -> str:
