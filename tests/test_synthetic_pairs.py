@@ -156,6 +156,7 @@ def test_fellow_eye_grades_agree_as_targeted_without_rendering():
     apart = np.bincount(np.abs(grades[:, 0] - grades[:, 1]), minlength=5)
     assert apart[3:].sum() == 0
     np.testing.assert_allclose(apart[:3] / 4000, FELLOW_EYE_DIFFERENCE, atol=0.02)
+    assert 0.8 <= apart[0] / 4000 <= 0.9 and apart[1] > apart[2]  # as EyePACS, roughly
     left_worse, right_worse = (
         (grades[:, 0] > grades[:, 1]).sum(),
         (grades[:, 1] > grades[:, 0]).sum(),
