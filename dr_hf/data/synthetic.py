@@ -110,7 +110,7 @@ def make_synthetic(
     `1_right`, ...), graded by `pair_grades`. Each patient draws one `FundusLook` that both its
     eyes share (fundus colour, vessels, the optic disc mirrored, camera) and each eye its own
     lesions for its grade, so the fellow eye carries evidence of the patient's grade, not the
-    same lesions. Patient p is drawn from (seed, p), so a larger set starts with the same faces.
+    same lesions.
 
     `image_size` is the width, `height` defaults to it (APTOS frames are about 3:2). A seed
     always gives the same files. `lesion_masks` also writes `lesion_masks/<name>.png` (uint8,
