@@ -498,6 +498,11 @@ COMMANDS = {
 }
 
 
+CACHED_HELP = ("train", "cv")
+"""Commands whose flags import torch: their `--help` page is kept on disk after it is first built
+(`dr_hf.config.help_cache`), so it answers at once from the second time on."""
+
+
 class _Deferred(argparse.ArgumentParser):
     """A command's place among `build_parser()`'s subparsers: its real parser (`make()`) is
     built when it first parses or prints help, so that listing the commands imports nothing."""
@@ -550,6 +555,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:  # exits: --help (0), or a usage error naming the commands (2)
         parser.parse_args(argv)
         parser.error("the command comes first: dr-hf COMMAND [flags]")
+    if argv[0] in CACHED_HELP and argv[1:] in (["-h"], ["--help"]):
+        from dr_hf.config.help_cache import cached_help
+
+        print(cached_help(argv[0], lambda: COMMANDS[argv[0]].parser().format_help()), end="")
+        return 0
     _setup_logging()
     return COMMANDS[argv[0]].main(argv[1:])
 
