@@ -211,6 +211,25 @@ def test_an_earlier_set_is_refused_then_replaced_without_stale_files(tmp_path):
     assert len(list((folder / "train").iterdir())) == 4
 
 
+def test_overwrite_never_removes_a_real_eyepacs_folders_photographs(tmp_path):
+    """A real EyePACS folder has the synthetic set's names (`10_left.jpeg`, trainLabels.csv):
+    without the marker make-synthetic leaves beside its sets, overwrite refuses it whole."""
+    from dr_hf.data.synthetic import MARKER
+
+    folder = tmp_path / "eyepacs"
+    pair_folder(folder, patients=2, image_size=32)
+    (folder / MARKER).unlink()  # now indistinguishable from a real EyePACS folder
+    before = sorted(p.name for p in (folder / "train").iterdir())
+    for write in (
+        lambda: pair_folder(folder, patients=1, image_size=32, overwrite=True),
+        lambda: make_synthetic(folder, num_images=10, image_size=32, overwrite=True),
+    ):
+        with pytest.raises(FileExistsError, match=f"no {MARKER}"):
+            write()
+        assert sorted(p.name for p in (folder / "train").iterdir()) == before
+        assert (folder / "trainLabels.csv").is_file()
+
+
 def test_cli_writes_pairs_and_refuses_num_images_with_patients(tmp_path, capsys):
     from dr_hf.cli import main
 

@@ -9,6 +9,7 @@ names and seeds, and the label CSV. Each photograph is drawn by `dr_hf.data.fund
 """
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -43,6 +44,8 @@ FELLOW_EYE_DIFFERENCE = (0.85, 0.12, 0.03)
 DEFAULT_IMAGES = 200
 JPEG_QUALITY = 95  # as EyePACS's photographs
 MASK_DIR = "lesion_masks"
+MARKER = "dr_hf_synthetic.json"
+"""Written beside every synthetic set (its layout, size and seed): what `overwrite` may remove."""
 # What each layout writes: the label CSV, its header, the image folder, the photographs' suffix,
 # and the names (stems) of its photographs and their masks.
 _APTOS = ("train.csv", ("id_code", "diagnosis"), "train_images", ".png", r"synth_.*")
@@ -158,6 +161,8 @@ def make_synthetic(
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
+    record = {"layout": csv_name, name: count, "image_size": image_size, "seed": seed}
+    (output_dir / MARKER).write_text(json.dumps(record) + "\n")
     return output_dir
 
 
@@ -186,7 +191,11 @@ def _patient_photographs(num_patients: int, seed: int):
 def _clear_earlier_sets(output_dir: Path, overwrite: bool) -> None:
     """Remove the files of earlier synthetic sets, of either layout, from `output_dir`; refuse,
     removing nothing, where a label CSV or photographs named like EyePACS's are there and not
-    `overwrite`."""
+    `overwrite`.
+
+    With `overwrite`, files named as EyePACS names its photographs (`10_left.jpeg`) and its
+    `trainLabels.csv` are removed only from a folder that `MARKER` says this function wrote: a
+    real EyePACS folder has the same names, and its photographs must never be deleted."""
     label_csvs = [output_dir / layout[0] for layout in (_APTOS, _EYEPACS)]
     label_csvs = [path for path in label_csvs if path.is_file()]
     aptos, eyepacs = (_synthetic_files(output_dir, layout) for layout in (_APTOS, _EYEPACS))
@@ -196,8 +205,17 @@ def _clear_earlier_sets(output_dir: Path, overwrite: bool) -> None:
             f"{found} already exists: choose an empty folder or pass overwrite=True "
             "(--overwrite) to replace it."
         )
+    eyepacs_csv = output_dir / _EYEPACS[0]
+    if (eyepacs or eyepacs_csv in label_csvs) and not (output_dir / MARKER).is_file():
+        found = eyepacs[0] if eyepacs else eyepacs_csv
+        raise FileExistsError(
+            f"{found} is named like an EyePACS photograph or label file, and {output_dir} has no "
+            f"{MARKER}, so it was not written by make-synthetic and is not removed: choose "
+            "another folder for the synthetic set."
+        )
     for path in [*label_csvs, *aptos, *eyepacs]:
         path.unlink()
+    (output_dir / MARKER).unlink(missing_ok=True)
 
 
 def _synthetic_files(output_dir: Path, layout) -> list[Path]:
