@@ -1,6 +1,6 @@
 """`dr-hf`: one console script, a subcommand per job.
 
-dr-hf make-synthetic --output data/synthetic --num-images 400
+dr-hf make-synthetic --output data/synthetic --num-images 400   (--patients 200: EyePACS pairs)
 dr-hf prepare --data_dir data/aptos --output data/aptos_prepared --size 280
 dr-hf train --config configs/quickstart.yaml [--flags that override it]
 dr-hf cv --config configs/quickstart.yaml --folds 5 [--fold K]   |   dr-hf cv --summarize DIR
@@ -68,18 +68,26 @@ def make_synthetic_parser() -> argparse.ArgumentParser:
     return CommandParser(
         MakeSyntheticArguments,
         prog="dr-hf make-synthetic",
-        description="Write a synthetic fundus data set in APTOS layout.",
+        description="Write a synthetic fundus data set: independent photographs in the APTOS "
+        "layout, or with --patients both eyes of each patient in the EyePACS layout.",
     )
 
 
 @_exit_code
 def make_synthetic_main(argv: list[str]) -> int:
-    (args,) = make_synthetic_parser().parse(argv)
-    from dr_hf.data.synthetic import make_synthetic
+    try:
+        (args,) = make_synthetic_parser().parse(argv)
+        from dr_hf.data.synthetic import DEFAULT_IMAGES, make_synthetic
 
-    options = asdict(args)
-    out = make_synthetic(options.pop("output"), **options)
-    print(f"Wrote {args.num_images} synthetic fundus photographs to {out}")
+        options = asdict(args)
+        out = make_synthetic(options.pop("output"), **options)
+    except ValueError as error:
+        print(f"dr-hf make-synthetic: {error}", file=sys.stderr)
+        return 2
+    if args.patients is None:
+        print(f"Wrote {args.num_images or DEFAULT_IMAGES} synthetic fundus photographs to {out}")
+    else:
+        print(f"Wrote both eyes of {args.patients} synthetic patients to {out}")
     return 0
 
 
@@ -467,7 +475,9 @@ class Command(NamedTuple):
 
 COMMANDS = {
     "make-synthetic": Command(
-        "Write a synthetic data set in APTOS layout.", make_synthetic_parser, make_synthetic_main
+        "Write a synthetic data set (APTOS layout, or EyePACS pairs with --patients).",
+        make_synthetic_parser,
+        make_synthetic_main,
     ),
     "prepare": Command(
         "Decode, crop and resize a data set once into a cache.", prepare_parser, prepare_main
@@ -486,6 +496,11 @@ COMMANDS = {
     "demo": Command("Serve a grading web page, or export it as a Space.", demo_parser, demo_main),
     "export": Command("Export a model to ONNX, optionally int8.", export_parser, export_main),
 }
+
+
+CACHED_HELP = ("train", "cv")
+"""Commands whose flags import torch: their `--help` page is kept on disk after it is first built
+(`dr_hf.config.help_cache`), so it answers at once from the second time on."""
 
 
 class _Deferred(argparse.ArgumentParser):
@@ -540,6 +555,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:  # exits: --help (0), or a usage error naming the commands (2)
         parser.parse_args(argv)
         parser.error("the command comes first: dr-hf COMMAND [flags]")
+    if argv[0] in CACHED_HELP and argv[1:] in (["-h"], ["--help"]):
+        from dr_hf.config.help_cache import cached_help
+
+        print(cached_help(argv[0], lambda: COMMANDS[argv[0]].parser().format_help()), end="")
+        return 0
     _setup_logging()
     return COMMANDS[argv[0]].main(argv[1:])
 

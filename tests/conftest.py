@@ -14,6 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 _scratch = tempfile.mkdtemp(prefix="dr_hf_tests_")
 atexit.register(shutil.rmtree, _scratch, ignore_errors=True)  # removed when the run ends
 os.environ["HF_HOME"] = os.path.join(_scratch, "hf")
+os.environ["XDG_CACHE_HOME"] = os.path.join(_scratch, "cache")  # dr-hf train --help's saved page
 for _name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
     os.environ[_name] = os.path.join(_scratch, "wandb")
 

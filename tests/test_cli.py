@@ -20,6 +20,22 @@ def test_help_and_unknown_command(capsys):
     assert main(["no-such-command"]) == 2
 
 
+@pytest.mark.parametrize("command", ["train", "cv"])
+def test_a_torch_commands_help_is_saved_once_and_matches_its_parser(command, capsys, monkeypatch):
+    from dr_hf.cli import COMMANDS
+    from dr_hf.config.help_cache import cache_folder, cached_help
+
+    live = COMMANDS[command].parser().format_help()
+    assert main([command, "--help"]) == 0
+    assert capsys.readouterr().out == live
+    saved = list(cache_folder().glob(f"{command}-*.txt"))
+    assert len(saved) == 1 and saved[0].read_text() == live
+    built = []
+    assert cached_help(command, lambda: built.append(1) or "rebuilt") == live and not built
+    monkeypatch.setenv("COLUMNS", "61")  # another width wraps the text otherwise: a new key
+    assert cached_help(command, lambda: "rebuilt") == "rebuilt"
+
+
 def test_make_synthetic_writes_the_aptos_layout_and_refuses_to_overwrite(tmp_path, capsys):
     out = tmp_path / "syn"
     assert (

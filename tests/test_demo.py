@@ -172,6 +172,28 @@ def test_two_users_at_once(server, photos):
     assert shown == sorted(photo.name for photo in photos)
 
 
+def test_an_answer_is_never_rewritten_under_a_download(server, photos):
+    """A second answer for the same photograph hands out the first answer's image files as they
+    are (same file, same modification time) with a fresh ctime for the hourly sweep: a file
+    rewritten in place while another user downloads it ends short of its Content-Length."""
+    client = Client(server.url, verbose=False)
+    _, _, view, heatmap = client.predict(handle_file(str(photos[0])), api_name="/grade_photo")
+    shown = {Path(view).read_bytes(), Path(heatmap).read_bytes()}
+    served = [p for p in (server.workdir / "uploads").rglob("*.png") if p.read_bytes() in shown]
+    assert len(served) == 2  # the model's view and the Grad-CAM overlay, once each
+    before = {path: path.stat() for path in served}
+    _, _, view, heatmap = client.predict(handle_file(str(photos[0])), api_name="/grade_photo")
+    assert {Path(view).read_bytes(), Path(heatmap).read_bytes()} == shown
+    for path, old in before.items():
+        new = path.stat()
+        assert (new.st_ino, new.st_size, new.st_mtime_ns) == (
+            old.st_ino,
+            old.st_size,
+            old.st_mtime_ns,
+        ), f"{path} was rewritten"
+        assert new.st_ctime_ns > old.st_ctime_ns, f"{path} would be swept as unused"
+
+
 def test_uploads_are_limited_and_kept_in_the_demo_folder(server):
     upload = server.url.rstrip("/") + "/gradio_api/upload"
     big = {"files": ("big.png", b"\0" * (21 * 1024 * 1024), "image/png")}

@@ -28,12 +28,42 @@ QUANTIZATIONS = ("int8",)
 class MakeSyntheticArguments:
     """The synthetic set `dr-hf make-synthetic` writes (`dr_hf.data.synthetic.make_synthetic`)."""
 
-    output: str = field(metadata={"help": "Folder to create (train.csv + train_images/)."})
-    num_images: int = field(default=200, metadata={"help": "Photographs to draw."})
+    output: str = field(
+        metadata={
+            "help": "Folder to create: train.csv + train_images/ (APTOS layout), or with "
+            "--patients trainLabels.csv + train/ (EyePACS layout)."
+        }
+    )
+    num_images: int | None = field(
+        default=None,
+        metadata={
+            "help": "Independent photographs to draw (APTOS layout); 200 when neither this "
+            "nor --patients is given."
+        },
+    )
+    patients: int | None = field(
+        default=None,
+        metadata={
+            "help": "Patients to draw instead, both eyes each (N_left.jpeg, N_right.jpeg; "
+            "EyePACS layout): the two eyes share the patient's look and mostly the grade."
+        },
+    )
     image_size: int = field(default=256, metadata={"help": "Width in pixels."})
     height: int | None = field(default=None, metadata={"help": "Height (default: square)."})
     seed: int = field(default=0, metadata={"help": "Seed of the drawing."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing synthetic set."})
+    lesion_masks: bool = field(
+        default=False,
+        metadata={"help": "Also write lesion_masks/<image>.png: 255 where a lesion was drawn."},
+    )
+
+    def __post_init__(self):
+        if self.num_images is not None and self.patients is not None:
+            raise ValueError(
+                f"--num-images {self.num_images} and --patients {self.patients} were both "
+                "given: --num-images draws independent photographs (APTOS layout), --patients "
+                "both eyes of each patient (EyePACS layout); pass one of them."
+            )
 
 
 @dataclass

@@ -7,8 +7,9 @@ every split by patient (`splits`: the train/validation split and the cv folds), 
 field-of-view crop and Ben Graham normalisation (`preprocessing`) and the image processor that
 saves them with a model (`fundus_processor`), Albumentations augmentation applied on the fly
 (`transforms`), the `dr-hf prepare` cache (`prepare`) and what a run still does to data prepared
-there (`prepared`), the gradeability verdict (`quality`) and the synthetic fundus set (`synthetic`,
-drawn by `fundus_render`). Nothing here knows about models.
+there (`prepared`), the gradeability verdict (`quality`) and the synthetic sets (`synthetic`: APTOS-layout
+photographs, or EyePACS-layout patients whose eyes share a look; drawn by `fundus_render`).
+Nothing here knows about models.
 """
 
 import importlib

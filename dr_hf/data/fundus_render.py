@@ -1,4 +1,5 @@
-"""Drawing of one synthetic fundus photograph: `render_fundus` and the `FundusGeometry` it returns.
+"""Drawing of one synthetic fundus photograph: `render_fundus`, the `FundusGeometry` it returns,
+and the `FundusLook` that the photographs of one patient share (`draw_look`).
 
 Each photograph is an orange-red disc on black with an optic disc, branching vessels, a macula,
 uneven illumination and noise. Lesions follow the grade: microaneurysms (1+), blot haemorrhages
@@ -6,6 +7,15 @@ and hard exudates (2+), haemorrhages in every quadrant, cotton-wool spots and ve
 new vessels and pre-retinal haemorrhage (4). Counts are drawn from overlapping ranges, so
 neighbouring grades overlap the way real gradings do. With `return_mask=True` the renderer also
 gives the lesion mask, read from the same lesion layers, so the photograph does not change.
+
+A photograph drawn without a look is an eye of its own. With a `FundusLook` (drawn once per
+patient) and an eye, what belongs to the patient comes from the look: the field of view, the
+fundus colour and choroidal texture, the optic disc and macula (mirrored between the right eye,
+disc on the right of the frame, and the left eye), the vessel layout and branching, and the
+camera (illumination pattern, exposure, blur, noise level, colour cast). What belongs to the eye
+comes from its own generator: its lesions (their counts, positions and the venous beading,
+drawn for its grade) and the noise's pixels. The fellow eye is therefore the mirror image of the
+same retina with other lesions: a model can tell the patient from either eye.
 Writing a whole data set of these photographs is `dr_hf.data.synthetic`'s job.
 """
 
@@ -15,9 +25,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from dr_hf.data.patients import LEFT, RIGHT
 from dr_hf.grades import NUM_GRADES
 
-__all__ = ["FundusGeometry", "render_fundus"]
+__all__ = ["FundusGeometry", "FundusLook", "draw_look", "render_fundus"]
 
 # Lesion counts per grade (low, high), both inclusive.
 _MICROANEURYSMS = ((0, 0), (1, 6), (3, 14), (6, 22), (6, 24))
@@ -42,6 +53,31 @@ class FundusGeometry:
             min(width, self.cx + self.radius + 1),
             min(height, self.cy + self.radius + 1),
         )
+
+
+@dataclass(frozen=True)
+class FundusLook:
+    """What every photograph of one patient shares, drawn once by `draw_look`.
+
+    `anatomy_seed` seeds the field of view, the fundus colour and texture, where the optic disc
+    and macula lie and the vessel layout; `camera_seed` the illumination pattern, exposure, blur
+    and noise level; `colour_cast` multiplies the red, green and blue of the camera's picture.
+    """
+
+    anatomy_seed: int
+    camera_seed: int
+    colour_cast: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+def draw_look(rng: np.random.Generator) -> FundusLook:
+    """A patient's look, drawn from the patient's generator."""
+    anatomy_seed, camera_seed = (int(s) for s in rng.integers(0, 2**63, 2))
+    cast = tuple(float(c) for c in rng.uniform(0.9, 1.1, 3))
+    return FundusLook(anatomy_seed, camera_seed, cast)
+
+
+def _mirrored(geo: FundusGeometry, width: int) -> FundusGeometry:
+    return FundusGeometry(width - 1 - geo.cx, geo.cy, geo.radius)
 
 
 def _random_geometry(width: int, height: int, rng: np.random.Generator) -> FundusGeometry:
@@ -171,14 +207,16 @@ def _check_request(grade: int, width: int, height: int) -> None:
         raise ValueError(f"A {width}x{height} photograph is too small: use 16 pixels or more.")
 
 
-def _draw_retina(geo: FundusGeometry, xs, ys, anatomy: np.random.Generator):
+def _draw_retina(geo: FundusGeometry, xs, ys, anatomy: np.random.Generator, side=None):
     """Retina: pigment colour with choroidal texture and a darker macula.
 
+    `side` puts the optic disc right (1) or left (-1) of the centre; None draws it.
     Returns the float32 RGB image, the optic disc (x, y, radius) and the macula centre (x, y).
     """
     r, (height, width) = geo.radius, (ys.shape[0], xs.shape[1])
     base = np.array([anatomy.uniform(190, 235), anatomy.uniform(70, 115), anatomy.uniform(25, 60)])
-    side = anatomy.choice([-1, 1])  # left or right eye
+    drawn = anatomy.choice([-1, 1])  # left or right eye; drawn always, to keep the stream
+    side = drawn if side is None else side
     od = (geo.cx + side * r * anatomy.uniform(0.3, 0.42), geo.cy + r * anatomy.normal(0, 0.05))
     od = (*od, r * anatomy.uniform(0.08, 0.11))
     macula = (geo.cx - side * r * anatomy.uniform(0.0, 0.08), od[1] + r * anatomy.normal(0, 0.03))
@@ -247,8 +285,11 @@ def _lesion_mask(layers: dict[str, np.ndarray], geo: FundusGeometry) -> np.ndarr
     return ((alpha >= _MASK_ALPHA) & (fov > 0)).astype(np.uint8) * 255
 
 
-def _photograph(image, geo: FundusGeometry, xs, ys, camera: np.random.Generator) -> np.ndarray:
-    """Camera: vignetting, uneven illumination, exposure, blur, noise and the black surround."""
+def _photograph(
+    image, geo: FundusGeometry, xs, ys, camera: np.random.Generator, noise=None, cast=None
+) -> np.ndarray:
+    """Camera: vignetting, uneven illumination, exposure, colour cast, blur, noise and the black
+    surround. The noise's level comes from `camera`, its pixels from `noise` (default: `camera`)."""
     r, shape = geo.radius, image.shape[:2]
     dist2 = ((xs - geo.cx) ** 2 + (ys - geo.cy) ** 2) / r**2
     tilt = camera.uniform(0, 2 * math.pi)
@@ -259,11 +300,14 @@ def _photograph(image, geo: FundusGeometry, xs, ys, camera: np.random.Generator)
         / r
     )
     image *= (light * camera.uniform(0.7, 1.1))[..., None]
+    if cast is not None:
+        image *= np.asarray(cast, np.float32)
     image = cv2.GaussianBlur(image, (0, 0), max(0.5, r * camera.uniform(0.001, 0.003)))
     fov = np.zeros(shape, np.uint8)
     cv2.circle(fov, (geo.cx, geo.cy), r, 1, -1)
     image *= fov[..., None]
-    image += camera.uniform(1.5, 4.0) * camera.standard_normal(image.shape, np.float32)
+    level = camera.uniform(1.5, 4.0)
+    image += level * (noise or camera).standard_normal(image.shape, np.float32)
     return image
 
 
@@ -274,23 +318,45 @@ def render_fundus(
     rng: np.random.Generator,
     geometry: FundusGeometry | None = None,
     return_mask: bool = False,
+    look: FundusLook | None = None,
+    eye: str | None = None,
 ) -> tuple[np.ndarray, FundusGeometry] | tuple[np.ndarray, FundusGeometry, np.ndarray]:
     """One synthetic fundus photograph (RGB uint8, height x width) of a DR grade, and its disc.
 
-    Anatomy, lesions and noise come from three generators seeded from `rng`, so the same seed
-    with another grade gives the same eye with other lesions. `geometry` fixes the disc.
+    Without `look`, anatomy, lesions and noise come from three generators seeded from `rng`, so
+    the same seed with another grade gives the same eye with other lesions. With a patient's
+    `look` and `eye` ("left" or "right"), the anatomy and camera come from the look and `rng`
+    draws only this eye's lesions and noise pixels; the left eye is the right eye's mirror image
+    (its field of view too, unless `geometry` is given). `geometry` fixes the disc.
     `return_mask` adds a third item, the lesion mask (uint8, height x width, 255 on lesions,
     all 0 for grade 0); it only reads the lesion layers, so the photograph is the same.
     """
     _check_request(grade, width, height)
-    anatomy, lesions, camera = (np.random.default_rng(s) for s in rng.integers(0, 2**63, 3))
-    geo = geometry or _random_geometry(width, height, anatomy)
+    if look is None:
+        if eye is not None:
+            raise ValueError(f"eye={eye!r} needs look=: an eye belongs to a patient's look.")
+        anatomy, lesions, camera = (np.random.default_rng(s) for s in rng.integers(0, 2**63, 3))
+        noise, side, cast = camera, None, None
+    else:
+        if eye not in (LEFT, RIGHT):
+            raise ValueError(
+                f"eye={eye!r}: a patient's photograph is of the {LEFT} or {RIGHT} eye."
+            )
+        lesions, noise = (np.random.default_rng(s) for s in rng.integers(0, 2**63, 2))
+        anatomy, camera = (np.random.default_rng(s) for s in (look.anatomy_seed, look.camera_seed))
+        side, cast = 1, look.colour_cast  # drawn as the right eye, mirrored for the left
+    flip = eye == LEFT
+    given = _mirrored(geometry, width) if geometry and flip else geometry
+    geo = given or _random_geometry(width, height, anatomy)
     ys, xs = (np.arange(n, dtype=np.float32) for n in (height, width))
     ys, xs = ys[:, None], xs[None, :]  # broadcast: full-frame arrays only where needed
-    image, od, macula = _draw_retina(geo, xs, ys, anatomy)
+    image, od, macula = _draw_retina(geo, xs, ys, anatomy, side)
     _draw_optic_disc(image, od)
     _draw_vessels(image, grade, geo, od, macula, anatomy, lesions)
+    if flip:
+        image = np.ascontiguousarray(image[:, ::-1])
+        geo, od = _mirrored(geo, width), (width - 1 - od[0], *od[1:])
     layers = _draw_lesions(grade, (height, width), geo, od, lesions)
     _composite_lesions(image, layers)
-    image = np.clip(_photograph(image, geo, xs, ys, camera), 0, 255).astype(np.uint8)
+    image = np.clip(_photograph(image, geo, xs, ys, camera, noise, cast), 0, 255).astype(np.uint8)
     return (image, geo, _lesion_mask(layers, geo)) if return_mask else (image, geo)

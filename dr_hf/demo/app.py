@@ -11,9 +11,13 @@ at once; the queue holds `queue_size` more.
 Defaults keep the page private and tidy: it binds 127.0.0.1, makes no share link, refuses
 uploads over `max_file_size`, and keeps uploads, examples and CSVs in one temporary folder
 (Gradio's `GRADIO_TEMP_DIR` unless that is set already), swept of files older than an hour and
-removed when the server closes.
+removed when the server closes. The model's view and the Grad-CAM overlay reach Gradio as PNG
+files already in its cache, each written once and renamed into place (`cached_png`), never
+rewritten while another user downloads it.
 """
 
+import hashlib
+import io
 import logging
 import os
 import shutil
@@ -23,6 +27,8 @@ import threading
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
+from PIL import Image
 
 from dr_hf.demo.grading import (
     NOTICE,
@@ -50,6 +56,44 @@ CSS = """
   width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;
 }
 """
+
+
+def cached_png(image: np.ndarray | None, cache_dir: str | Path, name: str) -> str | None:
+    """`image` (uint8 RGB) as `<cache_dir>/<sha256 of its PNG>/<name>.png`, for an image output.
+
+    Gradio 6.31 saves an image output given as an array (`processing_utils.save_pil_to_cache`)
+    with `Path.write_bytes` at a path named by its content, so when a second user's answer for
+    the same photograph comes out while the first user is still downloading theirs, the same file
+    is truncated and rewritten under the download: it ends short of its Content-Length ("peer
+    closed connection without sending complete message body") and the answer is lost. A path
+    already in the cache Gradio serves as it is; here each file is written once, under a
+    temporary name and renamed into place, and never rewritten. A file already there gets a
+    fresh ctime (its times set to their own values): the hourly sweep (`CACHE_SWEEP`) ages files
+    by ctime and must not delete one just handed out again.
+    """
+    if image is None:
+        return None
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    folder = Path(cache_dir) / hashlib.sha256(data).hexdigest()
+    target = folder / f"{name}.png"
+    try:
+        times = target.stat()
+        os.utime(target, ns=(times.st_atime_ns, times.st_mtime_ns))
+        return str(target)
+    except FileNotFoundError:  # not written yet, or swept since
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.png.")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+        os.replace(staging, target)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return str(target)
 
 
 def _single_tab(grader: Grader, examples: list[list[str]], heatmaps, rule: GradeRule) -> None:
@@ -98,7 +142,9 @@ def _single_tab(grader: Grader, examples: list[list[str]], heatmaps, rule: Grade
 
     def on_photo(path):
         answer = grade_photo(grader, path, heatmaps, rule)
-        return answer.summary, answer.probabilities, answer.model_view, answer.heatmap
+        shown = cached_png(answer.model_view, view.GRADIO_CACHE, "model_view")
+        overlay = cached_png(answer.heatmap, heatmap.GRADIO_CACHE, "gradcam")
+        return answer.summary, answer.probabilities, shown, overlay
 
     photo.change(
         on_photo,

@@ -115,9 +115,11 @@ def run_demo_load(
     env.pop("GRADIO_TEMP_DIR", None)
     command = [sys.executable, "-m", "dr_hf.cli", "demo", "--model", str(model)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
-    server = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    # The server's output goes to a file: a pipe read only at the end fills (64 KiB of warnings
+    # about bad uploads) and then blocks the server in mid-answer.
+    log_path = work / "server.log"
+    with open(log_path, "w") as log_file:
+        server = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         _wait_for(url, server)
         warm: list = []
@@ -139,10 +141,11 @@ def run_demo_load(
     finally:
         server.send_signal(signal.SIGTERM)
         try:
-            log, _ = server.communicate(timeout=60)
+            server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             server.kill()
-            log, _ = server.communicate()
+            server.wait()
+    log = log_path.read_text(errors="replace")
     # Files only: Gradio makes an empty gradio/vibe_edit_history folder in the system temporary
     # folder on every launch, whatever the app.
     left = sorted(
