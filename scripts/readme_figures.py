@@ -1,4 +1,4 @@
-"""Make the README's figures: the quick-start model on a referable synthetic photograph.
+"""Make the docs' figures: the quick-start model on a referable synthetic photograph.
 
     python scripts/readme_figures.py [--model outputs/quickstart/best] [--output scripts/figures]
 

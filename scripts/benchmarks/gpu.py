@@ -97,7 +97,7 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (smoke)"
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="GPU training and inference throughput.")
     add = parser.add_argument
     add("--output", default="outputs/benchmark_gpu")
@@ -149,7 +149,7 @@ class Recorder:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.smoke:
         _smoke(args)
         device = torch.device("cpu")

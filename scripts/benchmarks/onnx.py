@@ -223,7 +223,7 @@ def onnx_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet50", "retfound_tiny"])
     parser.add_argument("--image-size", type=int, default=224)
@@ -232,7 +232,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--no-memory", action="store_true", help="Skip the peak memory runs.")
     parser.add_argument("--threads", type=int, help="Threads of both runtimes (default: theirs).")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     report = bench_onnx(
         tuple(args.models),
         args.image_size,
