@@ -170,7 +170,7 @@ class ModelArguments:
             "help": "How the saved model turns its output into a grade: argmax (the most probable "
             "grade) or thresholds (four cut points on the expected grade, or on the regression "
             "score, fitted for QWK on the validation split). Default: thresholds, which beat "
-            "argmax on held-out QWK for every seed of the heads benchmark (see the README)."
+            "argmax on held-out QWK for every seed of the heads benchmark (see docs/benchmarks.md)."
         },
     )
     drop_path_rate: float | None = field(
